@@ -1,0 +1,431 @@
+"""Strict YAML to ``Config``: unknown keys, wrong types and nonsense values are errors.
+
+Every error is a ``ConfigError`` whose message is one line: the YAML path and the problem,
+for example ``chains[0].spenders[2].address: not a valid address ...``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import yaml
+
+from monitor.config.model import (
+    DEFAULT_SQLITE_NAME,
+    ApiSettings,
+    ChainConfig,
+    Config,
+    CustomTokenConfig,
+    DatabaseSettings,
+    MetricsSettings,
+    PollSettings,
+    SpenderConfig,
+    WalletConfig,
+)
+from monitor.domain.addresses import InvalidAddress, canonical_address
+from monitor.domain.chains import SUPPORTED_CHAINS
+from monitor.errors import ConfigError
+
+T = TypeVar("T")
+
+_SECRET_KEY = re.compile(r"(api[_-]?key|apikey|secret|password|token|bearer|authorization)$", re.I)
+_KEY_IN_FILE = (
+    "the 1inch API key must not be written in the config file; "
+    "set ONEINCH_API_KEY or the systemd credential oneinch_api_key"
+)
+_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg", "postgresql+psycopg")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses duplicate mapping keys (PyYAML keeps the last silently)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    mapping: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in mapping:
+            mark = key_node.start_mark
+            raise ConfigError(f"line {mark.line + 1}", f"duplicate key {key!r} in the same mapping")
+        mapping[key] = loader.construct_object(value_node, deep=True)
+    return mapping
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,
+)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate the YAML file at ``path``."""
+    source = Path(path)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(source), "no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(source), f"cannot read: {exc}") from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
+        raise ConfigError(where, f"invalid YAML: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError("YAML", f"invalid YAML: {exc}") from None
+    return parse_config(data, source=source)
+
+
+def parse_config(data: object, *, source: Path | None = None) -> Config:
+    """Validate an already-loaded YAML document."""
+    if data is None:
+        data = {}
+    root = _Section(data, "")
+    api = _parse_api(root.section("api"))
+    database = _parse_database(root.section("database"), source)
+    poll = _parse_poll(root.section("poll"))
+    metrics = _parse_metrics(root.section("metrics"))
+    chains = _parse_chains(root.list("chains", required=True), "chains")
+    wallets = _parse_wallets(root.list("wallets", required=True), "wallets", chains)
+    root.finish()
+    return Config(
+        api=api,
+        database=database,
+        poll=poll,
+        metrics=metrics,
+        wallets=wallets,
+        chains=chains,
+        source=source,
+    )
+
+
+class _Section:
+    """A mapping being consumed key by key, so that leftovers are reported as unknown."""
+
+    def __init__(self, data: object, path: str) -> None:
+        if not isinstance(data, Mapping):
+            raise ConfigError(path or "(top level)", f"expected a mapping, got {_kind(data)}")
+        self.path = path
+        self._data = dict(data)
+        for key in self._data:
+            if not isinstance(key, str):
+                raise ConfigError(self._at(str(key)), "keys must be strings")
+            if _SECRET_KEY.search(key):
+                raise ConfigError(self._at(key), _KEY_IN_FILE)
+
+    def _at(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def has(self, key: str) -> bool:
+        return key in self._data
+
+    def take(self, key: str, check: Callable[[object, str], T], default: T) -> T:
+        if key not in self._data or self._data[key] is None:
+            self._data.pop(key, None)
+            return default
+        return check(self._data.pop(key), self._at(key))
+
+    def require(self, key: str, check: Callable[[object, str], T]) -> T:
+        if key not in self._data or self._data[key] is None:
+            raise ConfigError(self._at(key), "is required")
+        return check(self._data.pop(key), self._at(key))
+
+    def section(self, key: str) -> _Section:
+        value = self._data.pop(key, None)
+        return _Section({} if value is None else value, self._at(key))
+
+    def list(self, key: str, *, required: bool = False) -> tuple[list[object], str]:
+        path = self._at(key)
+        value = self._data.pop(key, None)
+        if value is None:
+            if required:
+                raise ConfigError(path, "is required (a non-empty list)")
+            return [], path
+        if not isinstance(value, list):
+            raise ConfigError(path, f"expected a list, got {_kind(value)}")
+        if required and not value:
+            raise ConfigError(path, "must not be empty")
+        return value, path
+
+    def finish(self) -> None:
+        for key in self._data:
+            raise ConfigError(self._at(key), "unknown key")
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "nothing"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _string(value: object, path: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(path, f"expected a string, got {_kind(value)}")
+    if not value.strip():
+        raise ConfigError(path, "must not be empty")
+    if any(not ch.isprintable() for ch in value):
+        raise ConfigError(path, "contains control characters")
+    return value
+
+
+def _boolean(value: object, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(path, f"expected true or false, got {_kind(value)}")
+    return value
+
+
+def _number(*, minimum: float, maximum: float = math.inf) -> Callable[[object, str], float]:
+    def check(value: object, path: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(path, f"expected a number, got {_kind(value)}")
+        if not math.isfinite(value) or not minimum <= value <= maximum:
+            bound = f"at least {minimum:g}" + (
+                f" and at most {maximum:g}" if maximum < math.inf else ""
+            )
+            raise ConfigError(path, f"must be {bound}, got {value!r}")
+        return float(value)
+
+    return check
+
+
+def _integer(*, minimum: int, maximum: int) -> Callable[[object, str], int]:
+    def check(value: object, path: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(path, f"expected a whole number, got {_kind(value)}")
+        if not minimum <= value <= maximum:
+            raise ConfigError(path, f"must be between {minimum} and {maximum}, got {value}")
+        return value
+
+    return check
+
+
+def _address(value: object, path: str) -> str:
+    try:
+        return canonical_address(value)
+    except InvalidAddress as exc:
+        raise ConfigError(path, exc.reason) from None
+
+
+def _chain_id(value: object, path: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(path, f"expected a chain id (a whole number), got {_kind(value)}")
+    if value not in SUPPORTED_CHAINS:
+        supported = ", ".join(str(c) for c in SUPPORTED_CHAINS)
+        raise ConfigError(
+            path, f"unsupported chain id {value} (the Balance API serves {supported})"
+        )
+    return value
+
+
+def _base_url(value: object, path: str) -> str:
+    text = _string(value, path)
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(path, f"expected an http(s) URL, got {text!r}")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ConfigError(path, "must not contain credentials, a query or a fragment")
+    return text.rstrip("/")
+
+
+def _parse_api(section: _Section) -> ApiSettings:
+    defaults = ApiSettings()
+    api = ApiSettings(
+        base_url=section.take("base_url", _base_url, defaults.base_url),
+        requests_per_second=section.take(
+            "requests_per_second",
+            _number(minimum=0.01, maximum=10_000),
+            defaults.requests_per_second,
+        ),
+        timeout_s=section.take("timeout_s", _number(minimum=0.1, maximum=600), defaults.timeout_s),
+        max_wallets_per_request=section.take(
+            "max_wallets_per_request",
+            _integer(minimum=1, maximum=1000),
+            defaults.max_wallets_per_request,
+        ),
+        max_attempts=section.take(
+            "max_attempts", _integer(minimum=1, maximum=20), defaults.max_attempts
+        ),
+        backoff_initial_s=section.take(
+            "backoff_initial_s", _number(minimum=0.0, maximum=600), defaults.backoff_initial_s
+        ),
+        backoff_max_s=section.take(
+            "backoff_max_s", _number(minimum=0.0, maximum=3600), defaults.backoff_max_s
+        ),
+        retry_after_max_s=section.take(
+            "retry_after_max_s", _number(minimum=0.0, maximum=3600), defaults.retry_after_max_s
+        ),
+        filter_empty=section.take("filter_empty", _boolean, defaults.filter_empty),
+    )
+    section.finish()
+    if api.backoff_max_s < api.backoff_initial_s:
+        raise ConfigError(section._at("backoff_max_s"), "must not be below backoff_initial_s")
+    return api
+
+
+def _default_database_url(source: Path | None) -> str:
+    state_dir = os.environ.get("STATE_DIRECTORY")  # set by systemd's StateDirectory=
+    directory = Path(state_dir.split(":")[0]) if state_dir else Path.cwd()
+    return f"sqlite+aiosqlite:///{directory / DEFAULT_SQLITE_NAME}"
+
+
+def _database_url(value: object, path: str) -> str:
+    text = _string(value, path)
+    scheme = text.split("://", 1)[0] if "://" in text else ""
+    if scheme not in _DRIVERS:
+        raise ConfigError(
+            path,
+            f"unsupported URL scheme {scheme or text.split(':', 1)[0]!r}; "
+            f"name the async driver: one of {', '.join(d + '://' for d in _DRIVERS)}",
+        )
+    return text
+
+
+def _parse_database(section: _Section, source: Path | None) -> DatabaseSettings:
+    url = section.take("url", _database_url, "") or _default_database_url(source)
+    section.finish()
+    return DatabaseSettings(url=url)
+
+
+def _parse_poll(section: _Section) -> PollSettings:
+    poll = PollSettings(
+        interval_s=section.take(
+            "interval_s", _number(minimum=1, maximum=86_400), PollSettings().interval_s
+        )
+    )
+    section.finish()
+    return poll
+
+
+def parse_listen(value: object, path: str) -> tuple[str, int]:
+    """Parse ``HOST:PORT`` (``[::1]:PORT`` for IPv6); port 0 means any free port."""
+    text = _string(value, path)
+    match = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d+)|([^:\[\]\s]+):(\d+)", text)
+    if not match:
+        raise ConfigError(path, f"expected HOST:PORT (IPv6 as [::1]:PORT), got {text!r}")
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if not 0 <= port <= 65535:
+        raise ConfigError(path, f"port must be between 0 and 65535, got {port}")
+    return host, port
+
+
+def _parse_metrics(section: _Section) -> MetricsSettings:
+    defaults = MetricsSettings()
+    host, port = section.take("listen", parse_listen, (defaults.host, defaults.port))
+    section.finish()
+    return MetricsSettings(host=host, port=port)
+
+
+def _parse_chains(items: tuple[list[object], str], _: str) -> tuple[ChainConfig, ...]:
+    entries, path = items
+    chains: list[ChainConfig] = []
+    seen: dict[int, str] = {}
+    for i, entry in enumerate(entries):
+        at = f"{path}[{i}]"
+        section = _Section(entry, at)
+        chain_id = section.require("id", _chain_id)
+        if chain_id in seen:
+            raise ConfigError(
+                f"{at}.id", f"chain {chain_id} is already configured at {seen[chain_id]}"
+            )
+        seen[chain_id] = at
+        spenders = _parse_spenders(section.list("spenders", required=True))
+        custom_tokens = _parse_custom_tokens(section.list("custom_tokens"))
+        section.finish()
+        chains.append(ChainConfig(id=chain_id, spenders=spenders, custom_tokens=custom_tokens))
+    return tuple(chains)
+
+
+def _parse_custom_tokens(items: tuple[list[object], str]) -> tuple[CustomTokenConfig, ...]:
+    """Each entry is an address, or ``{address, symbol?, decimals?}``."""
+    entries, path = items
+    tokens: list[CustomTokenConfig] = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        at = f"{path}[{i}]"
+        if isinstance(entry, str):
+            token = CustomTokenConfig(address=_address(entry, at))
+        else:
+            section = _Section(entry, at)
+            token = CustomTokenConfig(
+                address=section.require("address", _address),
+                symbol=section.take("symbol", _string, None),
+                decimals=section.take("decimals", _integer(minimum=0, maximum=255), None),
+            )
+            section.finish()
+        if token.address in seen:
+            raise ConfigError(at, f"duplicate custom token (same as {path}[{seen[token.address]}])")
+        seen[token.address] = i
+        tokens.append(token)
+    return tuple(tokens)
+
+
+def _parse_spenders(items: tuple[list[object], str]) -> tuple[SpenderConfig, ...]:
+    entries, path = items
+    spenders: list[SpenderConfig] = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        at = f"{path}[{i}]"
+        section = _Section(entry, at)
+        address = section.require("address", _address)
+        if address in seen:
+            raise ConfigError(
+                f"{at}.address", f"duplicate spender (same as {path}[{seen[address]}])"
+            )
+        seen[address] = i
+        spender = SpenderConfig(
+            address=address,
+            label=section.take("label", _string, None),
+            trusted=section.take("trusted", _boolean, False),
+        )
+        section.finish()
+        spenders.append(spender)
+    return tuple(spenders)
+
+
+def _parse_wallets(
+    items: tuple[list[object], str], _: str, chains: tuple[ChainConfig, ...]
+) -> tuple[WalletConfig, ...]:
+    entries, path = items
+    configured = {c.id for c in chains}
+    wallets: list[WalletConfig] = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        at = f"{path}[{i}]"
+        section = _Section(entry, at)
+        address = section.require("address", _address)
+        if address in seen:
+            raise ConfigError(
+                f"{at}.address", f"duplicate wallet (same as {path}[{seen[address]}])"
+            )
+        seen[address] = i
+        label = section.take("label", _string, None)
+        chain_ids: tuple[int, ...] | None = None
+        if section.has("chains"):
+            chain_entries, chains_path = section.list("chains")
+            if not chain_entries:
+                raise ConfigError(chains_path, "must not be empty (omit it to watch every chain)")
+            ids: list[int] = []
+            for j, value in enumerate(chain_entries):
+                chain_id = _chain_id(value, f"{chains_path}[{j}]")
+                if chain_id not in configured:
+                    raise ConfigError(
+                        f"{chains_path}[{j}]", f"chain {chain_id} is not under chains:"
+                    )
+                if chain_id in ids:
+                    raise ConfigError(f"{chains_path}[{j}]", f"duplicate chain {chain_id}")
+                ids.append(chain_id)
+            chain_ids = tuple(ids)
+        section.finish()
+        wallets.append(WalletConfig(address=address, label=label, chains=chain_ids))
+    return tuple(wallets)

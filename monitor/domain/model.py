@@ -1,0 +1,127 @@
+"""Domain values: tokens, positions and the outcome of a poll. Frozen, exact, UTC."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from monitor.domain.addresses import NATIVE_TOKEN
+
+UINT256_MAX = 2**256 - 1
+"""The largest on-chain amount, and the usual "unlimited" approval."""
+
+
+def parse_amount(text: object) -> int:
+    """Parse a base-unit amount as the API sends it: a decimal string of 0..2^256-1.
+
+    Raises ``ValueError`` naming the value for anything else (floats, exponents, negatives,
+    numbers sent as JSON numbers, empty strings), so a bad amount never becomes a silent 0.
+    """
+    if not isinstance(text, str) or not text.isascii() or not text.isdigit():
+        raise ValueError(f"amount must be a string of decimal digits, got {text!r:.80}")
+    if len(text) > 78:
+        raise ValueError(f"amount has {len(text)} digits, more than a uint256 can hold")
+    value = int(text)
+    if value > UINT256_MAX:
+        raise ValueError(f"amount {text} exceeds 2^256-1")
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Token:
+    """A token as 1inch describes it. ``decimals`` is None when upstream did not say."""
+
+    chain_id: int
+    address: str
+    symbol: str
+    name: str
+    decimals: int | None
+    tags: tuple[str, ...] = ()
+
+    @property
+    def is_native(self) -> bool:
+        """The chain's native coin: it needs no approval, so its "allowance" is never a risk."""
+        return self.address == NATIVE_TOKEN or "native" in self.tags
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Position:
+    """What one wallet holds of one token, and what one spender may take of it."""
+
+    chain_id: int
+    wallet: str
+    spender: str
+    token: Token
+    balance: int
+    allowance: int
+
+    @property
+    def key(self) -> tuple[int, str, str, str]:
+        return (self.chain_id, self.wallet, self.token.address, self.spender)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchOutcome:
+    """One request (or one wallet's custom-token request) of a poll, successful or not.
+
+    When ``error`` is None the batch is complete: every (wallet, token) pair of ``wallets``
+    that is absent from ``positions`` was observed as zero balance and zero allowance (the API
+    drops empty tokens under ``filterEmpty``). When ``error`` is set nothing about ``wallets``
+    was observed, and nothing may be inferred from the absence of their positions.
+    """
+
+    chain_id: int
+    spender: str
+    wallets: tuple[str, ...]
+    kind: str  # "aggregated" or "custom"
+    positions: tuple[Position, ...] = ()
+    request_id: str | None = None
+    error: str | None = None
+    error_reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PollResult:
+    """Everything one poll of every (chain, spender, wallet batch) returned."""
+
+    started_at: datetime
+    finished_at: datetime
+    batches: tuple[BatchOutcome, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return all(b.ok for b in self.batches)
+
+    @property
+    def positions(self) -> tuple[Position, ...]:
+        return tuple(p for b in self.batches for p in b.positions)
+
+    @property
+    def failures(self) -> tuple[BatchOutcome, ...]:
+        return tuple(b for b in self.batches if not b.ok)
+
+
+DEFAULT_UNLIMITED_THRESHOLD = 2**96 - 1
+"""At or above this an approval counts as unlimited: it catches the uint256, uint160 (Permit2)
+and uint96 (UNI, COMP) "infinite" conventions, and infinite allowances that a token
+decrements on each transfer."""
+
+
+def is_unlimited(position: Position, threshold: int = DEFAULT_UNLIMITED_THRESHOLD) -> bool:
+    """True for an unlimited approval. The native coin needs no approval, so never."""
+    return not position.token.is_native and position.allowance >= threshold
+
+
+def format_units(amount: int, decimals: int | None) -> str:
+    """``amount`` base units in whole tokens, exactly: 1234500000 with 6 decimals -> 1,234.5."""
+    if decimals is None:
+        return f"{amount:,} units"
+    whole, fraction = divmod(amount, 10**decimals)
+    text = f"{whole:,}"
+    if fraction:
+        text += "." + f"{fraction:0{decimals}d}".rstrip("0")
+    return text

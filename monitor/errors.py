@@ -1,0 +1,89 @@
+"""The exceptions exposure-monitor raises, as one small tree.
+
+    MonitorError
+    ├── ConfigError            the YAML file, a CLI argument or the environment is wrong
+    ├── UpstreamError          the 1inch API did not give us usable data
+    │   ├── RateLimited        429 after every retry
+    │   ├── Unavailable        5xx, timeout or connection failure after every retry
+    │   ├── Rejected           400/401/403/404: the request itself is refused (never retried)
+    │   └── BadResponse        a 2xx answer we cannot trust (not JSON, wrong shape, bad amount)
+    └── StoreError             the database failed
+
+Messages are built here and name the offending thing. They never contain the API key: the
+key is held by the client alone and no error is ever given it.
+"""
+
+from __future__ import annotations
+
+
+class MonitorError(Exception):
+    """Base of every error exposure-monitor raises on purpose."""
+
+
+class ConfigError(MonitorError):
+    """Invalid configuration. ``path`` is the YAML path (``chains[0].spenders[1].address``)."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}" if path else problem)
+
+
+class UpstreamError(MonitorError):
+    """The 1inch API failed. Carries what 1inch support needs to look the request up."""
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        endpoint: str,
+        status: int | None = None,
+        request_id: str | None = None,
+        attempts: int = 1,
+    ) -> None:
+        self.problem = problem
+        self.endpoint = endpoint
+        self.status = status
+        self.request_id = request_id
+        self.attempts = attempts
+        parts = [f"{endpoint}: {problem}"]
+        if status is not None:
+            parts.append(f"HTTP {status}")
+        if attempts > 1:
+            parts.append(f"after {attempts} attempts")
+        if request_id:
+            parts.append(f"X-Request-Id {request_id}")
+        super().__init__(" | ".join(parts))
+
+    @property
+    def reason(self) -> str:
+        """A short, stable label for metrics (``rate_limited``, ``unavailable``, ...)."""
+        return _REASONS.get(type(self), "upstream")
+
+
+class RateLimited(UpstreamError):
+    """HTTP 429 on every attempt."""
+
+
+class Unavailable(UpstreamError):
+    """HTTP 5xx, a timeout or a connection failure on every attempt."""
+
+
+class Rejected(UpstreamError):
+    """HTTP 400, 401, 403 or 404: retrying cannot help."""
+
+
+class BadResponse(UpstreamError):
+    """A successful status with a body that is not what the API documents."""
+
+
+class StoreError(MonitorError):
+    """The snapshot store could not read or write."""
+
+
+_REASONS: dict[type[UpstreamError], str] = {
+    RateLimited: "rate_limited",
+    Unavailable: "unavailable",
+    Rejected: "rejected",
+    BadResponse: "bad_response",
+}

@@ -1,0 +1,244 @@
+"""Config validation: every bad input names its YAML path and problem."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from monitor.config import ApiKey, load_api_key, load_config, parse_config
+from monitor.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+WALLET = "0x5014ef5ED72014E90B82285EA7888B4A091409Ec"
+WALLET2 = "0xfcd6A6536Fc62D5Dcf3E1Fd31F6BF54eA18ccBa2"
+ROUTER = "0x111111125421cA6dc452d289314280a0f8842A65"
+PERMIT2 = "0x000000000022D473030F116dDEE9F6B43aC78BA3"
+
+MINIMAL: dict[str, Any] = {
+    "wallets": [{"address": WALLET}],
+    "chains": [{"id": 1, "spenders": [{"address": ROUTER}]}],
+}
+
+
+def with_change(path: str, value: Any) -> dict[str, Any]:
+    """MINIMAL with the value at a dotted path (list indexes as numbers) set or added."""
+    doc = copy.deepcopy(MINIMAL)
+    keys = [int(k) if k.isdigit() else k for k in path.split(".")]
+    target: Any = doc
+    for key in keys[:-1]:
+        if isinstance(key, str) and key not in target:
+            target[key] = {}
+        target = target[key]
+    last = keys[-1]
+    if isinstance(last, int) and last == len(target):
+        target.append(value)
+    else:
+        target[last] = value
+    return doc
+
+
+def test_example_config_loads_and_matches_the_documented_defaults() -> None:
+    config = load_config(ROOT / "config.example.yaml")
+    assert config.api.requests_per_second == 1
+    assert config.api.max_wallets_per_request == 50
+    assert config.metrics.host == "127.0.0.1"
+    assert [c.id for c in config.chains] == [1, 8453]
+    assert len(config.wallets) == 3
+    cold = config.wallets[2]
+    assert cold.chains == (1,)
+    assert [w.label for w in config.wallets_on(8453)] == ["treasury", "ops"]
+
+
+def test_minimal_config_gets_sane_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    config = parse_config(MINIMAL)
+    assert config.api.base_url == "https://api.1inch.dev"
+    assert config.api.requests_per_second == 1.0
+    assert config.api.max_wallets_per_request == 50
+    assert config.api.filter_empty is True
+    assert config.poll.interval_s == 300
+    assert (config.metrics.host, config.metrics.port) == ("127.0.0.1", 9751)
+    assert config.database.url == f"sqlite+aiosqlite:///{tmp_path}/exposure-monitor.sqlite"
+
+
+def test_default_database_lives_in_the_systemd_state_directory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/exposure-monitor")
+    config = parse_config(MINIMAL)
+    assert config.database.url == "sqlite+aiosqlite:////var/lib/exposure-monitor/exposure-monitor.sqlite"
+
+
+def test_addresses_are_stored_lowercase_and_shown_checksummed() -> None:
+    config = parse_config(with_change("wallets.0.address", WALLET.lower()))
+    assert config.wallets[0].address == WALLET.lower()
+    assert config.wallets[0].checksum == WALLET
+    assert config.chains[0].spenders[0].address == ROUTER.lower()
+    assert config.chains[0].spenders[0].checksum == ROUTER
+
+
+def test_custom_tokens_accept_addresses_or_mappings() -> None:
+    config = parse_config(
+        with_change(
+            "chains.0.custom_tokens",
+            [PERMIT2.lower(), {"address": WALLET2, "symbol": "LOC", "decimals": 6}],
+        )
+    )
+    tokens = config.chains[0].custom_tokens
+    assert [t.address for t in tokens] == [PERMIT2.lower(), WALLET2.lower()]
+    assert (tokens[1].symbol, tokens[1].decimals) == ("LOC", 6)
+    assert tokens[0].symbol is None
+
+
+def test_listen_accepts_ipv6() -> None:
+    config = parse_config(with_change("metrics.listen", "[::1]:9000"))
+    assert (config.metrics.host, config.metrics.port) == ("::1", 9000)
+
+
+BAD_CASES = [
+    # (dotted path to change, value, expected path in the error, expected problem fragment)
+    ("surprise", 1, "surprise", "unknown key"),
+    ("api.base_urll", "http://x", "api.base_urll", "unknown key"),
+    ("api.api_key", "abc", "api.api_key", "must not be written in the config file"),
+    ("apiKey", "abc", "apiKey", "must not be written in the config file"),
+    ("api.base_url", "ftp://x", "api.base_url", "expected an http(s) URL"),
+    ("api.base_url", "https://user:pw@x", "api.base_url", "must not contain credentials"),
+    ("api.requests_per_second", 0, "api.requests_per_second", "at least 0.01"),
+    ("api.requests_per_second", "fast", "api.requests_per_second", "expected a number"),
+    ("api.requests_per_second", True, "api.requests_per_second", "expected a number"),
+    ("api.timeout_s", float("nan"), "api.timeout_s", "must be"),
+    ("api.timeout_s", -1, "api.timeout_s", "at least 0.1"),
+    ("api.max_wallets_per_request", 0, "api.max_wallets_per_request", "between 1 and 1000"),
+    ("api.max_wallets_per_request", 2.5, "api.max_wallets_per_request", "whole number"),
+    ("api.max_attempts", 0, "api.max_attempts", "between 1 and 20"),
+    ("api.backoff_max_s", 0.1, "api.backoff_max_s", "not be below backoff_initial_s"),
+    ("api.filter_empty", "yes", "api.filter_empty", "expected true or false"),
+    ("api", [1], "api", "expected a mapping"),
+    ("database.url", "sqlite:///x.db", "database.url", "name the async driver"),
+    ("database.url", "postgresql://h/db", "database.url", "name the async driver"),
+    ("database.url", "mysql+aiomysql://h/db", "database.url", "unsupported URL scheme"),
+    ("poll.interval_s", 0.5, "poll.interval_s", "at least 1"),
+    ("poll.interval_s", "5m", "poll.interval_s", "expected a number"),
+    ("metrics.listen", "9751", "metrics.listen", "expected HOST:PORT"),
+    ("metrics.listen", "localhost:99999", "metrics.listen", "between 0 and 65535"),
+    ("wallets", [], "wallets", "must not be empty"),
+    ("wallets", {"address": WALLET}, "wallets", "expected a list"),
+    ("wallets.0.address", "0x1234", "wallets[0].address", "not a valid address"),
+    ("wallets.0.address", "0x5014ef5ED72014E90B82285EA7888B4A091409EC", "wallets[0].address", "bad EIP-55 checksum"),
+    ("wallets.0.address", None, "wallets[0].address", "is required"),
+    ("wallets.0.label", 12, "wallets[0].label", "expected a string"),
+    ("wallets.0.label", "a\nb", "wallets[0].label", "control characters"),
+    ("wallets.0.chains", [137], "wallets[0].chains[0]", "chain 137 is not under chains:"),
+    ("wallets.0.chains", [1, 1], "wallets[0].chains[1]", "duplicate chain 1"),
+    ("wallets.0.chains", [], "wallets[0].chains", "must not be empty"),
+    ("wallets.0.colour", "red", "wallets[0].colour", "unknown key"),
+    ("wallets.1", {"address": WALLET.lower()}, "wallets[1].address", "duplicate wallet (same as wallets[0])"),
+    ("chains", None, "chains", "is required"),
+    ("chains.0.id", 999, "chains[0].id", "unsupported chain id 999"),
+    ("chains.0.id", "1", "chains[0].id", "expected a chain id"),
+    ("chains.1", {"id": 1, "spenders": [{"address": ROUTER}]}, "chains[1].id", "already configured at chains[0]"),
+    ("chains.0.spenders", [], "chains[0].spenders", "must not be empty"),
+    ("chains.0.spenders.1", {"address": ROUTER.lower()}, "chains[0].spenders[1].address", "duplicate spender"),
+    ("chains.0.spenders.0.trusted", "yes", "chains[0].spenders[0].trusted", "expected true or false"),
+    ("chains.0.spenders.0.address", "0xZZ", "chains[0].spenders[0].address", "not a valid address"),
+    ("chains.0.custom_tokens", ["0x12"], "chains[0].custom_tokens[0]", "not a valid address"),
+    ("chains.0.custom_tokens", [PERMIT2, PERMIT2.lower()], "chains[0].custom_tokens[1]", "duplicate custom token"),
+    ("chains.0.custom_tokens", [{"address": PERMIT2, "decimals": 300}], "chains[0].custom_tokens[0].decimals", "between 0 and 255"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("change", "value", "path", "problem"), BAD_CASES)
+def test_bad_config_names_the_path_and_the_problem(
+    change: str, value: Any, path: str, problem: str
+) -> None:
+    doc = with_change(change, value)
+    with pytest.raises(ConfigError) as info:
+        parse_config(doc)
+    assert info.value.path == path
+    assert problem in info.value.problem
+    assert "\n" not in str(info.value)
+
+
+def test_a_key_in_the_config_file_is_never_echoed() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(with_change("api.apikey", "sk-canary-123"))
+    assert "sk-canary-123" not in str(info.value)
+
+
+def test_config_root_must_be_a_mapping() -> None:
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        parse_config(["wallets"])
+
+
+def test_empty_file_reports_the_first_missing_key(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.path == "chains"
+
+
+def test_duplicate_yaml_keys_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(MINIMAL) + "poll:\n  interval_s: 5\n  interval_s: 6\n")
+    with pytest.raises(ConfigError, match="duplicate key 'interval_s'") as info:
+        load_config(path)
+    assert info.value.path.startswith("line ")
+
+
+def test_yaml_syntax_error_names_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("chains: [\n  {id: 1\n")
+    with pytest.raises(ConfigError, match="invalid YAML") as info:
+        load_config(path)
+    assert info.value.path.startswith("line ")
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "nope.yaml")
+
+
+# -- the API key ------------------------------------------------------------------------------
+
+
+def test_api_key_comes_from_the_environment() -> None:
+    key = load_api_key({"ONEINCH_API_KEY": " abc123 \n"})
+    assert key == ApiKey("abc123")
+
+
+def test_api_key_prefers_the_systemd_credential(tmp_path: Path) -> None:
+    (tmp_path / "oneinch_api_key").write_text("from-credential\n")
+    key = load_api_key({"CREDENTIALS_DIRECTORY": str(tmp_path), "ONEINCH_API_KEY": "from-env"})
+    assert key is not None
+    assert key.reveal() == "from-credential"
+
+
+def test_credentials_directory_without_our_credential_falls_back_to_env(tmp_path: Path) -> None:
+    key = load_api_key({"CREDENTIALS_DIRECTORY": str(tmp_path), "ONEINCH_API_KEY": "from-env"})
+    assert key is not None
+    assert key.reveal() == "from-env"
+
+
+def test_no_api_key_is_fine() -> None:
+    assert load_api_key({}) is None
+
+
+@pytest.mark.parametrize("value", ["", "   ", "abc def", "abc\x00"])
+def test_malformed_api_key_is_refused_without_echoing_it(value: str) -> None:
+    with pytest.raises(ConfigError, match="ONEINCH_API_KEY") as info:
+        load_api_key({"ONEINCH_API_KEY": value})
+    if value.strip():
+        assert value.strip() not in str(info.value)
+
+
+def test_api_key_never_prints_itself() -> None:
+    key = ApiKey("sk-canary-456")
+    assert "sk-canary-456" not in repr(key)
+    assert "sk-canary-456" not in str(key)
+    assert "sk-canary-456" not in f"{key} {key!r} {[key]}"
