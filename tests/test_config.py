@@ -71,7 +71,10 @@ def test_default_database_lives_in_the_systemd_state_directory(
 ) -> None:
     monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/exposure-monitor")
     config = parse_config(MINIMAL)
-    assert config.database.url == "sqlite+aiosqlite:////var/lib/exposure-monitor/exposure-monitor.sqlite"
+    assert (
+        config.database.url
+        == "sqlite+aiosqlite:////var/lib/exposure-monitor/exposure-monitor.sqlite"
+    )
 
 
 def test_addresses_are_stored_lowercase_and_shown_checksummed() -> None:

@@ -1,0 +1,213 @@
+"""Pure parsers from 1inch JSON to typed values. Every problem is a ``ValueError`` naming it.
+
+Tolerant where 1inch itself is inconsistent (missing ``tags``/``tracked``, ``wallets: null``,
+checksum-cased wallet keys, extra fields, null symbol or name); strict where a mistake would
+hide risk (amounts, addresses, duplicate keys).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from monitor.domain.addresses import is_address
+from monitor.domain.model import Token, parse_amount
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BalanceAllowance:
+    balance: int
+    allowance: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AggregatedToken:
+    """One token of an ``aggregatedBalancesAndAllowances`` answer; wallets are lowercase."""
+
+    token: Token
+    wallets: Mapping[str, BalanceAllowance]
+    is_custom: bool = False
+    tracked: bool | None = None
+
+
+def _address(value: object, where: str) -> str:
+    if not is_address(value):
+        raise ValueError(f"{where}: not an address: {value!r:.60}")
+    assert isinstance(value, str)
+    return value.lower()
+
+
+def _amount(value: object, where: str) -> int:
+    try:
+        return parse_amount(value)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def _object(value: object, where: str) -> Mapping[str, object]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _optional_text(value: object, where: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"{where}: expected a string, got {type(value).__name__}")
+    return value
+
+
+def _decimals(value: object, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{where}: expected a number, got {type(value).__name__}")
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"{where}: not a whole number: {value!r}")
+    decimals = int(value)
+    if not 0 <= decimals <= 255:
+        raise ValueError(f"{where}: out of range 0..255: {decimals}")
+    return decimals
+
+
+def _tags(value: object, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+        raise ValueError(f"{where}: expected a list of strings")
+    return tuple(value)
+
+
+def _lower_keys(mapping: Mapping[str, object], where: str) -> dict[str, object]:
+    """Canonicalise address keys, refusing two spellings of one address."""
+    out: dict[str, object] = {}
+    for key, value in mapping.items():
+        address = _address(key, f"{where} key")
+        if address in out:
+            raise ValueError(f"{where}: {address} appears twice (in different letter case)")
+        out[address] = value
+    return out
+
+
+def parse_aggregated(data: object, *, chain_id: int) -> tuple[AggregatedToken, ...]:
+    """Parse endpoint 1, ``GET aggregatedBalancesAndAllowances/{spender}``."""
+    if not isinstance(data, list):
+        raise ValueError(f"expected a JSON array of tokens, got {type(data).__name__}")
+    tokens: list[AggregatedToken] = []
+    seen: set[str] = set()
+    for i, item in enumerate(data):
+        where = f"[{i}]"
+        obj = _object(item, where)
+        address = _address(obj.get("address"), f"{where}.address")
+        if address in seen:
+            raise ValueError(f"{where}.address: token {address} listed twice")
+        seen.add(address)
+        token = Token(
+            chain_id=chain_id,
+            address=address,
+            symbol=_optional_text(obj.get("symbol"), f"{where}.symbol"),
+            name=_optional_text(obj.get("name"), f"{where}.name"),
+            decimals=_decimals(obj.get("decimals"), f"{where}.decimals"),
+            tags=_tags(obj.get("tags"), f"{where}.tags"),
+        )
+        raw_wallets = obj.get("wallets")
+        wallets: dict[str, BalanceAllowance] = {}
+        if raw_wallets is not None:
+            for wallet, entry in _lower_keys(
+                _object(raw_wallets, f"{where}.wallets"), f"{where}.wallets"
+            ).items():
+                at = f"{where}.wallets[{wallet}]"
+                values = _object(entry, at)
+                wallets[wallet] = BalanceAllowance(
+                    balance=_amount(values.get("balance"), f"{at}.balance"),
+                    allowance=_amount(values.get("allowance"), f"{at}.allowance"),
+                )
+        is_custom = obj.get("isCustom")
+        tracked = obj.get("tracked")
+        tokens.append(
+            AggregatedToken(
+                token=token,
+                wallets=wallets,
+                is_custom=is_custom if isinstance(is_custom, bool) else False,
+                tracked=tracked if isinstance(tracked, bool) else None,
+            )
+        )
+    return tuple(tokens)
+
+
+def parse_amount_map(data: object) -> dict[str, int]:
+    """Parse ``{token: "amount"}`` (endpoints 2, 3, 7 and 8)."""
+    where = "answer"
+    return {
+        token: _amount(value, f"[{token}]")
+        for token, value in _lower_keys(_object(data, where), where).items()
+    }
+
+
+def parse_wallet_amount_maps(data: object) -> dict[str, dict[str, int]]:
+    """Parse ``{wallet: {token: "amount"}}`` (endpoint 4)."""
+    where = "answer"
+    out: dict[str, dict[str, int]] = {}
+    for wallet, inner in _lower_keys(_object(data, where), where).items():
+        at = f"[{wallet}]"
+        out[wallet] = {
+            token: _amount(value, f"{at}[{token}]")
+            for token, value in _lower_keys(_object(inner, at), at).items()
+        }
+    return out
+
+
+def parse_balance_allowance_map(data: object) -> dict[str, BalanceAllowance]:
+    """Parse ``{token: {"balance": "...", "allowance": "..."}}`` (endpoints 5 and 6)."""
+    where = "answer"
+    out: dict[str, BalanceAllowance] = {}
+    for token, entry in _lower_keys(_object(data, where), where).items():
+        at = f"[{token}]"
+        values = _object(entry, at)
+        out[token] = BalanceAllowance(
+            balance=_amount(values.get("balance"), f"{at}.balance"),
+            allowance=_amount(values.get("allowance"), f"{at}.allowance"),
+        )
+    return out
+
+
+def parse_prices(data: object) -> dict[str, Decimal]:
+    """Parse ``{token: "price"}`` from the Spot Price API, exactly (no floats).
+
+    Without a currency a price is native wei per whole token (an integer string); with
+    ``currency`` it is a decimal string. Both parse exactly as ``Decimal``.
+    """
+    where = "answer"
+    out: dict[str, Decimal] = {}
+    for token, value in _lower_keys(_object(data, where), where).items():
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            raise ValueError(f"[{token}]: expected a decimal string, got {type(value).__name__}")
+        try:
+            price = Decimal(str(value))
+        except InvalidOperation:
+            raise ValueError(f"[{token}]: not a decimal number: {value!r:.60}") from None
+        if not price.is_finite() or price < 0:
+            raise ValueError(f"[{token}]: not a usable price: {value!r:.60}")
+        out[token] = price
+    return out
+
+
+def parse_currencies(data: object) -> tuple[str, ...]:
+    """Parse ``{"codes": ["USD", ...]}``."""
+    codes = _object(data, "answer").get("codes")
+    if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
+        raise ValueError("codes: expected a list of currency codes")
+    return tuple(codes)
+
+
+def describe_error_body(data: object) -> str | None:
+    """The human part of either 1inch error-body shape, or None when there is none."""
+    if not isinstance(data, dict):
+        return None
+    for key in ("description", "message", "error"):
+        value = data.get(key)
+        if isinstance(value, str) and value.strip():
+            return value
+    return None

@@ -1,0 +1,57 @@
+"""Shared fixtures: the real simulator on a loopback port, and clients talking to it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from monitor.oneinch import BalanceClient, RateLimiter, RequestRecord
+from monitor.oneinch.client import RetryPolicy
+from monitor.simulator.scenario import Scenario, load_scenario
+from monitor.simulator.server import RunningSimulator, run_simulator
+
+
+@pytest.fixture(scope="session")
+def default_scenario() -> Scenario:
+    return load_scenario(None)
+
+
+@pytest.fixture
+async def simulator(default_scenario: Scenario) -> AsyncIterator[RunningSimulator]:
+    async with run_simulator(default_scenario) as running:
+        yield running
+
+
+@pytest.fixture
+async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+def make_client(
+    http_session: aiohttp.ClientSession, simulator: RunningSimulator
+) -> Callable[..., BalanceClient]:
+    """A client for the running simulator; keyword arguments override the fast defaults."""
+
+    def factory(**overrides: Any) -> BalanceClient:
+        options: dict[str, Any] = {
+            "base_url": simulator.base_url,
+            "api_key": None,
+            "limiter": RateLimiter(1000),
+            "timeout_s": 5.0,
+            "retry": RetryPolicy(max_attempts=4, backoff_initial_s=0.01, backoff_max_s=0.05),
+        }
+        options.update(overrides)
+        return BalanceClient(http_session, **options)
+
+    return factory
+
+
+@pytest.fixture
+def request_log() -> tuple[list[RequestRecord], Callable[[RequestRecord], None]]:
+    records: list[RequestRecord] = []
+    return records, records.append
