@@ -1,0 +1,172 @@
+"""One poll: every (chain, spender, wallet batch) through the aggregated endpoint, and every
+configured custom token through the per-wallet POST endpoint.
+
+Each request becomes a ``BatchOutcome``. A failed batch is recorded as failed, never as
+empty: the caller must not read the absence of its positions as zeros.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from datetime import UTC, datetime
+
+from monitor.config import ChainConfig, Config
+from monitor.domain.model import BatchOutcome, PollResult, Position, Token
+from monitor.errors import UpstreamError
+from monitor.oneinch.client import BalanceClient
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def batched(items: Sequence[str], size: int) -> Iterator[tuple[str, ...]]:
+    for start in range(0, len(items), size):
+        yield tuple(items[start : start + size])
+
+
+def _keep(position: Position) -> bool:
+    """Drop what ``filterEmpty`` would drop: nothing held and nothing approved.
+
+    The native coin's "allowance" is a 2^256-1 placeholder, so only its balance counts.
+    """
+    if position.token.is_native:
+        return position.balance > 0
+    return position.balance > 0 or position.allowance > 0
+
+
+async def poll_once(
+    client: BalanceClient,
+    config: Config,
+    *,
+    clock: Clock = utc_now,
+    max_concurrent_requests: int = 4,
+) -> PollResult:
+    """Poll everything ``config`` watches once. Never raises for upstream failures."""
+    started_at = clock()
+    gate = asyncio.Semaphore(max_concurrent_requests)
+
+    async def gated(job: Awaitable[BatchOutcome]) -> BatchOutcome:
+        async with gate:
+            return await job
+
+    jobs: list[Awaitable[BatchOutcome]] = []
+    for chain in config.chains:
+        wallets = [w.address for w in config.wallets_on(chain.id)]
+        if not wallets:
+            continue
+        for spender in chain.spenders:
+            for batch in batched(wallets, config.api.max_wallets_per_request):
+                jobs.append(
+                    _aggregated_batch(
+                        client, chain.id, spender.address, batch, config.api.filter_empty
+                    )
+                )
+            if chain.custom_tokens:
+                jobs.extend(
+                    _custom_batch(client, chain, spender.address, wallet) for wallet in wallets
+                )
+    batches = await asyncio.gather(*(gated(job) for job in jobs))
+    return PollResult(started_at=started_at, finished_at=clock(), batches=tuple(batches))
+
+
+async def _aggregated_batch(
+    client: BalanceClient,
+    chain_id: int,
+    spender: str,
+    wallets: tuple[str, ...],
+    filter_empty: bool,
+) -> BatchOutcome:
+    try:
+        reply = await client.aggregated_balances_and_allowances(
+            chain_id, spender, wallets, filter_empty=filter_empty
+        )
+    except UpstreamError as exc:
+        return _failed(chain_id, spender, wallets, "aggregated", exc)
+    asked = set(wallets)
+    positions = [
+        Position(
+            chain_id=chain_id,
+            wallet=wallet,
+            spender=spender,
+            token=entry.token,
+            balance=amounts.balance,
+            allowance=amounts.allowance,
+        )
+        for entry in reply.value
+        for wallet, amounts in entry.wallets.items()
+        if wallet in asked
+    ]
+    return BatchOutcome(
+        chain_id=chain_id,
+        spender=spender,
+        wallets=wallets,
+        kind="aggregated",
+        positions=tuple(p for p in positions if _keep(p)),
+        request_id=reply.request_id,
+    )
+
+
+async def _custom_batch(
+    client: BalanceClient, chain: ChainConfig, spender: str, wallet: str
+) -> BatchOutcome:
+    try:
+        reply = await client.custom_allowances_and_balances(
+            chain.id, spender, wallet, chain.custom_token_addresses
+        )
+    except UpstreamError as exc:
+        return _failed(chain.id, spender, (wallet,), "custom", exc)
+    positions = []
+    # Only the tokens asked for: 1inch may add the native coin to custom answers unasked.
+    for custom in chain.custom_tokens:
+        amounts = reply.value.get(custom.address)
+        if amounts is None:
+            continue
+        token = Token(
+            chain_id=chain.id,
+            address=custom.address,
+            symbol=custom.symbol or "",
+            name="",
+            decimals=custom.decimals,
+        )
+        positions.append(
+            Position(
+                chain_id=chain.id,
+                wallet=wallet,
+                spender=spender,
+                token=token,
+                balance=amounts.balance,
+                allowance=amounts.allowance,
+            )
+        )
+    return BatchOutcome(
+        chain_id=chain.id,
+        spender=spender,
+        wallets=(wallet,),
+        kind="custom",
+        positions=tuple(p for p in positions if _keep(p)),
+        request_id=reply.request_id,
+    )
+
+
+def _failed(
+    chain_id: int, spender: str, wallets: tuple[str, ...], kind: str, exc: UpstreamError
+) -> BatchOutcome:
+    log.warning(
+        "poll of chain %s spender %s (%d wallets) failed: %s", chain_id, spender, len(wallets), exc
+    )
+    return BatchOutcome(
+        chain_id=chain_id,
+        spender=spender,
+        wallets=wallets,
+        kind=kind,
+        request_id=exc.request_id,
+        error=str(exc),
+        error_reason=exc.reason,
+    )

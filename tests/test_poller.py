@@ -1,0 +1,174 @@
+"""One poll against the real simulator: batching, custom tokens, failures and tolerances."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from importlib import resources
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from monitor.config import Config, parse_config
+from monitor.domain.addresses import NATIVE_TOKEN
+from monitor.domain.model import UINT256_MAX, is_unlimited
+from monitor.oneinch import BalanceClient, RateLimiter
+from monitor.oneinch.client import RetryPolicy
+from monitor.poller import poll_once
+from monitor.simulator.faults import Fault
+from monitor.simulator.scenario import Scenario, parse_scenario
+from monitor.simulator.server import RunningSimulator, run_simulator
+
+TREASURY = "0x5014ef5ed72014e90b82285ea7888b4a091409ec"
+OPS = "0xfcd6a6536fc62d5dcf3e1fd31f6bf54ea18ccba2"
+COLD = "0x02487d261e10ae9fc6c76e86bb80b0fac04676c4"
+ROUTER = "0x111111125421ca6dc452d289314280a0f8842a65"
+USDC = "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48"
+DAI = "0x6b175474e89094c44da98b954eedeac495271d0f"
+WETH = "0xc02aaa39b223fe8d0a0e5c4f27ead9083c756cc2"
+LOCAL = "0x4a6f0e7d3c5b2a1908f7e6d5c4b3a29180706050"
+
+
+def fast_client(session: aiohttp.ClientSession, base_url: str) -> BalanceClient:
+    return BalanceClient(
+        session,
+        base_url=base_url,
+        api_key=None,
+        limiter=RateLimiter(1000),
+        retry=RetryPolicy(max_attempts=2, backoff_initial_s=0.0, backoff_max_s=0.0),
+    )
+
+
+def monitor_config(scenario: Scenario, base_url: str, **api: Any) -> Config:
+    doc = scenario.monitor_config(base_url)
+    doc_api = dict(doc.get("api", {}))  # type: ignore[call-overload]
+    doc_api.update(api)
+    doc["api"] = doc_api
+    return parse_config(doc)
+
+
+@pytest.fixture
+async def polled(
+    simulator: RunningSimulator, http_session: aiohttp.ClientSession, default_scenario: Scenario
+) -> AsyncIterator[tuple[RunningSimulator, BalanceClient, Config]]:
+    yield (
+        simulator,
+        fast_client(http_session, simulator.base_url),
+        monitor_config(default_scenario, simulator.base_url, max_wallets_per_request=2),
+    )
+
+
+async def test_polls_every_chain_spender_and_wallet_batch(
+    polled: tuple[RunningSimulator, BalanceClient, Config],
+) -> None:
+    simulator, client, config = polled
+    result = await poll_once(client, config)
+    assert result.ok
+    aggregated = [b for b in result.batches if b.kind == "aggregated"]
+    # 3 wallets in batches of 2 -> 2 batches, for 4 spenders on chain 1 and 1 on chain 8453
+    expected = {(1, s.address) for s in config.chains[0].spenders} | {(8453, ROUTER)}
+    assert {(b.chain_id, b.spender) for b in aggregated} == expected
+    assert len(aggregated) == 2 * 4 + 2
+    assert all(len(b.wallets) <= 2 for b in aggregated)
+    assert all(b.request_id for b in result.batches)
+    # custom tokens: one POST per (wallet, spender) on chain 1
+    assert len([b for b in result.batches if b.kind == "custom"]) == 3 * 4
+    assert len(simulator.requests) == len(result.batches)
+
+
+async def test_positions_carry_unlimited_finite_and_native(
+    polled: tuple[RunningSimulator, BalanceClient, Config],
+) -> None:
+    _, client, config = polled
+    positions = {p.key: p for p in (await poll_once(client, config)).positions}
+    usdc = positions[(1, TREASURY, USDC, ROUTER)]
+    assert usdc.allowance == UINT256_MAX and is_unlimited(usdc)
+    assert usdc.token.decimals == 6
+    native = positions[(1, TREASURY, NATIVE_TOKEN, ROUTER)]
+    assert native.token.is_native and not is_unlimited(native)
+    weth = positions[(1, OPS, WETH, ROUTER)]
+    assert weth.balance == 0 and is_unlimited(weth)  # approved with nothing held yet
+    local = positions[(1, TREASURY, LOCAL, ROUTER)]
+    assert (local.token.symbol, local.token.decimals) == ("LOCAL", 18)
+    assert 0 < local.allowance < UINT256_MAX
+    # nothing held and nothing approved: absent, as filterEmpty would have it
+    assert all(
+        p.balance > 0 or (p.allowance > 0 and not p.token.is_native) for p in positions.values()
+    )
+    assert not any(
+        p.token.address == NATIVE_TOKEN and p.wallet == OPS and p.balance == 0
+        for p in positions.values()
+    )
+
+
+async def test_custom_answers_keep_only_the_tokens_asked_for(
+    polled: tuple[RunningSimulator, BalanceClient, Config],
+) -> None:
+    _, client, config = polled
+    result = await poll_once(client, config)
+    custom = [p for b in result.batches if b.kind == "custom" for p in b.positions]
+    assert custom
+    assert {p.token.address for p in custom} == {LOCAL}  # the unasked native coin is ignored
+
+
+async def test_a_failed_batch_is_reported_and_the_others_still_succeed(
+    polled: tuple[RunningSimulator, BalanceClient, Config],
+) -> None:
+    simulator, client, config = polled
+    simulator.add_fault(
+        Fault(endpoint="aggregated", chain_id=1, spender=ROUTER, wallet=OPS, status=503)
+    )
+    result = await poll_once(client, config)
+    assert not result.ok
+    (failed,) = result.failures
+    assert (failed.chain_id, failed.spender, failed.kind) == (1, ROUTER, "aggregated")
+    assert OPS in failed.wallets
+    assert failed.positions == ()
+    assert failed.error_reason == "unavailable"
+    assert failed.request_id  # the last attempt's X-Request-Id
+    assert "HTTP 503" in (failed.error or "")
+    ok_positions = result.positions
+    assert any(
+        p.wallet == TREASURY and p.spender == ROUTER and p.chain_id == 8453 for p in ok_positions
+    )
+
+
+async def test_wallet_narrowed_to_one_chain_is_not_polled_on_others(
+    polled: tuple[RunningSimulator, BalanceClient, Config],
+) -> None:
+    _, client, config = polled
+    narrowed = replace(
+        config,
+        wallets=tuple(replace(w, chains=(1,)) if w.address == COLD else w for w in config.wallets),
+    )
+    result = await poll_once(client, narrowed)
+    assert all(COLD not in b.wallets for b in result.batches if b.chain_id == 8453)
+
+
+@pytest.mark.parametrize("filter_mode", ["token", "wallet"])
+@pytest.mark.parametrize("key_case", ["checksum", "lower", "echo"])
+async def test_same_positions_whatever_filter_empty_and_key_casing_upstream_uses(
+    http_session: aiohttp.ClientSession, filter_mode: str, key_case: str
+) -> None:
+    """NOTES.md open questions 4 and 5: the answer must not depend on them."""
+
+    async def positions(behaviour: dict[str, str], filter_empty: bool) -> set[tuple[object, ...]]:
+        data = yaml.safe_load(
+            resources.files("monitor.simulator").joinpath("default_scenario.yaml").read_text()
+        )
+        data["behaviour"] = behaviour
+        scenario = parse_scenario(data)
+        async with run_simulator(scenario) as sim:
+            config = monitor_config(scenario, sim.base_url, filter_empty=filter_empty)
+            result = await poll_once(fast_client(http_session, sim.base_url), config)
+        assert result.ok
+        return {(p.key, p.balance, p.allowance) for p in result.positions}
+
+    reference = await positions({}, filter_empty=False)
+    observed = await positions(
+        {"filter_empty": filter_mode, "wallet_key_case": key_case}, filter_empty=True
+    )
+    assert observed == reference
+    assert any(key[0][2] == DAI for key in reference)
