@@ -1,0 +1,99 @@
+"""Small parsing cases of the client, with aioresponses at the HTTP edge (no server)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import aiohttp
+import pytest
+
+from monitor.config.secrets import ApiKey
+from monitor.errors import Rejected
+from monitor.oneinch import BalanceClient, RateLimiter
+from monitor.oneinch.client import RetryPolicy
+from tests.aioresponses_shim import mocked_http
+from tests.fakes import Sleeps
+
+BASE = "https://api.example.test"
+WALLET = "0x5014ef5ED72014E90B82285EA7888B4A091409Ec"
+SPENDER = "0x111111125421ca6dc452d289314280a0f8842a65"
+AGGREGATED = re.compile(rf"^{re.escape(BASE)}/balance/v1\.2/1/aggregatedBalancesAndAllowances/.*$")
+
+
+def client(session: aiohttp.ClientSession, sleeps: Sleeps, key: str | None = None) -> BalanceClient:
+    return BalanceClient(
+        session,
+        base_url=BASE,
+        api_key=ApiKey(key) if key else None,
+        limiter=RateLimiter(1000),
+        retry=RetryPolicy(max_attempts=3, retry_after_max_s=600),
+        sleep=sleeps,
+    )
+
+
+async def test_wallets_are_sent_comma_separated_with_lowercase_booleans() -> None:
+    sleeps = Sleeps()
+    with mocked_http() as http:
+        http.get(AGGREGATED, payload=[])
+        async with aiohttp.ClientSession() as session:
+            await client(session, sleeps).aggregated_balances_and_allowances(
+                1, SPENDER, [WALLET, WALLET.lower()], filter_empty=False
+            )
+        ((key, _calls),) = http.requests.items()
+    url = str(key[1])
+    assert f"wallets={WALLET},{WALLET.lower()}" in url.replace("%2C", ",")
+    assert "filterEmpty=false" in url
+    assert url.count("wallets=") == 1
+
+
+async def test_retry_after_as_an_http_date_is_honoured() -> None:
+    sleeps = Sleeps()
+    when = datetime.now(UTC) + timedelta(seconds=120)
+    with mocked_http() as http:
+        http.get(
+            AGGREGATED, status=429, headers={"Retry-After": format_datetime(when, usegmt=True)}
+        )
+        http.get(AGGREGATED, payload=[])
+        async with aiohttp.ClientSession() as session:
+            reply = await client(session, sleeps).aggregated_balances_and_allowances(
+                1, SPENDER, [WALLET]
+            )
+    assert reply.value == ()
+    assert len(sleeps.delays) == 1
+    assert 110 <= sleeps.delays[0] <= 120
+
+
+async def test_message_shaped_error_body_is_quoted_and_the_key_is_scrubbed() -> None:
+    sleeps = Sleeps()
+    body = {
+        "statusCode": 400,
+        "message": "invalid key sk-canary-789 for wallets",
+        "error": "Bad Request",
+    }
+    with mocked_http() as http:
+        http.get(AGGREGATED, status=400, payload=body, headers={"X-Request-Id": "req-42"})
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(Rejected) as info:
+                await client(
+                    session, sleeps, key="sk-canary-789"
+                ).aggregated_balances_and_allowances(1, SPENDER, [WALLET])
+    message = str(info.value)
+    assert "invalid key *** for wallets" in message
+    assert "sk-canary-789" not in message
+    assert "X-Request-Id req-42" in message
+    assert sleeps.delays == []
+
+
+async def test_bearer_header_carries_the_key_and_no_query_parameter_does() -> None:
+    sleeps = Sleeps()
+    with mocked_http() as http:
+        http.get(AGGREGATED, payload=[])
+        async with aiohttp.ClientSession() as session:
+            await client(session, sleeps, key="sk-canary-1").aggregated_balances_and_allowances(
+                1, SPENDER, [WALLET]
+            )
+        (((_, url), (call,)),) = http.requests.items()
+    assert call.kwargs["headers"]["Authorization"] == "Bearer sk-canary-1"
+    assert "sk-canary-1" not in str(url)
