@@ -65,7 +65,12 @@ async def poll_once(
             for batch in batched(wallets, config.api.max_wallets_per_request):
                 jobs.append(
                     _aggregated_batch(
-                        client, chain.id, spender.address, batch, config.api.filter_empty
+                        client,
+                        chain.id,
+                        spender.address,
+                        batch,
+                        config.api.filter_empty,
+                        frozenset(chain.custom_token_addresses),
                     )
                 )
             if chain.custom_tokens:
@@ -82,13 +87,14 @@ async def _aggregated_batch(
     spender: str,
     wallets: tuple[str, ...],
     filter_empty: bool,
+    custom_tokens: frozenset[str],
 ) -> BatchOutcome:
     try:
         reply = await client.aggregated_balances_and_allowances(
             chain_id, spender, wallets, filter_empty=filter_empty
         )
     except UpstreamError as exc:
-        return _failed(chain_id, spender, wallets, "aggregated", exc)
+        return _failed(chain_id, spender, wallets, "aggregated", exc, None, custom_tokens)
     asked = set(wallets)
     positions = [
         Position(
@@ -108,6 +114,7 @@ async def _aggregated_batch(
         spender=spender,
         wallets=wallets,
         kind="aggregated",
+        except_tokens=custom_tokens,
         positions=tuple(p for p in positions if _keep(p)),
         request_id=reply.request_id,
     )
@@ -121,7 +128,8 @@ async def _custom_batch(
             chain.id, spender, wallet, chain.custom_token_addresses
         )
     except UpstreamError as exc:
-        return _failed(chain.id, spender, (wallet,), "custom", exc)
+        asked = frozenset(chain.custom_token_addresses)
+        return _failed(chain.id, spender, (wallet,), "custom", exc, asked, frozenset())
     positions = []
     # Only the tokens asked for: 1inch may add the native coin to custom answers unasked.
     for custom in chain.custom_tokens:
@@ -150,13 +158,20 @@ async def _custom_batch(
         spender=spender,
         wallets=(wallet,),
         kind="custom",
+        tokens=frozenset(chain.custom_token_addresses),
         positions=tuple(p for p in positions if _keep(p)),
         request_id=reply.request_id,
     )
 
 
 def _failed(
-    chain_id: int, spender: str, wallets: tuple[str, ...], kind: str, exc: UpstreamError
+    chain_id: int,
+    spender: str,
+    wallets: tuple[str, ...],
+    kind: str,
+    exc: UpstreamError,
+    tokens: frozenset[str] | None,
+    except_tokens: frozenset[str],
 ) -> BatchOutcome:
     log.warning(
         "poll of chain %s spender %s (%d wallets) failed: %s", chain_id, spender, len(wallets), exc
@@ -166,6 +181,8 @@ def _failed(
         spender=spender,
         wallets=wallets,
         kind=kind,
+        tokens=tokens,
+        except_tokens=except_tokens,
         request_id=exc.request_id,
         error=str(exc),
         error_reason=exc.reason,

@@ -61,6 +61,24 @@ class Position:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Coverage:
+    """What one successful batch observed completely: these wallets, for this spender on
+    this chain, and either the listed ``tokens`` or (``tokens is None``) every token except
+    ``except_tokens``."""
+
+    chain_id: int
+    spender: str
+    wallets: frozenset[str]
+    tokens: frozenset[str] | None = None
+    except_tokens: frozenset[str] = frozenset()
+
+    def covers_token(self, token: str) -> bool:
+        if self.tokens is not None:
+            return token in self.tokens
+        return token not in self.except_tokens
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BatchOutcome:
     """One request (or one wallet's custom-token request) of a poll, successful or not.
 
@@ -74,6 +92,10 @@ class BatchOutcome:
     spender: str
     wallets: tuple[str, ...]
     kind: str  # "aggregated" or "custom"
+    tokens: frozenset[str] | None = None
+    """The tokens this batch asked about; None: every token 1inch lists, minus
+    ``except_tokens`` (the chain's custom tokens, which have their own batches)."""
+    except_tokens: frozenset[str] = frozenset()
     positions: tuple[Position, ...] = ()
     request_id: str | None = None
     error: str | None = None
@@ -103,6 +125,20 @@ class PollResult:
     @property
     def failures(self) -> tuple[BatchOutcome, ...]:
         return tuple(b for b in self.batches if not b.ok)
+
+    def coverages(self) -> tuple[Coverage, ...]:
+        """What the successful batches observed completely (see ``snapshot.observe``)."""
+        return tuple(
+            Coverage(
+                chain_id=b.chain_id,
+                spender=b.spender,
+                wallets=frozenset(b.wallets),
+                tokens=b.tokens,
+                except_tokens=b.except_tokens,
+            )
+            for b in self.batches
+            if b.ok
+        )
 
 
 DEFAULT_UNLIMITED_THRESHOLD = 2**96 - 1

@@ -1,0 +1,1 @@
+"""The snapshot store: exact history of every observed position in SQLite or PostgreSQL."""

@@ -1,0 +1,163 @@
+"""The tables. Position values are versioned: a row is written only when a value changes.
+
+- ``polls``: one row per poll, whatever its outcome.
+- ``poll_scopes``: one row per (poll, chain, spender): batches, failures, request ids.
+- ``allowance_versions`` / ``balance_versions``: the value of a key from the poll that first
+  observed it until the next version of the same key. Zero is stored (it ends a value).
+- ``change_events``: the typed diff, stored with the poll that observed it.
+- ``tokens``: token metadata as 1inch last described it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from monitor.domain.model import UINT256_MAX
+from monitor.store.types import Uint256, UTCDateTime
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ADDRESS = String(42)
+
+
+def _amount_checks(*columns: str) -> list[CheckConstraint]:
+    """0 <= amount <= 2^256-1, enforced by the database itself on PostgreSQL. On SQLite the
+    column is fixed-width text and the check is on its shape."""
+    checks = []
+    for column in columns:
+        checks.append(
+            CheckConstraint(
+                f"{column} >= 0 AND {column} <= {UINT256_MAX}", name=f"{column}_uint256_pg"
+            ).ddl_if(dialect="postgresql")
+        )
+        checks.append(
+            CheckConstraint(
+                f"length({column}) = 78 AND {column} NOT GLOB '*[^0-9]*' "
+                f"AND {column} <= '{UINT256_MAX:078d}'",
+                name=f"{column}_uint256_sqlite",
+            ).ddl_if(dialect="sqlite")
+        )
+    return checks
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Poll(Base):
+    __tablename__ = "polls"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    outcome: Mapped[str] = mapped_column(String(16))
+    batches: Mapped[int] = mapped_column(Integer)
+    batches_failed: Mapped[int] = mapped_column(Integer)
+    positions: Mapped[int] = mapped_column(Integer)
+    events: Mapped[int] = mapped_column(Integer)
+    versions_written: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (CheckConstraint("outcome IN ('ok', 'partial', 'failed')", name="outcome"),)
+
+
+class PollScope(Base):
+    __tablename__ = "poll_scopes"
+
+    poll_id: Mapped[int] = mapped_column(
+        ForeignKey("polls.id", ondelete="CASCADE"), primary_key=True
+    )
+    chain_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    spender: Mapped[str] = mapped_column(ADDRESS, primary_key=True)
+    batches: Mapped[int] = mapped_column(Integer)
+    batches_failed: Mapped[int] = mapped_column(Integer)
+    positions: Mapped[int] = mapped_column(Integer)
+    request_ids: Mapped[str] = mapped_column(Text)
+    """Space-separated X-Request-Id values of the scope's requests, in batch order."""
+    errors: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_poll_scopes_chain_spender", "chain_id", "spender", "poll_id"),)
+
+
+class TokenRow(Base):
+    __tablename__ = "tokens"
+
+    chain_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    address: Mapped[str] = mapped_column(ADDRESS, primary_key=True)
+    symbol: Mapped[str] = mapped_column(Text)
+    name: Mapped[str] = mapped_column(Text)
+    decimals: Mapped[int | None] = mapped_column(Integer)
+    tags: Mapped[str] = mapped_column(Text)
+    """Space-separated 1inch tags (``native``, ``PEG:ETH``, ...)."""
+
+
+class AllowanceVersion(Base):
+    __tablename__ = "allowance_versions"
+
+    chain_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    wallet: Mapped[str] = mapped_column(ADDRESS, primary_key=True)
+    token: Mapped[str] = mapped_column(ADDRESS, primary_key=True)
+    spender: Mapped[str] = mapped_column(ADDRESS, primary_key=True)
+    poll_id: Mapped[int] = mapped_column(
+        ForeignKey("polls.id", ondelete="RESTRICT"), primary_key=True, index=True
+    )
+    amount: Mapped[int] = mapped_column(Uint256)
+
+    __table_args__ = tuple(_amount_checks("amount"))
+
+
+class BalanceVersion(Base):
+    __tablename__ = "balance_versions"
+
+    chain_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    wallet: Mapped[str] = mapped_column(ADDRESS, primary_key=True)
+    token: Mapped[str] = mapped_column(ADDRESS, primary_key=True)
+    poll_id: Mapped[int] = mapped_column(
+        ForeignKey("polls.id", ondelete="RESTRICT"), primary_key=True, index=True
+    )
+    amount: Mapped[int] = mapped_column(Uint256)
+
+    __table_args__ = tuple(_amount_checks("amount"))
+
+
+class ChangeEventRow(Base):
+    __tablename__ = "change_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    poll_id: Mapped[int] = mapped_column(ForeignKey("polls.id", ondelete="CASCADE"), index=True)
+    observed_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    chain_id: Mapped[int] = mapped_column(Integer)
+    wallet: Mapped[str] = mapped_column(ADDRESS)
+    token: Mapped[str] = mapped_column(ADDRESS)
+    spender: Mapped[str | None] = mapped_column(ADDRESS)
+    change: Mapped[str] = mapped_column(String(24))
+    old: Mapped[int] = mapped_column(Uint256)
+    new: Mapped[int] = mapped_column(Uint256)
+
+    __table_args__ = (
+        UniqueConstraint("poll_id", "chain_id", "wallet", "token", "spender", "change"),
+        CheckConstraint(
+            "change IN ('granted', 'increased', 'decreased', 'revoked', 'became_unlimited', "
+            "'no_longer_unlimited', 'balance_changed')",
+            name="change",
+        ),
+        *_amount_checks("old", "new"),
+    )
