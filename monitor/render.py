@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TextIO
 
 from monitor.config import Config
 from monitor.domain.addresses import to_checksum
-from monitor.domain.model import Position, format_units, is_unlimited
+from monitor.domain.model import (
+    DEFAULT_UNLIMITED_THRESHOLD,
+    Position,
+    Token,
+    format_units,
+    is_unlimited,
+)
+from monitor.store.snapshots import StoredEvent
+from monitor.timespec import iso
 
 _MAX_SYMBOL = 16
 
@@ -21,25 +29,128 @@ def safe_text(text: str, limit: int = _MAX_SYMBOL) -> str:
 
 def position_json(position: Position, config: Config | None = None) -> dict[str, object]:
     """The JSON fields of one position (amounts as exact decimal strings of base units)."""
-    token = position.token
+    return row_json(
+        position.token,
+        wallet=position.wallet,
+        spender=position.spender,
+        balance=position.balance,
+        allowance=position.allowance,
+        config=config,
+    )
+
+
+def row_json(
+    token: Token,
+    *,
+    wallet: str,
+    spender: str | None,
+    balance: int,
+    allowance: int,
+    config: Config | None = None,
+) -> dict[str, object]:
+    """One output row; ``spender`` None for a balance no allowance row shows."""
     data: dict[str, object] = {
-        "chain_id": position.chain_id,
-        "wallet": position.wallet,
+        "chain_id": token.chain_id,
+        "wallet": wallet,
         "token": token.address,
         "symbol": token.symbol,
         "decimals": token.decimals,
-        "spender": position.spender,
-        "balance": str(position.balance),
-        "allowance": str(position.allowance),
-        "unlimited": is_unlimited(position),
+        "spender": spender,
+        "balance": str(balance),
+        "allowance": str(allowance),
+        "unlimited": not token.is_native and allowance >= DEFAULT_UNLIMITED_THRESHOLD,
         "native": token.is_native,
     }
     if config is not None:
-        wallet = config.wallet(position.wallet)
-        spender = config.spender(position.chain_id, position.spender)
-        data["wallet_label"] = wallet.label if wallet else None
-        data["spender_label"] = spender.label if spender else None
+        wallet_config = config.wallet(wallet)
+        spender_config = config.spender(token.chain_id, spender) if spender else None
+        data["wallet_label"] = wallet_config.label if wallet_config else None
+        data["spender_label"] = spender_config.label if spender_config else None
     return data
+
+
+def event_json(
+    stored: StoredEvent, tokens: Mapping[tuple[int, str], Token], config: Config | None = None
+) -> dict[str, object]:
+    """One change event: ``observed_at`` ISO 8601 UTC, amounts as exact decimal strings."""
+    event = stored.event
+    token = tokens.get((event.chain_id, event.token))
+    data: dict[str, object] = {
+        "observed_at": iso(stored.observed_at),
+        "poll_id": stored.poll_id,
+        "chain_id": event.chain_id,
+        "wallet": event.wallet,
+        "token": event.token,
+        "symbol": token.symbol if token else None,
+        "decimals": token.decimals if token else None,
+        "spender": event.spender,
+        "change": event.change.value,
+        "old": str(event.old),
+        "new": str(event.new),
+    }
+    if config is not None:
+        wallet_config = config.wallet(event.wallet)
+        spender_config = config.spender(event.chain_id, event.spender) if event.spender else None
+        data["wallet_label"] = wallet_config.label if wallet_config else None
+        data["spender_label"] = spender_config.label if spender_config else None
+    return data
+
+
+def write_events(
+    events: Iterable[StoredEvent],
+    out: TextIO,
+    tokens: Mapping[tuple[int, str], Token],
+    *,
+    fmt: str,
+    config: Config | None = None,
+) -> None:
+    """Change events as JSON lines, or as one readable line each."""
+    for stored in events:
+        if fmt == "json":
+            out.write(json.dumps(event_json(stored, tokens, config), ensure_ascii=True) + "\n")
+            continue
+        event = stored.event
+        token = tokens.get((event.chain_id, event.token))
+        decimals = token.decimals if token else None
+        symbol = (
+            safe_text(token.symbol) if token and token.symbol else to_checksum(event.token)[:10]
+        )
+        wallet = config.wallet(event.wallet) if config else None
+        spender = (
+            config.spender(event.chain_id, event.spender) if config and event.spender else None
+        )
+        who = safe_text(wallet.display if wallet else to_checksum(event.wallet), 42)
+        if event.spender is None:
+            target = "balance"
+        else:
+            target = "-> " + safe_text(
+                spender.display if spender else to_checksum(event.spender), 42
+            )
+        out.write(
+            f"{iso(stored.observed_at)}  chain {event.chain_id}  {who}  {symbol} {target}  "
+            f"{event.change.value}: {_amount_text(event.old, decimals, event.spender)} -> "
+            f"{_amount_text(event.new, decimals, event.spender)}\n"
+        )
+
+
+def _wallet_name(config: Config | None, wallet: str) -> str:
+    found = config.wallet(wallet) if config else None
+    return safe_text(found.display if found else to_checksum(wallet), 42)
+
+
+def _spender_name(config: Config | None, chain_id: int, spender: str) -> str:
+    found = config.spender(chain_id, spender) if config else None
+    return safe_text(found.display if found else to_checksum(spender), 42)
+
+
+def _symbol(token: Token | None, address: str) -> str:
+    return safe_text(token.symbol) if token and token.symbol else to_checksum(address)[:10]
+
+
+def _amount_text(amount: int, decimals: int | None, spender: str | None) -> str:
+    if spender is not None and amount >= DEFAULT_UNLIMITED_THRESHOLD:
+        return "unlimited"
+    return format_units(amount, decimals)
 
 
 def _sort_key(p: Position) -> tuple[str, int, str, str]:
@@ -57,9 +168,6 @@ def write_table(positions: Iterable[Position], out: TextIO, config: Config | Non
     header = ("WALLET", "CHAIN", "TOKEN", "SPENDER", "BALANCE", "ALLOWANCE", "UNLIMITED")
     rows: list[tuple[str, ...]] = []
     for p in sorted(positions, key=_sort_key):
-        wallet = config.wallet(p.wallet) if config else None
-        spender = config.spender(p.chain_id, p.spender) if config else None
-        symbol = safe_text(p.token.symbol) if p.token.symbol else to_checksum(p.token.address)[:10]
         if p.token.is_native:
             allowance, unlimited = "n/a (native)", "-"
         elif is_unlimited(p):
@@ -68,10 +176,10 @@ def write_table(positions: Iterable[Position], out: TextIO, config: Config | Non
             allowance, unlimited = format_units(p.allowance, p.token.decimals), "no"
         rows.append(
             (
-                safe_text(wallet.display if wallet else to_checksum(p.wallet), 42),
+                _wallet_name(config, p.wallet),
                 str(p.chain_id),
-                symbol,
-                safe_text(spender.display if spender else to_checksum(p.spender), 42),
+                _symbol(p.token, p.token.address),
+                _spender_name(config, p.chain_id, p.spender),
                 format_units(p.balance, p.token.decimals),
                 allowance,
                 unlimited,

@@ -64,6 +64,13 @@ def test_minimal_config_gets_sane_defaults(tmp_path: Path, monkeypatch: pytest.M
     assert config.poll.interval_s == 300
     assert (config.metrics.host, config.metrics.port) == ("127.0.0.1", 9751)
     assert config.database.url == f"sqlite+aiosqlite:///{tmp_path}/exposure-monitor.sqlite"
+    assert config.database.migrate_on_start is True
+    assert config.database.retention_days == 365
+
+
+def test_retention_null_keeps_history_forever() -> None:
+    assert parse_config(with_change("database.retention_days", None)).database.retention_days is None
+    assert parse_config(with_change("database.retention_days", 30)).database.retention_days == 30
 
 
 def test_default_database_lives_in_the_systemd_state_directory(
@@ -125,6 +132,8 @@ BAD_CASES = [
     ("database.url", "sqlite:///x.db", "database.url", "name the async driver"),
     ("database.url", "postgresql://h/db", "database.url", "name the async driver"),
     ("database.url", "mysql+aiomysql://h/db", "database.url", "unsupported URL scheme"),
+    ("database.retention_days", 0, "database.retention_days", "between 1 and 36500"),
+    ("database.migrate_on_start", "no", "database.migrate_on_start", "expected true or false"),
     ("poll.interval_s", 0.5, "poll.interval_s", "at least 1"),
     ("poll.interval_s", "5m", "poll.interval_s", "expected a number"),
     ("metrics.listen", "9751", "metrics.listen", "expected HOST:PORT"),

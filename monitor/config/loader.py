@@ -291,9 +291,19 @@ def _database_url(value: object, path: str) -> str:
 
 
 def _parse_database(section: _Section, source: Path | None) -> DatabaseSettings:
+    defaults = DatabaseSettings(url="")
     url = section.take("url", _database_url, "") or _default_database_url(source)
+    retention: int | None = defaults.retention_days
+    if section.has("retention_days"):
+        # An explicit null keeps history forever; absent means the default.
+        retention = section.take("retention_days", _integer(minimum=1, maximum=36_500), None)
+    settings = DatabaseSettings(
+        url=url,
+        migrate_on_start=section.take("migrate_on_start", _boolean, defaults.migrate_on_start),
+        retention_days=retention,
+    )
     section.finish()
-    return DatabaseSettings(url=url)
+    return settings
 
 
 def _parse_poll(section: _Section) -> PollSettings:

@@ -28,6 +28,10 @@ class ApiSettings:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DatabaseSettings:
     url: str
+    migrate_on_start: bool = True
+    retention_days: int | None = 365
+    """Polls older than this are pruned (daily by the daemon, or ``db prune``); None keeps
+    everything."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,0 +1,582 @@
+"""The SQL snapshot store: record polls, reconstruct any past snapshot, list changes, prune.
+
+Writes grow with change, not with polls: a poll writes its poll row and one row per (chain,
+spender) scope, and then only the allowance and balance values that changed, plus their
+change events, all in one transaction. Any past snapshot is the latest version of every key
+at or before the last poll that finished by then.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, delete, exists, func, insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.orm import aliased
+
+from monitor.domain.model import DEFAULT_UNLIMITED_THRESHOLD, PollResult, Token
+from monitor.domain.snapshot import (
+    EMPTY_SNAPSHOT,
+    AllowanceKey,
+    BalanceKey,
+    Change,
+    ChangeEvent,
+    Snapshot,
+    diff_snapshots,
+    observe,
+)
+from monitor.errors import StoreError
+from monitor.store.schema import (
+    AllowanceVersion,
+    BalanceVersion,
+    ChangeEventRow,
+    Poll,
+    PollScope,
+    TokenRow,
+)
+
+log = logging.getLogger(__name__)
+
+POLL_LOCK_KEY = 0x65786D70  # "exmp": serialises poll recording across processes (PostgreSQL)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordedPoll:
+    """What ``record_poll`` stored."""
+
+    poll_id: int
+    observed_at: datetime
+    outcome: str
+    events: tuple[ChangeEvent, ...]
+    snapshot: Snapshot
+    versions_written: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredEvent:
+    """A change event as stored: when and by which poll it was observed."""
+
+    poll_id: int
+    observed_at: datetime
+    event: ChangeEvent
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredSnapshot:
+    """A reconstructed snapshot, the poll it stands at, and the tokens it mentions."""
+
+    poll_id: int
+    observed_at: datetime
+    snapshot: Snapshot
+    tokens: Mapping[tuple[int, str], Token]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PruneResult:
+    cutoff_poll_id: int | None
+    polls_deleted: int
+    versions_deleted: int
+    events_deleted: int
+
+
+def poll_outcome(result: PollResult) -> str:
+    if not result.batches or not any(b.ok for b in result.batches):
+        return "failed"
+    return "ok" if result.ok else "partial"
+
+
+class SqlSnapshotStore:
+    """Snapshot history in SQLite or PostgreSQL (the schema must be migrated to head).
+
+    The latest snapshot is cached in memory; before each write the store checks, under a
+    lock, that no other process wrote a poll since, and reloads if one did.
+    """
+
+    def __init__(
+        self, engine: AsyncEngine, *, unlimited_threshold: int = DEFAULT_UNLIMITED_THRESHOLD
+    ) -> None:
+        self._engine = engine
+        self._threshold = unlimited_threshold
+        self._snapshot: Snapshot | None = None
+        self._last_poll_id: int | None = None
+        self._tokens: dict[tuple[int, str], tuple[str, str, int | None, str]] | None = None
+
+    # -- writing ------------------------------------------------------------------------------
+
+    async def record_poll(self, result: PollResult) -> RecordedPoll:
+        """Store one poll in one transaction. Only what successful batches covered changes.
+
+        If the transaction fails, a bare failed poll row is written in its place (when the
+        database still accepts it) and ``StoreError`` is raised.
+        """
+        try:
+            return await self._record(result)
+        except SQLAlchemyError as exc:
+            self._snapshot = None  # the cache may be ahead of a rolled-back transaction
+            problem = f"could not record poll: {_describe(exc)}"
+            with contextlib.suppress(StoreError):  # the database may be down altogether
+                await self.record_failed_poll(
+                    started_at=result.started_at, finished_at=result.finished_at, error=problem
+                )
+            raise StoreError(problem) from exc
+
+    async def record_failed_poll(
+        self, *, started_at: datetime, finished_at: datetime, error: str
+    ) -> int:
+        """A poll that produced nothing usable (timed out, crashed): its row and nothing else."""
+        try:
+            async with self._engine.begin() as conn:
+                row = await conn.execute(
+                    insert(Poll)
+                    .values(
+                        started_at=started_at,
+                        finished_at=finished_at,
+                        outcome="failed",
+                        batches=0,
+                        batches_failed=0,
+                        positions=0,
+                        events=0,
+                        versions_written=0,
+                        error=error[:2000],
+                    )
+                    .returning(Poll.id)
+                )
+                return int(row.scalar_one())
+        except SQLAlchemyError as exc:
+            raise StoreError(f"could not record failed poll: {_describe(exc)}") from exc
+
+    async def _record(self, result: PollResult) -> RecordedPoll:
+        outcome = poll_outcome(result)
+        async with self._engine.begin() as conn:
+            await self._lock(conn)
+            previous_poll_id = await conn.scalar(select(func.max(Poll.id)))
+            if self._snapshot is None or previous_poll_id != self._last_poll_id:
+                self._snapshot = await _latest_snapshot(conn)
+                self._tokens = await _load_tokens(conn)
+            previous = self._snapshot
+            current = observe(previous, result.positions, result.coverages())
+            events = diff_snapshots(previous, current, threshold=self._threshold)
+            allowance_rows, balance_rows = _version_rows(previous, current)
+            poll_id = int(
+                (
+                    await conn.execute(
+                        insert(Poll)
+                        .values(
+                            started_at=result.started_at,
+                            finished_at=result.finished_at,
+                            outcome=outcome,
+                            batches=len(result.batches),
+                            batches_failed=len(result.failures),
+                            positions=len(result.positions),
+                            events=len(events),
+                            versions_written=len(allowance_rows) + len(balance_rows),
+                            error=_errors(result),
+                        )
+                        .returning(Poll.id)
+                    )
+                ).scalar_one()
+            )
+            await _insert_scopes(conn, poll_id, result)
+            if allowance_rows:
+                await conn.execute(
+                    insert(AllowanceVersion), [{**r, "poll_id": poll_id} for r in allowance_rows]
+                )
+            if balance_rows:
+                await conn.execute(
+                    insert(BalanceVersion), [{**r, "poll_id": poll_id} for r in balance_rows]
+                )
+            if events:
+                await conn.execute(
+                    insert(ChangeEventRow),
+                    [_event_row(e, poll_id, result.finished_at) for e in events],
+                )
+            await self._upsert_tokens(conn, result)
+        self._snapshot = current
+        self._last_poll_id = poll_id
+        return RecordedPoll(
+            poll_id=poll_id,
+            observed_at=result.finished_at,
+            outcome=outcome,
+            events=events,
+            snapshot=current,
+            versions_written=len(allowance_rows) + len(balance_rows),
+        )
+
+    async def _lock(self, conn: AsyncConnection) -> None:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(select(func.pg_advisory_xact_lock(POLL_LOCK_KEY)))
+        else:
+            # Take SQLite's write lock before reading the head, so that two writers cannot
+            # both diff against the same previous poll.
+            await conn.execute(text("DELETE FROM polls WHERE 0"))
+
+    async def _upsert_tokens(self, conn: AsyncConnection, result: PollResult) -> None:
+        known = self._tokens if self._tokens is not None else await _load_tokens(conn)
+        changed: dict[tuple[int, str], dict[str, Any]] = {}
+        for position in result.positions:
+            token = position.token
+            key = (token.chain_id, token.address)
+            if key in changed:
+                continue
+            values = (token.symbol, token.name, token.decimals, " ".join(token.tags))
+            old = known.get(key)
+            if old is not None and (old == values or (not token.symbol and old[0])):
+                continue  # unchanged, or a custom token answer with less metadata than we have
+            changed[key] = {
+                "chain_id": token.chain_id,
+                "address": token.address,
+                "symbol": values[0],
+                "name": values[1],
+                "decimals": values[2],
+                "tags": values[3],
+            }
+        if not changed:
+            return
+        dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        statement = dialect_insert(TokenRow)
+        statement = statement.on_conflict_do_update(
+            index_elements=[TokenRow.chain_id, TokenRow.address],
+            set_={
+                "symbol": statement.excluded.symbol,
+                "name": statement.excluded.name,
+                "decimals": statement.excluded.decimals,
+                "tags": statement.excluded.tags,
+            },
+        )
+        await conn.execute(statement, list(changed.values()))
+        for key, row in changed.items():
+            known[key] = (row["symbol"], row["name"], row["decimals"], row["tags"])
+        self._tokens = known
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def latest(self) -> Snapshot:
+        """The newest snapshot (empty before the first poll)."""
+        async with self._engine.connect() as conn:
+            return await _latest_snapshot(conn)
+
+    async def snapshot_at(self, at: datetime) -> StoredSnapshot:
+        """The snapshot as known at ``at``: the state after the last poll finished by then."""
+        try:
+            async with self._engine.connect() as conn:
+                row = (
+                    await conn.execute(
+                        select(Poll.id, Poll.finished_at)
+                        .where(Poll.finished_at <= at)
+                        .order_by(Poll.finished_at.desc(), Poll.id.desc())
+                        .limit(1)
+                    )
+                ).first()
+                if row is None:
+                    first = await conn.scalar(select(func.min(Poll.finished_at)))
+                    where = f"history starts at {first.isoformat()}" if first else "no polls yet"
+                    raise StoreError(f"no snapshot at {at.isoformat()}: {where}")
+                snapshot = await _snapshot_at_poll(conn, row.id)
+                tokens = await _tokens_of(conn, snapshot)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"could not read snapshot: {_describe(exc)}") from exc
+        return StoredSnapshot(
+            poll_id=row.id, observed_at=row.finished_at, snapshot=snapshot, tokens=tokens
+        )
+
+    async def events(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        chain_id: int | None = None,
+        wallet: str | None = None,
+        spender: str | None = None,
+    ) -> list[StoredEvent]:
+        """Stored change events, oldest first, filtered by any of the arguments."""
+        conditions: list[ColumnElement[bool]] = []
+        if since is not None:
+            conditions.append(ChangeEventRow.observed_at >= since)
+        if until is not None:
+            conditions.append(ChangeEventRow.observed_at <= until)
+        if chain_id is not None:
+            conditions.append(ChangeEventRow.chain_id == chain_id)
+        if wallet is not None:
+            conditions.append(ChangeEventRow.wallet == wallet)
+        if spender is not None:
+            conditions.append(ChangeEventRow.spender == spender)
+        query = (
+            select(ChangeEventRow)
+            .where(and_(True, *conditions))
+            .order_by(ChangeEventRow.observed_at, ChangeEventRow.id)
+        )
+        try:
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(query)).all()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"could not read events: {_describe(exc)}") from exc
+        return [
+            StoredEvent(
+                poll_id=r.poll_id,
+                observed_at=r.observed_at,
+                event=ChangeEvent(
+                    chain_id=r.chain_id,
+                    wallet=r.wallet,
+                    token=r.token,
+                    spender=r.spender,
+                    change=Change(r.change),
+                    old=r.old,
+                    new=r.new,
+                ),
+            )
+            for r in rows
+        ]
+
+    async def tokens(self) -> dict[tuple[int, str], Token]:
+        async with self._engine.connect() as conn:
+            return {key: _token(key, values) for key, values in (await _load_tokens(conn)).items()}
+
+    # -- retention ----------------------------------------------------------------------------
+
+    async def prune(self, *, older_than: datetime) -> PruneResult:
+        """Forget polls that finished before ``older_than``, keeping every snapshot from the
+        last of them onward reconstructable: each key's value at that poll is kept (moved to
+        it), older values and their events go."""
+        try:
+            async with self._engine.begin() as conn:
+                await self._lock(conn)
+                cutoff = await conn.scalar(
+                    select(Poll.id)
+                    .where(Poll.finished_at <= older_than)
+                    .order_by(Poll.finished_at.desc(), Poll.id.desc())
+                    .limit(1)
+                )
+                if cutoff is None:
+                    return PruneResult(
+                        cutoff_poll_id=None, polls_deleted=0, versions_deleted=0, events_deleted=0
+                    )
+                versions_deleted = 0
+                for table, key_columns in (
+                    (AllowanceVersion, ("chain_id", "wallet", "token", "spender")),
+                    (BalanceVersion, ("chain_id", "wallet", "token")),
+                ):
+                    versions_deleted += await _prune_versions(conn, table, key_columns, cutoff)
+                events_deleted = (
+                    await conn.execute(
+                        delete(ChangeEventRow).where(ChangeEventRow.poll_id < cutoff)
+                    )
+                ).rowcount
+                await conn.execute(delete(PollScope).where(PollScope.poll_id < cutoff))
+                polls_deleted = (await conn.execute(delete(Poll).where(Poll.id < cutoff))).rowcount
+        except SQLAlchemyError as exc:
+            raise StoreError(f"could not prune: {_describe(exc)}") from exc
+        return PruneResult(
+            cutoff_poll_id=cutoff,
+            polls_deleted=polls_deleted,
+            versions_deleted=versions_deleted,
+            events_deleted=events_deleted,
+        )
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _describe(exc: SQLAlchemyError) -> str:
+    original = getattr(exc, "orig", None)
+    return f"{type(original or exc).__name__}: {str(original or exc).splitlines()[0][:300]}"
+
+
+def _errors(result: PollResult) -> str | None:
+    failures = result.failures
+    if not failures:
+        return None
+    return "\n".join(f.error or "failed" for f in failures)[:2000]
+
+
+def _version_rows(
+    previous: Snapshot, current: Snapshot
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    allowances = [
+        {"chain_id": k[0], "wallet": k[1], "token": k[2], "spender": k[3], "amount": amount}
+        for k in previous.allowances.keys() | current.allowances.keys()
+        if (amount := current.allowance(k)) != previous.allowance(k)
+    ]
+    balances = [
+        {"chain_id": k[0], "wallet": k[1], "token": k[2], "amount": amount}
+        for k in previous.balances.keys() | current.balances.keys()
+        if (amount := current.balance(k)) != previous.balance(k)
+    ]
+    return allowances, balances
+
+
+def _event_row(event: ChangeEvent, poll_id: int, observed_at: datetime) -> dict[str, Any]:
+    return {
+        "poll_id": poll_id,
+        "observed_at": observed_at,
+        "chain_id": event.chain_id,
+        "wallet": event.wallet,
+        "token": event.token,
+        "spender": event.spender,
+        "change": event.change.value,
+        "old": event.old,
+        "new": event.new,
+    }
+
+
+async def _insert_scopes(conn: AsyncConnection, poll_id: int, result: PollResult) -> None:
+    scopes: dict[tuple[int, str], dict[str, Any]] = {}
+    for batch in result.batches:
+        scope = scopes.setdefault(
+            (batch.chain_id, batch.spender),
+            {
+                "poll_id": poll_id,
+                "chain_id": batch.chain_id,
+                "spender": batch.spender,
+                "batches": 0,
+                "batches_failed": 0,
+                "positions": 0,
+                "request_ids": [],
+                "errors": [],
+            },
+        )
+        scope["batches"] += 1
+        scope["positions"] += len(batch.positions)
+        scope["request_ids"].append(batch.request_id or "-")
+        if not batch.ok:
+            scope["batches_failed"] += 1
+            scope["errors"].append(batch.error or "failed")
+    if scopes:
+        await conn.execute(
+            insert(PollScope),
+            [
+                {
+                    **s,
+                    "request_ids": " ".join(s["request_ids"]),
+                    "errors": "\n".join(s["errors"])[:2000] or None,
+                }
+                for s in scopes.values()
+            ],
+        )
+
+
+async def _latest_snapshot(conn: AsyncConnection) -> Snapshot:
+    head = await conn.scalar(select(func.max(Poll.id)))
+    return EMPTY_SNAPSHOT if head is None else await _snapshot_at_poll(conn, head)
+
+
+async def _snapshot_at_poll(conn: AsyncConnection, poll_id: int) -> Snapshot:
+    allowances: dict[AllowanceKey, int] = {}
+    for row in await _latest_versions(
+        conn, AllowanceVersion, ("chain_id", "wallet", "token", "spender"), poll_id
+    ):
+        if row.amount:
+            allowances[(row.chain_id, row.wallet, row.token, row.spender)] = row.amount
+    balances: dict[BalanceKey, int] = {}
+    for row in await _latest_versions(
+        conn, BalanceVersion, ("chain_id", "wallet", "token"), poll_id
+    ):
+        if row.amount:
+            balances[(row.chain_id, row.wallet, row.token)] = row.amount
+    return Snapshot(allowances=allowances, balances=balances)
+
+
+async def _latest_versions(
+    conn: AsyncConnection,
+    table: type[AllowanceVersion] | type[BalanceVersion],
+    key_columns: Sequence[str],
+    poll_id: int,
+) -> Sequence[Any]:
+    keys = [getattr(table, c) for c in key_columns]
+    ranked = (
+        select(
+            *keys,
+            table.amount,
+            func.row_number().over(partition_by=keys, order_by=table.poll_id.desc()).label("rank"),
+        )
+        .where(table.poll_id <= poll_id)
+        .subquery()
+    )
+    query = select(*(ranked.c[c] for c in key_columns), ranked.c.amount).where(ranked.c.rank == 1)
+    return (await conn.execute(query)).all()
+
+
+async def _prune_versions(
+    conn: AsyncConnection,
+    table: type[AllowanceVersion] | type[BalanceVersion],
+    key_columns: Sequence[str],
+    cutoff: int,
+) -> int:
+    newer = aliased(table)
+    same_key = and_(*(getattr(newer, c) == getattr(table, c) for c in key_columns))
+    superseded = (
+        await conn.execute(
+            delete(table).where(
+                table.poll_id < cutoff,
+                exists()
+                .where(same_key, newer.poll_id > table.poll_id, newer.poll_id <= cutoff)
+                .correlate(table),
+            )
+        )
+    ).rowcount
+    zeros = (
+        await conn.execute(delete(table).where(table.poll_id < cutoff, table.amount == 0))
+    ).rowcount
+    await conn.execute(update(table).where(table.poll_id < cutoff).values(poll_id=cutoff))
+    return int(superseded) + int(zeros)
+
+
+async def _load_tokens(
+    conn: AsyncConnection,
+) -> dict[tuple[int, str], tuple[str, str, int | None, str]]:
+    rows = (await conn.execute(select(TokenRow))).all()
+    return {(r.chain_id, r.address): (r.symbol, r.name, r.decimals, r.tags) for r in rows}
+
+
+async def _tokens_of(conn: AsyncConnection, snapshot: Snapshot) -> dict[tuple[int, str], Token]:
+    wanted = {(k[0], k[2]) for k in snapshot.allowances} | {(k[0], k[2]) for k in snapshot.balances}
+    known = await _load_tokens(conn)
+    return {key: _token(key, known[key]) for key in wanted if key in known}
+
+
+def _token(key: tuple[int, str], values: tuple[str, str, int | None, str]) -> Token:
+    symbol, name, decimals, tags = values
+    return Token(
+        chain_id=key[0],
+        address=key[1],
+        symbol=symbol,
+        name=name,
+        decimals=decimals,
+        tags=tuple(tags.split()),
+    )
+
+
+def snapshot_positions(
+    stored: StoredSnapshot,
+) -> Iterable[tuple[Token, int, str, str | None, int, int]]:
+    """Rows for output: (token, chain_id, wallet, spender, balance, allowance). One row per
+    allowance, and one with ``spender`` None for each balance that no allowance row shows."""
+    snapshot = stored.snapshot
+    shown: set[BalanceKey] = set()
+    for (chain_id, wallet, token, spender), allowance in sorted(snapshot.allowances.items()):
+        bkey = (chain_id, wallet, token)
+        shown.add(bkey)
+        yield (
+            _lookup(stored, chain_id, token),
+            chain_id,
+            wallet,
+            spender,
+            snapshot.balance(bkey),
+            allowance,
+        )
+    for (chain_id, wallet, token), balance in sorted(snapshot.balances.items()):
+        if (chain_id, wallet, token) not in shown:
+            yield _lookup(stored, chain_id, token), chain_id, wallet, None, balance, 0
+
+
+def _lookup(stored: StoredSnapshot, chain_id: int, token: str) -> Token:
+    return stored.tokens.get(
+        (chain_id, token),
+        Token(chain_id=chain_id, address=token, symbol="", name="", decimals=None),
+    )
