@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import copy
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from monitor.config import ApiKey, load_api_key, load_config, parse_config
+from monitor.config import (
+    ApiKey,
+    PriceSettings,
+    RiskSettings,
+    Suppression,
+    load_api_key,
+    load_config,
+    parse_config,
+)
 from monitor.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,14 +73,28 @@ def test_minimal_config_gets_sane_defaults(tmp_path: Path, monkeypatch: pytest.M
     assert config.api.max_wallets_per_request == 50
     assert config.api.filter_empty is True
     assert config.poll.interval_s == 300
+    assert (config.poll.timeout_s, config.poll.jitter_s, config.poll.shutdown_grace_s) == (
+        240,
+        30,
+        30,
+    )
+    assert config.metrics.max_position_series == 50_000
+    assert config.metrics.ready_after_intervals == 3
     assert (config.metrics.host, config.metrics.port) == ("127.0.0.1", 9751)
     assert config.database.url == f"sqlite+aiosqlite:///{tmp_path}/exposure-monitor.sqlite"
     assert config.database.migrate_on_start is True
     assert config.database.retention_days == 365
 
 
+def test_poll_timeout_and_jitter_scale_with_a_short_interval() -> None:
+    poll = parse_config(with_change("poll.interval_s", 2)).poll
+    assert (poll.timeout_s, poll.jitter_s) == (1.6, 0.2)
+
+
 def test_retention_null_keeps_history_forever() -> None:
-    assert parse_config(with_change("database.retention_days", None)).database.retention_days is None
+    assert (
+        parse_config(with_change("database.retention_days", None)).database.retention_days is None
+    )
     assert parse_config(with_change("database.retention_days", 30)).database.retention_days == 30
 
 
@@ -135,6 +160,10 @@ BAD_CASES = [
     ("database.retention_days", 0, "database.retention_days", "between 1 and 36500"),
     ("database.migrate_on_start", "no", "database.migrate_on_start", "expected true or false"),
     ("poll.interval_s", 0.5, "poll.interval_s", "at least 1"),
+    ("poll.timeout_s", 400, "poll.timeout_s", "at most 300"),
+    ("poll.jitter_s", -1, "poll.jitter_s", "at least 0"),
+    ("metrics.max_position_series", -5, "metrics.max_position_series", "between 0 and"),
+    ("metrics.ready_after_intervals", 0.5, "metrics.ready_after_intervals", "at least 1"),
     ("poll.interval_s", "5m", "poll.interval_s", "expected a number"),
     ("metrics.listen", "9751", "metrics.listen", "expected HOST:PORT"),
     ("metrics.listen", "localhost:99999", "metrics.listen", "between 0 and 65535"),
@@ -161,6 +190,46 @@ BAD_CASES = [
     ("chains.0.custom_tokens", ["0x12"], "chains[0].custom_tokens[0]", "not a valid address"),
     ("chains.0.custom_tokens", [PERMIT2, PERMIT2.lower()], "chains[0].custom_tokens[1]", "duplicate custom token"),
     ("chains.0.custom_tokens", [{"address": PERMIT2, "decimals": 300}], "chains[0].custom_tokens[0].decimals", "between 0 and 255"),
+    ("risk", [], "risk", "expected a mapping"),
+    ("risk.surprise", 1, "risk.surprise", "unknown key"),
+    ("risk.api_token", "abc", "risk.api_token", "must not be written in the config file"),
+    ("risk.unlimited_threshold", 0, "risk.unlimited_threshold", "between 1 and 2^256-1"),
+    ("risk.unlimited_threshold", 2**256, "risk.unlimited_threshold", "between 1 and 2^256-1"),
+    ("risk.unlimited_threshold", "1" * 100, "risk.unlimited_threshold", "a 100-digit number"),
+    ("risk.unlimited_threshold", "2**96-1", "risk.unlimited_threshold", "string of decimal digits"),
+    ("risk.unlimited_threshold", "-5", "risk.unlimited_threshold", "string of decimal digits"),
+    ("risk.unlimited_threshold", 1.5e28, "risk.unlimited_threshold", "whole number"),
+    ("risk.unlimited_threshold", True, "risk.unlimited_threshold", "whole number"),
+    ("risk.value_at_risk_usd", 0, "risk.value_at_risk_usd", "greater than 0"),
+    ("risk.value_at_risk_usd", -10, "risk.value_at_risk_usd", "greater than 0"),
+    ("risk.value_at_risk_usd", float("inf"), "risk.value_at_risk_usd", "greater than 0"),
+    ("risk.value_at_risk_usd", "NaN", "risk.value_at_risk_usd", "greater than 0"),
+    ("risk.value_at_risk_usd", "lots", "risk.value_at_risk_usd", "expected a number"),
+    ("risk.value_at_risk_usd", False, "risk.value_at_risk_usd", "expected a number"),
+    ("risk.fresh_approval_hours", 0, "risk.fresh_approval_hours", "greater than 0"),
+    ("risk.fresh_approval_hours", "1d", "risk.fresh_approval_hours", "expected a number"),
+    ("risk.fresh_approval_hours", 10**6, "risk.fresh_approval_hours", "at most 87600"),
+    ("risk.denylist_file", 5, "risk.denylist_file", "expected a string"),
+    ("risk.denylist_file", "/nonexistent/denylist.json", "risk.denylist_file", "no such file"),
+    ("risk.prices", "on", "risk.prices", "expected a mapping"),
+    ("risk.prices.enabled", "yes", "risk.prices.enabled", "expected true or false"),
+    ("risk.prices.ttl_s", -1, "risk.prices.ttl_s", "at least 0"),
+    ("risk.prices.currency", "EUR", "risk.prices.currency", "unknown key"),
+    ("risk.ignore", {"reason": "x"}, "risk.ignore", "expected a list"),
+    ("risk.ignore", ["0x" + "5e" * 20], "risk.ignore[0]", "expected a mapping"),
+    ("risk.ignore", [{"reason": "r"}], "risk.ignore[0]", "at least one of wallet, spender, token or rule"),
+    ("risk.ignore", [{"chain_id": 1, "reason": "r"}], "risk.ignore[0]", "at least one of"),
+    ("risk.ignore", [{"wallet": WALLET}], "risk.ignore[0].reason", "is required"),
+    ("risk.ignore", [{"wallet": WALLET, "reason": ""}], "risk.ignore[0].reason", "must not be empty"),
+    ("risk.ignore", [{"wallet": "0x1234", "reason": "r"}], "risk.ignore[0].wallet", "not a valid address"),
+    ("risk.ignore", [{"spender": "0x111111125421cA6dc452d289314280a0f8842a65", "reason": "r"}], "risk.ignore[0].spender", "bad EIP-55 checksum"),
+    ("risk.ignore", [{"token": "sk-canary-789", "reason": "r"}], "risk.ignore[0].token", "not a valid address"),
+    ("risk.ignore", [{"rule": "unlimited", "reason": "r"}], "risk.ignore[0].rule", "unknown rule 'unlimited'"),
+    ("risk.ignore", [{"rule": "value_at_risk", "chain_id": 999, "reason": "r"}], "risk.ignore[0].chain_id", "unsupported chain id 999"),
+    ("risk.ignore", [{"rule": "value_at_risk", "reason": "r", "until": "next week"}], "risk.ignore[0].until", "ISO date or datetime"),
+    ("risk.ignore", [{"rule": "value_at_risk", "reason": "r", "until": 20250101}], "risk.ignore[0].until", "ISO date or datetime"),
+    ("risk.ignore", [{"rule": "value_at_risk", "reason": "r", "note": "x"}], "risk.ignore[0].note", "unknown key"),
+    ("api.token", "abc", "api.token", "must not be written in the config file"),
 ]  # fmt: skip
 
 
@@ -254,3 +323,128 @@ def test_api_key_never_prints_itself() -> None:
     assert "sk-canary-456" not in repr(key)
     assert "sk-canary-456" not in str(key)
     assert "sk-canary-456" not in f"{key} {key!r} {[key]}"
+
+
+# -- risk ---------------------------------------------------------------------------------------
+
+
+def test_risk_defaults() -> None:
+    risk = parse_config(MINIMAL).risk
+    assert risk == RiskSettings()
+    assert risk.unlimited_threshold == 2**96 - 1
+    assert risk.value_at_risk_usd == Decimal(10_000)
+    assert risk.fresh_approval_hours == 24
+    assert risk.denylist_file is None
+    assert risk.denylist == ()
+    assert risk.prices == PriceSettings(enabled=True, ttl_s=300)
+    assert risk.ignore == ()
+
+
+def test_example_config_has_a_working_risk_section() -> None:
+    risk = load_config(ROOT / "config.example.yaml").risk
+    assert risk.unlimited_threshold == 2**96 - 1
+    assert risk.value_at_risk_usd == Decimal(10_000)
+    assert [s.rule for s in risk.ignore] == ["untrusted_spender"]
+    assert risk.ignore[0].until == datetime(2030, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("value", [2**160 - 1, str(2**160 - 1)])
+def test_unlimited_threshold_is_a_number_or_a_string_of_digits(value: object) -> None:
+    risk = parse_config(with_change("risk.unlimited_threshold", value)).risk
+    assert risk.unlimited_threshold == 2**160 - 1
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(0.1, Decimal("0.1")), (2500, Decimal(2500)), ("12345.67", Decimal("12345.67"))],
+)
+def test_value_at_risk_threshold_is_exact(value: object, expected: Decimal) -> None:
+    risk = parse_config(with_change("risk.value_at_risk_usd", value)).risk
+    assert risk.value_at_risk_usd == expected
+    assert isinstance(risk.value_at_risk_usd, Decimal)
+
+
+def test_prices_can_be_turned_off_and_never_cached() -> None:
+    doc = with_change("risk.prices", {"enabled": False, "ttl_s": 0})
+    assert parse_config(doc).risk.prices == PriceSettings(enabled=False, ttl_s=0)
+
+
+def test_ignore_entries_are_parsed_with_canonical_addresses() -> None:
+    doc = with_change(
+        "risk.ignore",
+        [
+            {"wallet": WALLET, "spender": ROUTER, "token": PERMIT2, "rule": "unlimited_approval",
+             "chain_id": 1, "reason": "Permit2 needs it"},
+            {"spender": ROUTER.lower(), "reason": "forever"},
+        ],
+    )  # fmt: skip
+    first, second = parse_config(doc).risk.ignore
+    assert first == Suppression(
+        wallet=WALLET.lower(),
+        spender=ROUTER.lower(),
+        token=PERMIT2.lower(),
+        rule="unlimited_approval",
+        chain_id=1,
+        reason="Permit2 needs it",
+        until=None,
+    )
+    assert second == Suppression(spender=ROUTER.lower(), reason="forever")
+
+
+@pytest.mark.parametrize(
+    ("until", "expected"),
+    [
+        ("2025-07-01", datetime(2025, 7, 1, tzinfo=UTC)),
+        ("2025-07-01T12:30:00Z", datetime(2025, 7, 1, 12, 30, tzinfo=UTC)),
+        ("2025-07-01T14:30:00+02:00", datetime(2025, 7, 1, 12, 30, tzinfo=UTC)),
+        ("2025-07-01T12:30:00", datetime(2025, 7, 1, 12, 30, tzinfo=UTC)),
+    ],
+)
+def test_ignore_until_is_utc_from_yaml_dates_datetimes_and_strings(
+    tmp_path: Path, until: str, expected: datetime
+) -> None:
+    # Unquoted, YAML turns these into date or datetime objects; quoted, they stay strings.
+    for spelled in (until, f"'{until}'"):
+        path = tmp_path / "c.yaml"
+        path.write_text(
+            yaml.safe_dump(MINIMAL)
+            + "risk:\n  ignore:\n    - rule: fresh_approval\n      reason: r\n"
+            + f"      until: {spelled}\n"
+        )
+        assert load_config(path).risk.ignore[0].until == expected
+
+
+def test_token_is_a_key_inside_ignore_but_still_a_secret_elsewhere() -> None:
+    doc = with_change("risk.ignore", [{"token": PERMIT2, "reason": "r"}])
+    assert parse_config(doc).risk.ignore[0].token == PERMIT2.lower()
+    with pytest.raises(ConfigError, match="must not be written"):
+        parse_config(with_change("risk.token", PERMIT2))
+
+
+def test_a_token_value_that_is_not_an_address_is_never_echoed() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(with_change("risk.ignore", [{"token": "sk-canary-789", "reason": "r"}]))
+    assert "sk-canary-789" not in str(info.value)
+
+
+def test_denylist_file_is_read_relative_to_the_config_file(tmp_path: Path) -> None:
+    other = "0x" + "5e" * 20
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "deny.json").write_text(
+        json.dumps([{"chain_id": 1, "address": other, "name": "Our incident"}])
+    )
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(with_change("risk.denylist_file", "lists/deny.json")))
+    risk = load_config(path).risk
+    assert risk.denylist_file == tmp_path.resolve() / "lists" / "deny.json"
+    assert [(e.chain_id, e.address, e.info.name) for e in risk.denylist] == [
+        (1, other, "Our incident")
+    ]
+
+
+def test_bad_denylist_entry_fails_config_load_naming_the_file_and_entry(tmp_path: Path) -> None:
+    deny = tmp_path / "deny.json"
+    deny.write_text(json.dumps([{"chain_id": 1, "address": "0x12", "name": "x"}]))
+    with pytest.raises(ConfigError, match="not a valid address") as info:
+        parse_config(with_change("risk.denylist_file", str(deny)))
+    assert info.value.path == f"{deny}#[0].address"

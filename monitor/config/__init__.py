@@ -9,7 +9,10 @@ from monitor.config.model import (
     DatabaseSettings,
     MetricsSettings,
     PollSettings,
+    PriceSettings,
+    RiskSettings,
     SpenderConfig,
+    Suppression,
     WalletConfig,
 )
 from monitor.config.secrets import ApiKey, load_api_key
@@ -23,7 +26,10 @@ __all__ = [
     "DatabaseSettings",
     "MetricsSettings",
     "PollSettings",
+    "PriceSettings",
+    "RiskSettings",
     "SpenderConfig",
+    "Suppression",
     "WalletConfig",
     "load_api_key",
     "load_config",

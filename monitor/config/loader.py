@@ -10,6 +10,8 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime, time
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -25,12 +27,18 @@ from monitor.config.model import (
     DatabaseSettings,
     MetricsSettings,
     PollSettings,
+    PriceSettings,
+    RiskSettings,
     SpenderConfig,
+    Suppression,
     WalletConfig,
 )
-from monitor.domain.addresses import InvalidAddress, canonical_address
+from monitor.domain.addresses import InvalidAddress, canonical_address, is_address
 from monitor.domain.chains import SUPPORTED_CHAINS
+from monitor.domain.model import UINT256_MAX
 from monitor.errors import ConfigError
+from monitor.risk.exploits import read_denylist
+from monitor.risk.model import RuleName
 
 T = TypeVar("T")
 
@@ -95,6 +103,7 @@ def parse_config(data: object, *, source: Path | None = None) -> Config:
     metrics = _parse_metrics(root.section("metrics"))
     chains = _parse_chains(root.list("chains", required=True), "chains")
     wallets = _parse_wallets(root.list("wallets", required=True), "wallets", chains)
+    risk = _parse_risk(root.section("risk"), source)
     root.finish()
     return Config(
         api=api,
@@ -103,6 +112,7 @@ def parse_config(data: object, *, source: Path | None = None) -> Config:
         metrics=metrics,
         wallets=wallets,
         chains=chains,
+        risk=risk,
         source=source,
     )
 
@@ -110,7 +120,9 @@ def parse_config(data: object, *, source: Path | None = None) -> Config:
 class _Section:
     """A mapping being consumed key by key, so that leftovers are reported as unknown."""
 
-    def __init__(self, data: object, path: str) -> None:
+    def __init__(
+        self, data: object, path: str, *, not_secret: frozenset[str] = frozenset()
+    ) -> None:
         if not isinstance(data, Mapping):
             raise ConfigError(path or "(top level)", f"expected a mapping, got {_kind(data)}")
         self.path = path
@@ -118,7 +130,7 @@ class _Section:
         for key in self._data:
             if not isinstance(key, str):
                 raise ConfigError(self._at(str(key)), "keys must be strings")
-            if _SECRET_KEY.search(key):
+            if key not in not_secret and _SECRET_KEY.search(key):
                 raise ConfigError(self._at(key), _KEY_IN_FILE)
 
     def _at(self, key: str) -> str:
@@ -307,10 +319,17 @@ def _parse_database(section: _Section, source: Path | None) -> DatabaseSettings:
 
 
 def _parse_poll(section: _Section) -> PollSettings:
+    interval_s = section.take("interval_s", _number(minimum=1, maximum=86_400), 300.0)
+    timeout_s = section.take(
+        "timeout_s", _number(minimum=0.5, maximum=interval_s), round(interval_s * 0.8, 3)
+    )
     poll = PollSettings(
-        interval_s=section.take(
-            "interval_s", _number(minimum=1, maximum=86_400), PollSettings().interval_s
-        )
+        interval_s=interval_s,
+        timeout_s=timeout_s,
+        jitter_s=section.take(
+            "jitter_s", _number(minimum=0, maximum=interval_s), min(interval_s * 0.1, 30.0)
+        ),
+        shutdown_grace_s=section.take("shutdown_grace_s", _number(minimum=0, maximum=3600), 30.0),
     )
     section.finish()
     return poll
@@ -332,8 +351,22 @@ def parse_listen(value: object, path: str) -> tuple[str, int]:
 def _parse_metrics(section: _Section) -> MetricsSettings:
     defaults = MetricsSettings()
     host, port = section.take("listen", parse_listen, (defaults.host, defaults.port))
+    metrics = MetricsSettings(
+        host=host,
+        port=port,
+        max_position_series=section.take(
+            "max_position_series",
+            _integer(minimum=0, maximum=10_000_000),
+            defaults.max_position_series,
+        ),
+        ready_after_intervals=section.take(
+            "ready_after_intervals",
+            _number(minimum=1, maximum=1000),
+            defaults.ready_after_intervals,
+        ),
+    )
     section.finish()
-    return MetricsSettings(host=host, port=port)
+    return metrics
 
 
 def _parse_chains(items: tuple[list[object], str], _: str) -> tuple[ChainConfig, ...]:
@@ -439,3 +472,142 @@ def _parse_wallets(
         section.finish()
         wallets.append(WalletConfig(address=address, label=label, chains=chain_ids))
     return tuple(wallets)
+
+
+def _threshold(value: object, path: str) -> int:
+    """An amount of base units: a whole number, or a string of decimal digits (YAML readers
+    elsewhere may turn a 78-digit number into a float)."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        amount = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        amount = value
+    else:
+        raise ConfigError(
+            path, f"expected a whole number or a string of decimal digits, got {_kind(value)}"
+        )
+    if not 1 <= amount <= UINT256_MAX:
+        shown = str(amount) if len(str(amount)) <= 80 else f"a {len(str(amount))}-digit number"
+        raise ConfigError(path, f"must be between 1 and 2^256-1, got {shown}")
+    return amount
+
+
+def _usd(value: object, path: str) -> Decimal:
+    """A positive amount of US dollars, exactly: a number or a decimal string."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ConfigError(path, f"expected a number, got {_kind(value)}")
+    try:
+        # str() first: Decimal(0.1) would keep the binary float's 55 digits.
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise ConfigError(path, f"expected a number, got {value!r:.40}") from None
+    if not amount.is_finite() or amount <= 0:
+        raise ConfigError(path, f"must be greater than 0, got {value!r:.40}")
+    return amount
+
+
+def _positive(*, maximum: float) -> Callable[[object, str], float]:
+    def check(value: object, path: str) -> float:
+        number = _number(minimum=-math.inf, maximum=maximum)(value, path)
+        if number <= 0:
+            raise ConfigError(path, f"must be greater than 0, got {value!r}")
+        return number
+
+    return check
+
+
+def _until(value: object, path: str) -> datetime:
+    """A date (the suppression ends as that day begins, UTC) or a datetime (naive is UTC)."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = (
+                date.fromisoformat(text)
+                if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text)
+                else datetime.fromisoformat(text)
+            )
+        except ValueError:
+            raise ConfigError(
+                path, f"expected an ISO date or datetime (2025-07-01T12:00:00Z), got {text!r:.40}"
+            ) from None
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if isinstance(value, date):
+        return datetime.combine(value, time(0), tzinfo=UTC)
+    raise ConfigError(path, f"expected an ISO date or datetime, got {_kind(value)}")
+
+
+def _rule_name(value: object, path: str) -> str:
+    names = [r.value for r in RuleName]
+    if value not in names:
+        raise ConfigError(path, f"unknown rule {value!r:.40}; one of {', '.join(names)}")
+    return str(value)
+
+
+def _token_address(value: object, path: str) -> str:
+    # "token" is a key the secret check refuses elsewhere: never echo a value that is not
+    # address-shaped, in case it is the API key in the wrong place.
+    if not is_address(value):
+        raise ConfigError(path, "not a valid address (want 0x and 40 hex digits)")
+    return _address(value, path)
+
+
+def _denylist_path(value: object, path: str, source: Path | None) -> Path:
+    candidate = Path(_string(value, path)).expanduser()
+    if not candidate.is_absolute():
+        # Relative to the config file, so the daemon's working directory does not matter.
+        base = source.resolve().parent if source is not None else Path.cwd()
+        candidate = base / candidate
+    return candidate
+
+
+def _parse_risk(section: _Section, source: Path | None) -> RiskSettings:
+    defaults = RiskSettings()
+    threshold = section.take("unlimited_threshold", _threshold, defaults.unlimited_threshold)
+    value_at_risk = section.take("value_at_risk_usd", _usd, defaults.value_at_risk_usd)
+    fresh_hours = section.take(
+        "fresh_approval_hours", _positive(maximum=87_600), defaults.fresh_approval_hours
+    )
+    denylist_file = section.take(
+        "denylist_file", lambda v, p: _denylist_path(v, p, source), defaults.denylist_file
+    )
+    prices_section = section.section("prices")
+    prices = PriceSettings(
+        enabled=prices_section.take("enabled", _boolean, PriceSettings().enabled),
+        ttl_s=prices_section.take(
+            "ttl_s", _number(minimum=0, maximum=86_400), PriceSettings().ttl_s
+        ),
+    )
+    prices_section.finish()
+    ignore = _parse_ignore(section.list("ignore"))
+    section.finish()
+    return RiskSettings(
+        unlimited_threshold=threshold,
+        value_at_risk_usd=value_at_risk,
+        fresh_approval_hours=fresh_hours,
+        denylist_file=denylist_file,
+        denylist=read_denylist(denylist_file) if denylist_file is not None else (),
+        prices=prices,
+        ignore=ignore,
+    )
+
+
+def _parse_ignore(items: tuple[list[object], str]) -> tuple[Suppression, ...]:
+    entries, path = items
+    suppressions: list[Suppression] = []
+    for i, entry in enumerate(entries):
+        at = f"{path}[{i}]"
+        section = _Section(entry, at, not_secret=frozenset({"token"}))
+        suppression = Suppression(
+            wallet=section.take("wallet", _address, None),
+            spender=section.take("spender", _address, None),
+            token=section.take("token", _token_address, None),
+            rule=section.take("rule", _rule_name, None),
+            chain_id=section.take("chain_id", _chain_id, None),
+            until=section.take("until", _until, None),
+            reason=section.require("reason", _string),
+        )
+        section.finish()
+        if not (suppression.wallet or suppression.spender or suppression.token or suppression.rule):
+            raise ConfigError(at, "give at least one of wallet, spender, token or rule")
+        suppressions.append(suppression)
+    return tuple(suppressions)

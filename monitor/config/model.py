@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 
 from monitor.domain.addresses import to_checksum
+from monitor.domain.model import DEFAULT_UNLIMITED_THRESHOLD
+from monitor.risk.exploits import ExploitEntry
 
 DEFAULT_BASE_URL = "https://api.1inch.dev"
 DEFAULT_METRICS_PORT = 9751
@@ -37,12 +41,22 @@ class DatabaseSettings:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PollSettings:
     interval_s: float = 300.0
+    timeout_s: float = 240.0
+    """Hard limit on one poll (requests, retries and recording); at most the interval."""
+    jitter_s: float = 30.0
+    """Random delay added to each scheduled poll, so many monitors do not poll in step."""
+    shutdown_grace_s: float = 30.0
+    """On SIGTERM, how long the in-flight poll may still run before it is cancelled."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MetricsSettings:
     host: str = "127.0.0.1"
     port: int = DEFAULT_METRICS_PORT
+    max_position_series: int = 50_000
+    """Cap on allowance, unlimited and balance series; unlimited approvals are kept first."""
+    ready_after_intervals: float = 3.0
+    """/readyz fails once the last successful poll is older than this many intervals."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,6 +114,44 @@ class ChainConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PriceSettings:
+    enabled: bool = True
+    """Ask the Spot Price API for USD prices (needed for value at risk)."""
+    ttl_s: float = 300.0
+    """How long a price, or the absence of one, is reused before it is asked again."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Suppression:
+    """A ``risk.ignore`` entry: findings it matches are still reported, marked suppressed.
+
+    Every field given must equal the finding's; at least one of ``wallet``, ``spender``,
+    ``token`` and ``rule`` is given. It applies while ``now < until`` (forever when None).
+    """
+
+    reason: str
+    wallet: str | None = None
+    spender: str | None = None
+    token: str | None = None
+    rule: str | None = None
+    chain_id: int | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RiskSettings:
+    unlimited_threshold: int = DEFAULT_UNLIMITED_THRESHOLD
+    value_at_risk_usd: Decimal = Decimal(10_000)
+    """A spender that could move more than this from one wallet (USD) is critical."""
+    fresh_approval_hours: float = 24.0
+    denylist_file: Path | None = None
+    """The user's extra exploited spenders (absolute); already read into ``denylist``."""
+    denylist: tuple[ExploitEntry, ...] = ()
+    prices: PriceSettings = field(default_factory=PriceSettings)
+    ignore: tuple[Suppression, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     api: ApiSettings
     database: DatabaseSettings
@@ -107,6 +159,7 @@ class Config:
     metrics: MetricsSettings
     wallets: tuple[WalletConfig, ...]
     chains: tuple[ChainConfig, ...]
+    risk: RiskSettings = field(default_factory=RiskSettings)
     source: Path | None = None
 
     def wallets_on(self, chain_id: int) -> tuple[WalletConfig, ...]:

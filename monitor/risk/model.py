@@ -1,0 +1,93 @@
+"""What the risk rules produce: findings and per-spender exposures. Frozen, exact, pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+
+FindingKey = tuple[str, int, str, str, str | None]
+"""(rule, chain_id, wallet, spender, token or None), addresses lowercase."""
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        """0 for info, 1 for warning, 2 for critical: for ordering, higher is worse."""
+        return _RANKS[self]
+
+
+_RANKS = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+
+
+class RuleName(StrEnum):
+    """The rules, by the names used in findings, metrics and ``risk.ignore[].rule``."""
+
+    UNLIMITED_APPROVAL = "unlimited_approval"
+    UNTRUSTED_SPENDER = "untrusted_spender"
+    EXPLOITED_SPENDER = "exploited_spender"
+    VALUE_AT_RISK = "value_at_risk"
+    FRESH_APPROVAL = "fresh_approval"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Finding:
+    """One rule firing for one approval, or (``value_at_risk``, ``token`` None) for one
+    (chain, wallet, spender). A suppressed finding is still reported, marked as such."""
+
+    rule: RuleName
+    severity: Severity
+    chain_id: int
+    wallet: str
+    spender: str
+    token: str | None
+    detail: str
+    suppressed: bool = False
+    suppression_reason: str | None = None
+
+    @property
+    def key(self) -> FindingKey:
+        """Identifies the finding across evaluations (detail and suppression may change)."""
+        return (self.rule, self.chain_id, self.wallet, self.spender, self.token)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SpenderExposure:
+    """What one spender could move from one wallet on one chain right now, in USD.
+
+    ``at_risk_usd`` is exact: the sum over approved tokens of min(balance, allowance) in whole
+    tokens times the USD price. It covers only the tokens whose value is known:
+    ``priced_tokens`` of them (a token with a zero balance counts, as it is worth 0 whatever
+    its price). ``missing_prices`` lists the approved tokens with something at risk whose
+    price or decimals are unknown: they are left out of the sum, never counted as zero, so
+    when it is non-empty ``at_risk_usd`` is a lower bound.
+    """
+
+    chain_id: int
+    wallet: str
+    spender: str
+    at_risk_usd: Decimal
+    priced_tokens: int
+    missing_prices: tuple[str, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        """True when every approved token was valued, so ``at_risk_usd`` is the full value."""
+        return not self.missing_prices
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RiskReport:
+    """Every finding (most severe first, then by key) and every exposure (by key)."""
+
+    findings: tuple[Finding, ...] = ()
+    exposures: tuple[SpenderExposure, ...] = ()
+
+    @property
+    def active(self) -> tuple[Finding, ...]:
+        """The findings that are not suppressed."""
+        return tuple(f for f in self.findings if not f.suppressed)

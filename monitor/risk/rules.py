@@ -1,0 +1,352 @@
+"""The risk rules: pure functions from a snapshot (and what is known about it) to findings.
+
+- ``unlimited_approval`` (warning): an allowance at or above ``risk.unlimited_threshold``;
+- ``untrusted_spender`` (warning): a non-zero allowance to a spender not marked ``trusted``;
+- ``exploited_spender`` (critical): a non-zero allowance to a known-exploited spender;
+- ``value_at_risk`` (critical): a (chain, wallet, spender) whose value at risk exceeds
+  ``risk.value_at_risk_usd``;
+- ``fresh_approval`` (info): a grant or increase seen within ``risk.fresh_approval_hours``
+  that is still non-zero.
+
+Every finding but ``value_at_risk`` is per approval (chain, wallet, token, spender). The
+native coin never counts: it needs no approval. A finding matched by an active ``risk.ignore``
+entry is still returned, with ``suppressed`` set and the entry's reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from decimal import Context, Decimal, InvalidOperation
+from typing import Protocol
+
+from monitor.config.model import ChainConfig, RiskSettings, SpenderConfig, Suppression
+from monitor.domain.addresses import to_checksum
+from monitor.domain.model import UINT256_MAX, Token, format_units
+from monitor.domain.snapshot import AllowanceKey, Change, ChangeEvent, Snapshot
+from monitor.risk.exploits import ExploitList
+from monitor.risk.exposure import is_native, spender_exposures
+from monitor.risk.model import (
+    Finding,
+    FindingKey,
+    RiskReport,
+    RuleName,
+    Severity,
+    SpenderExposure,
+)
+
+__all__ = [
+    "Finding",
+    "FindingKey",
+    "ObservedChange",
+    "RiskReport",
+    "RuleName",
+    "Severity",
+    "SpenderExposure",
+    "evaluate",
+    "exploited_spenders",
+    "fresh_approvals",
+    "spender_index",
+    "suppress",
+    "unlimited_approvals",
+    "untrusted_spenders",
+    "value_at_risk",
+]
+
+
+class ObservedChange(Protocol):
+    """A change event and when it was observed: ``monitor.store.snapshots.StoredEvent``
+    fits (a protocol, so that this pure module does not import the SQL store)."""
+
+    @property
+    def observed_at(self) -> datetime: ...
+
+    @property
+    def event(self) -> ChangeEvent: ...
+
+
+SpenderIndex = Mapping[tuple[int, str], SpenderConfig]
+TokenIndex = Mapping[tuple[int, str], Token]
+
+FRESH_CHANGES = frozenset({Change.GRANTED, Change.INCREASED, Change.BECAME_UNLIMITED})
+"""The changes that make an approval "fresh" (a decrease or a revoke does not)."""
+
+_NAMED_AMOUNTS = {UINT256_MAX: "2^256-1", 2**160 - 1: "2^160-1", 2**96 - 1: "2^96-1"}
+_CENTS = Decimal("0.01")
+_WIDE = Context(prec=200)  # formats any sum of uint256 amounts times a price, to the cent
+
+
+def evaluate(
+    snapshot: Snapshot,
+    *,
+    tokens: TokenIndex,
+    spenders: SpenderIndex,
+    exploits: ExploitList,
+    prices_usd: Mapping[tuple[int, str], Decimal],
+    recent_events: Sequence[ObservedChange],
+    settings: RiskSettings,
+    now: datetime,
+) -> RiskReport:
+    """Every rule over ``snapshot``, suppressions applied, findings in a stable order.
+
+    ``tokens`` gives symbols and decimals; ``spenders`` the configured spenders (one that is
+    absent is untrusted); ``prices_usd`` USD per whole token (absent: unknown);
+    ``recent_events`` at least the changes of the last ``settings.fresh_approval_hours``.
+    """
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    exposures = spender_exposures(snapshot, tokens=tokens, prices_usd=prices_usd)
+    findings = [
+        *unlimited_approvals(
+            snapshot, tokens=tokens, spenders=spenders, threshold=settings.unlimited_threshold
+        ),
+        *untrusted_spenders(snapshot, tokens=tokens, spenders=spenders),
+        *exploited_spenders(snapshot, tokens=tokens, spenders=spenders, exploits=exploits),
+        *value_at_risk(
+            exposures, tokens=tokens, spenders=spenders, threshold_usd=settings.value_at_risk_usd
+        ),
+        *fresh_approvals(
+            snapshot,
+            recent_events,
+            tokens=tokens,
+            spenders=spenders,
+            window=timedelta(hours=settings.fresh_approval_hours),
+            now=now,
+        ),
+    ]
+    suppressed = (suppress(f, settings.ignore, now=now) for f in findings)
+    return RiskReport(findings=tuple(sorted(suppressed, key=_order)), exposures=exposures)
+
+
+def spender_index(chains: Iterable[ChainConfig]) -> dict[tuple[int, str], SpenderConfig]:
+    """The configured spenders by (chain_id, address), as ``evaluate`` takes them."""
+    return {(c.id, s.address): s for c in chains for s in c.spenders}
+
+
+# -- the rules ----------------------------------------------------------------------------------
+
+
+def unlimited_approvals(
+    snapshot: Snapshot, *, tokens: TokenIndex, spenders: SpenderIndex, threshold: int
+) -> list[Finding]:
+    """Warning: an allowance at or above ``threshold`` (the native coin never counts)."""
+    return [
+        _finding(
+            RuleName.UNLIMITED_APPROVAL,
+            Severity.WARNING,
+            key,
+            f"unlimited {_symbol(key[0], key[2], tokens)} approval "
+            f"({_amount(allowance, key[0], key[2], tokens)}) to "
+            f"{_spender_name(key[0], key[3], spenders)}",
+        )
+        for key, allowance in _approvals(snapshot, tokens)
+        if allowance >= threshold
+    ]
+
+
+def untrusted_spenders(
+    snapshot: Snapshot, *, tokens: TokenIndex, spenders: SpenderIndex
+) -> list[Finding]:
+    """Warning: a non-zero allowance to a spender the config does not mark ``trusted``."""
+    findings = []
+    for key, allowance in _approvals(snapshot, tokens):
+        chain_id, _, token, spender = key
+        config = spenders.get((chain_id, spender))
+        if config is not None and config.trusted:
+            continue
+        why = "not in the config" if config is None else "not marked trusted"
+        findings.append(
+            _finding(
+                RuleName.UNTRUSTED_SPENDER,
+                Severity.WARNING,
+                key,
+                f"{_amount(allowance, chain_id, token, tokens)} approved to "
+                f"{_spender_name(chain_id, spender, spenders)}, {why}",
+            )
+        )
+    return findings
+
+
+def exploited_spenders(
+    snapshot: Snapshot, *, tokens: TokenIndex, spenders: SpenderIndex, exploits: ExploitList
+) -> list[Finding]:
+    """Critical: a non-zero allowance to a spender on the exploited list."""
+    findings = []
+    for key, allowance in _approvals(snapshot, tokens):
+        chain_id, _, token, spender = key
+        info = exploits.lookup(chain_id, spender)
+        if info is None:
+            continue
+        when = f", {info.date.isoformat()}" if info.date else ""
+        config = spenders.get((chain_id, spender))
+        trusted = " (marked trusted in the config)" if config and config.trusted else ""
+        findings.append(
+            _finding(
+                RuleName.EXPLOITED_SPENDER,
+                Severity.CRITICAL,
+                key,
+                f"{_amount(allowance, chain_id, token, tokens)} approved to "
+                f"{_spender_name(chain_id, spender, spenders)}{trusted}, exploited in "
+                f"{info.name}{when} (source: {info.source}): revoke it",
+            )
+        )
+    return findings
+
+
+def value_at_risk(
+    exposures: Iterable[SpenderExposure],
+    *,
+    tokens: TokenIndex,
+    spenders: SpenderIndex,
+    threshold_usd: Decimal,
+) -> list[Finding]:
+    """Critical: a spender that could move more than ``threshold_usd`` from one wallet."""
+    findings = []
+    for e in exposures:
+        if e.at_risk_usd <= threshold_usd:
+            continue
+        detail = (
+            f"{_spender_name(e.chain_id, e.spender, spenders)} could move "
+            f"{_usd(e.at_risk_usd)} USD now (threshold {_usd(threshold_usd)} USD)"
+        )
+        if e.missing_prices:
+            symbols = ", ".join(_symbol(e.chain_id, t, tokens) for t in e.missing_prices)
+            detail += f"; plus {len(e.missing_prices)} unpriced token(s) not counted: {symbols}"
+        findings.append(
+            Finding(
+                rule=RuleName.VALUE_AT_RISK,
+                severity=Severity.CRITICAL,
+                chain_id=e.chain_id,
+                wallet=e.wallet,
+                spender=e.spender,
+                token=None,
+                detail=detail,
+            )
+        )
+    return findings
+
+
+def fresh_approvals(
+    snapshot: Snapshot,
+    recent_events: Iterable[ObservedChange],
+    *,
+    tokens: TokenIndex,
+    spenders: SpenderIndex,
+    window: timedelta,
+    now: datetime,
+) -> list[Finding]:
+    """Info: an allowance granted or raised at most ``window`` before ``now`` and still
+    non-zero. One finding per approval, describing its latest such change."""
+    latest: dict[AllowanceKey, ObservedChange] = {}
+    for stored in recent_events:
+        event = stored.event
+        if event.spender is None or event.change not in FRESH_CHANGES:
+            continue
+        if now - stored.observed_at > window:
+            continue
+        key = (event.chain_id, event.wallet, event.token, event.spender)
+        if snapshot.allowance(key) <= 0 or is_native(event.chain_id, event.token, tokens):
+            continue
+        if key not in latest or stored.observed_at >= latest[key].observed_at:
+            latest[key] = stored
+    findings = []
+    for key, stored in sorted(latest.items()):
+        chain_id, _, token, spender = key
+        event = stored.event
+        findings.append(
+            _finding(
+                RuleName.FRESH_APPROVAL,
+                Severity.INFO,
+                key,
+                f"{_symbol(chain_id, token, tokens)} approval to "
+                f"{_spender_name(chain_id, spender, spenders)} "
+                f"{event.change.value.replace('_', ' ')} at {_iso(stored.observed_at)} "
+                f"({_amount(event.old, chain_id, token, tokens)} -> "
+                f"{_amount(event.new, chain_id, token, tokens)}); "
+                f"now {_amount(snapshot.allowance(key), chain_id, token, tokens)}",
+            )
+        )
+    return findings
+
+
+# -- suppression --------------------------------------------------------------------------------
+
+
+def suppress(finding: Finding, suppressions: Iterable[Suppression], *, now: datetime) -> Finding:
+    """``finding`` marked suppressed by the first matching entry still in force at ``now``."""
+    for s in suppressions:
+        if _matches(s, finding, now):
+            return replace(finding, suppressed=True, suppression_reason=s.reason)
+    return finding
+
+
+def _matches(s: Suppression, f: Finding, now: datetime) -> bool:
+    if s.until is not None and now >= s.until:
+        return False
+    wanted = (
+        (s.wallet, f.wallet),
+        (s.spender, f.spender),
+        (s.token, f.token),
+        (s.rule, f.rule),
+        (s.chain_id, f.chain_id),
+    )
+    return all(given is None or given == actual for given, actual in wanted)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _approvals(snapshot: Snapshot, tokens: TokenIndex) -> list[tuple[AllowanceKey, int]]:
+    return [
+        (key, allowance)
+        for key, allowance in sorted(snapshot.allowances.items())
+        if allowance > 0 and not is_native(key[0], key[2], tokens)
+    ]
+
+
+def _finding(rule: RuleName, severity: Severity, key: AllowanceKey, detail: str) -> Finding:
+    chain_id, wallet, token, spender = key
+    return Finding(
+        rule=rule,
+        severity=severity,
+        chain_id=chain_id,
+        wallet=wallet,
+        spender=spender,
+        token=token,
+        detail=detail,
+    )
+
+
+def _order(f: Finding) -> tuple[int, str, int, str, str, str]:
+    return (-f.severity.rank, f.rule, f.chain_id, f.wallet, f.spender, f.token or "")
+
+
+def _symbol(chain_id: int, token: str, tokens: TokenIndex) -> str:
+    meta = tokens.get((chain_id, token))
+    return meta.symbol if meta is not None and meta.symbol else to_checksum(token)
+
+
+def _amount(amount: int, chain_id: int, token: str, tokens: TokenIndex) -> str:
+    if amount in _NAMED_AMOUNTS:
+        return _NAMED_AMOUNTS[amount]
+    meta = tokens.get((chain_id, token))
+    decimals = meta.decimals if meta is not None else None
+    text = format_units(amount, decimals)
+    return text if decimals is None else f"{text} {_symbol(chain_id, token, tokens)}"
+
+
+def _spender_name(chain_id: int, spender: str, spenders: SpenderIndex) -> str:
+    config = spenders.get((chain_id, spender))
+    return config.display if config is not None else to_checksum(spender)
+
+
+def _usd(amount: Decimal) -> str:
+    try:
+        return f"{_WIDE.quantize(amount, _CENTS):,}"
+    except InvalidOperation:  # more than 200 digits: absurd, but still worth showing
+        return str(amount)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
