@@ -78,7 +78,12 @@ class BadResponse(UpstreamError):
 
 
 class StoreError(MonitorError):
-    """The snapshot store could not read or write."""
+    """The database failed. ``database`` names it: its URL with the password hidden."""
+
+    def __init__(self, problem: str, *, database: str | None = None) -> None:
+        self.problem = problem
+        self.database = database
+        super().__init__(f"{database}: {problem}" if database else problem)
 
 
 _REASONS: dict[type[UpstreamError], str] = {

@@ -1,17 +1,23 @@
-"""Shared fixtures: the real simulator on a loopback port, and clients talking to it."""
+"""Shared fixtures: the real simulator on a loopback port, clients talking to it, and
+databases (SQLite and PostgreSQL, see ``tests/databases.py``) for the store tests."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from monitor.oneinch import BalanceClient, RateLimiter, RequestRecord
 from monitor.oneinch.client import RetryPolicy
 from monitor.simulator.scenario import Scenario, load_scenario
 from monitor.simulator.server import RunningSimulator, run_simulator
+from monitor.store import migrate
+from monitor.store.engine import create_engine
+from tests.databases import postgres_database
 
 
 @pytest.fixture(scope="session")
@@ -55,3 +61,24 @@ def make_client(
 def request_log() -> tuple[list[RequestRecord], Callable[[RequestRecord], None]]:
     records: list[RequestRecord] = []
     return records, records.append
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database on each backend: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'exposure-monitor.sqlite'}"
+        return
+    with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+async def migrated_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on ``database_url``, upgraded to the newest revision."""
+    engine = create_engine(database_url)
+    try:
+        await migrate.upgrade(engine)
+        yield engine
+    finally:
+        await engine.dispose()

@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     ForeignKey,
     Index,
@@ -160,4 +161,27 @@ class ChangeEventRow(Base):
             name="change",
         ),
         *_amount_checks("old", "new"),
+    )
+
+
+class FindingRow(Base):
+    """A risk finding from the poll that opened it until the poll that no longer found it."""
+
+    __tablename__ = "findings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    rule: Mapped[str] = mapped_column(String(32))
+    severity: Mapped[str] = mapped_column(String(16))
+    chain_id: Mapped[int] = mapped_column(Integer)
+    wallet: Mapped[str] = mapped_column(ADDRESS)
+    spender: Mapped[str] = mapped_column(ADDRESS)
+    token: Mapped[str] = mapped_column(ADDRESS)
+    """Empty for findings about a (wallet, spender) pair as a whole (value at risk)."""
+    detail: Mapped[str] = mapped_column(Text)
+    suppressed: Mapped[bool] = mapped_column(Boolean)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+
+    __table_args__ = (
+        Index("ix_findings_open_key", "rule", "chain_id", "wallet", "spender", "token"),
     )

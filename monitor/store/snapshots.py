@@ -23,8 +23,6 @@ from sqlalchemy.orm import aliased
 
 from monitor.domain.model import DEFAULT_UNLIMITED_THRESHOLD, PollResult, Token
 from monitor.domain.snapshot import (
-    EMPTY_SNAPSHOT,
-    AllowanceKey,
     BalanceKey,
     Change,
     ChangeEvent,
@@ -33,6 +31,9 @@ from monitor.domain.snapshot import (
     observe,
 )
 from monitor.errors import StoreError
+from monitor.risk.rules import Finding
+from monitor.store import findings, queries
+from monitor.store.findings import FindingChanges, StoredFinding
 from monitor.store.schema import (
     AllowanceVersion,
     BalanceVersion,
@@ -158,8 +159,8 @@ class SqlSnapshotStore:
             await self._lock(conn)
             previous_poll_id = await conn.scalar(select(func.max(Poll.id)))
             if self._snapshot is None or previous_poll_id != self._last_poll_id:
-                self._snapshot = await _latest_snapshot(conn)
-                self._tokens = await _load_tokens(conn)
+                self._snapshot = await queries.latest_snapshot(conn)
+                self._tokens = await queries.load_tokens(conn)
             previous = self._snapshot
             current = observe(previous, result.positions, result.coverages())
             events = diff_snapshots(previous, current, threshold=self._threshold)
@@ -218,7 +219,7 @@ class SqlSnapshotStore:
             await conn.execute(text("DELETE FROM polls WHERE 0"))
 
     async def _upsert_tokens(self, conn: AsyncConnection, result: PollResult) -> None:
-        known = self._tokens if self._tokens is not None else await _load_tokens(conn)
+        known = self._tokens if self._tokens is not None else await queries.load_tokens(conn)
         changed: dict[tuple[int, str], dict[str, Any]] = {}
         for position in result.positions:
             token = position.token
@@ -260,7 +261,7 @@ class SqlSnapshotStore:
     async def latest(self) -> Snapshot:
         """The newest snapshot (empty before the first poll)."""
         async with self._engine.connect() as conn:
-            return await _latest_snapshot(conn)
+            return await queries.latest_snapshot(conn)
 
     async def snapshot_at(self, at: datetime) -> StoredSnapshot:
         """The snapshot as known at ``at``: the state after the last poll finished by then."""
@@ -278,8 +279,8 @@ class SqlSnapshotStore:
                     first = await conn.scalar(select(func.min(Poll.finished_at)))
                     where = f"history starts at {first.isoformat()}" if first else "no polls yet"
                     raise StoreError(f"no snapshot at {at.isoformat()}: {where}")
-                snapshot = await _snapshot_at_poll(conn, row.id)
-                tokens = await _tokens_of(conn, snapshot)
+                snapshot = await queries.snapshot_at_poll(conn, row.id)
+                tokens = await queries.tokens_of(conn, snapshot)
         except SQLAlchemyError as exc:
             raise StoreError(f"could not read snapshot: {_describe(exc)}") from exc
         return StoredSnapshot(
@@ -336,7 +337,27 @@ class SqlSnapshotStore:
 
     async def tokens(self) -> dict[tuple[int, str], Token]:
         async with self._engine.connect() as conn:
-            return {key: _token(key, values) for key, values in (await _load_tokens(conn)).items()}
+            return {
+                key: queries.token_of(key, values)
+                for key, values in (await queries.load_tokens(conn)).items()
+            }
+
+    async def last_successes(self) -> dict[tuple[int, str], datetime]:
+        """Per (chain_id, spender): when a poll last observed every batch of it."""
+        async with self._engine.connect() as conn:
+            return await queries.last_successes(conn)
+
+    async def upstream_status(self) -> dict[int, bool]:
+        """Per chain: whether every batch of the newest poll succeeded."""
+        async with self._engine.connect() as conn:
+            return await queries.upstream_status(conn)
+
+    async def sync_findings(self, found: Iterable[Finding], *, now: datetime) -> FindingChanges:
+        """Open, update and resolve stored findings to match ``found``."""
+        return await findings.sync_findings(self._engine, found, now=now)
+
+    async def findings(self, *, include_resolved: bool = False) -> list[StoredFinding]:
+        return await findings.list_findings(self._engine, include_resolved=include_resolved)
 
     # -- retention ----------------------------------------------------------------------------
 
@@ -461,47 +482,6 @@ async def _insert_scopes(conn: AsyncConnection, poll_id: int, result: PollResult
         )
 
 
-async def _latest_snapshot(conn: AsyncConnection) -> Snapshot:
-    head = await conn.scalar(select(func.max(Poll.id)))
-    return EMPTY_SNAPSHOT if head is None else await _snapshot_at_poll(conn, head)
-
-
-async def _snapshot_at_poll(conn: AsyncConnection, poll_id: int) -> Snapshot:
-    allowances: dict[AllowanceKey, int] = {}
-    for row in await _latest_versions(
-        conn, AllowanceVersion, ("chain_id", "wallet", "token", "spender"), poll_id
-    ):
-        if row.amount:
-            allowances[(row.chain_id, row.wallet, row.token, row.spender)] = row.amount
-    balances: dict[BalanceKey, int] = {}
-    for row in await _latest_versions(
-        conn, BalanceVersion, ("chain_id", "wallet", "token"), poll_id
-    ):
-        if row.amount:
-            balances[(row.chain_id, row.wallet, row.token)] = row.amount
-    return Snapshot(allowances=allowances, balances=balances)
-
-
-async def _latest_versions(
-    conn: AsyncConnection,
-    table: type[AllowanceVersion] | type[BalanceVersion],
-    key_columns: Sequence[str],
-    poll_id: int,
-) -> Sequence[Any]:
-    keys = [getattr(table, c) for c in key_columns]
-    ranked = (
-        select(
-            *keys,
-            table.amount,
-            func.row_number().over(partition_by=keys, order_by=table.poll_id.desc()).label("rank"),
-        )
-        .where(table.poll_id <= poll_id)
-        .subquery()
-    )
-    query = select(*(ranked.c[c] for c in key_columns), ranked.c.amount).where(ranked.c.rank == 1)
-    return (await conn.execute(query)).all()
-
-
 async def _prune_versions(
     conn: AsyncConnection,
     table: type[AllowanceVersion] | type[BalanceVersion],
@@ -525,31 +505,6 @@ async def _prune_versions(
     ).rowcount
     await conn.execute(update(table).where(table.poll_id < cutoff).values(poll_id=cutoff))
     return int(superseded) + int(zeros)
-
-
-async def _load_tokens(
-    conn: AsyncConnection,
-) -> dict[tuple[int, str], tuple[str, str, int | None, str]]:
-    rows = (await conn.execute(select(TokenRow))).all()
-    return {(r.chain_id, r.address): (r.symbol, r.name, r.decimals, r.tags) for r in rows}
-
-
-async def _tokens_of(conn: AsyncConnection, snapshot: Snapshot) -> dict[tuple[int, str], Token]:
-    wanted = {(k[0], k[2]) for k in snapshot.allowances} | {(k[0], k[2]) for k in snapshot.balances}
-    known = await _load_tokens(conn)
-    return {key: _token(key, known[key]) for key in wanted if key in known}
-
-
-def _token(key: tuple[int, str], values: tuple[str, str, int | None, str]) -> Token:
-    symbol, name, decimals, tags = values
-    return Token(
-        chain_id=key[0],
-        address=key[1],
-        symbol=symbol,
-        name=name,
-        decimals=decimals,
-        tags=tuple(tags.split()),
-    )
 
 
 def snapshot_positions(

@@ -1,0 +1,58 @@
+"""Wiring shared by the commands: who creates a resource closes it, here."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+
+from monitor import __version__
+from monitor.config import ApiKey, Config
+from monitor.oneinch import BalanceClient, RateLimiter
+from monitor.oneinch.client import RequestRecord, RetryPolicy
+from monitor.store import migrate
+from monitor.store.engine import create_engine
+from monitor.store.snapshots import SqlSnapshotStore
+
+
+@contextlib.asynccontextmanager
+async def open_client(
+    config: Config,
+    api_key: ApiKey | None,
+    *,
+    on_request: Callable[[RequestRecord], None] | None = None,
+) -> AsyncIterator[BalanceClient]:
+    """A client for ``config.api`` with its own session and rate limiter."""
+    api = config.api
+    async with aiohttp.ClientSession(
+        headers={"User-Agent": f"exposure-monitor/{__version__}"}
+    ) as session:
+        yield BalanceClient(
+            session,
+            base_url=api.base_url,
+            api_key=api_key,
+            limiter=RateLimiter(api.requests_per_second),
+            timeout_s=api.timeout_s,
+            retry=RetryPolicy(
+                max_attempts=api.max_attempts,
+                backoff_initial_s=api.backoff_initial_s,
+                backoff_max_s=api.backoff_max_s,
+                retry_after_max_s=api.retry_after_max_s,
+            ),
+            on_request=on_request,
+        )
+
+
+@contextlib.asynccontextmanager
+async def open_store(
+    config: Config, *, migrate_schema: bool | None = None
+) -> AsyncIterator[SqlSnapshotStore]:
+    """The snapshot store of ``config.database``, migrated first when configured so."""
+    engine = create_engine(config.database.url)
+    try:
+        if config.database.migrate_on_start if migrate_schema is None else migrate_schema:
+            await migrate.upgrade(engine)
+        yield SqlSnapshotStore(engine)
+    finally:
+        await engine.dispose()

@@ -1,0 +1,105 @@
+"""Reading stored history: the latest value of every key at or before a poll, and tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from monitor.domain.model import Token
+from monitor.domain.snapshot import EMPTY_SNAPSHOT, AllowanceKey, BalanceKey, Snapshot
+from monitor.store.schema import AllowanceVersion, BalanceVersion, Poll, PollScope, TokenRow
+
+
+async def latest_snapshot(conn: AsyncConnection) -> Snapshot:
+    head = await conn.scalar(select(func.max(Poll.id)))
+    return EMPTY_SNAPSHOT if head is None else await snapshot_at_poll(conn, head)
+
+
+async def snapshot_at_poll(conn: AsyncConnection, poll_id: int) -> Snapshot:
+    allowances: dict[AllowanceKey, int] = {}
+    for row in await latest_versions(
+        conn, AllowanceVersion, ("chain_id", "wallet", "token", "spender"), poll_id
+    ):
+        if row.amount:
+            allowances[(row.chain_id, row.wallet, row.token, row.spender)] = row.amount
+    balances: dict[BalanceKey, int] = {}
+    for row in await latest_versions(
+        conn, BalanceVersion, ("chain_id", "wallet", "token"), poll_id
+    ):
+        if row.amount:
+            balances[(row.chain_id, row.wallet, row.token)] = row.amount
+    return Snapshot(allowances=allowances, balances=balances)
+
+
+async def latest_versions(
+    conn: AsyncConnection,
+    table: type[AllowanceVersion] | type[BalanceVersion],
+    key_columns: Sequence[str],
+    poll_id: int,
+) -> Sequence[Any]:
+    keys = [getattr(table, c) for c in key_columns]
+    ranked = (
+        select(
+            *keys,
+            table.amount,
+            func.row_number().over(partition_by=keys, order_by=table.poll_id.desc()).label("rank"),
+        )
+        .where(table.poll_id <= poll_id)
+        .subquery()
+    )
+    query = select(*(ranked.c[c] for c in key_columns), ranked.c.amount).where(ranked.c.rank == 1)
+    return (await conn.execute(query)).all()
+
+
+async def load_tokens(
+    conn: AsyncConnection,
+) -> dict[tuple[int, str], tuple[str, str, int | None, str]]:
+    rows = (await conn.execute(select(TokenRow))).all()
+    return {(r.chain_id, r.address): (r.symbol, r.name, r.decimals, r.tags) for r in rows}
+
+
+async def tokens_of(conn: AsyncConnection, snapshot: Snapshot) -> dict[tuple[int, str], Token]:
+    wanted = {(k[0], k[2]) for k in snapshot.allowances} | {(k[0], k[2]) for k in snapshot.balances}
+    known = await load_tokens(conn)
+    return {key: token_of(key, known[key]) for key in wanted if key in known}
+
+
+def token_of(key: tuple[int, str], values: tuple[str, str, int | None, str]) -> Token:
+    symbol, name, decimals, tags = values
+    return Token(
+        chain_id=key[0],
+        address=key[1],
+        symbol=symbol,
+        name=name,
+        decimals=decimals,
+        tags=tuple(tags.split()),
+    )
+
+
+async def last_successes(conn: AsyncConnection) -> dict[tuple[int, str], datetime]:
+    """Per (chain_id, spender): when a poll last observed every batch of it."""
+    query = (
+        select(PollScope.chain_id, PollScope.spender, func.max(Poll.finished_at))
+        .join(Poll, Poll.id == PollScope.poll_id)
+        .where(PollScope.batches_failed == 0)
+        .group_by(PollScope.chain_id, PollScope.spender)
+    )
+    return {(chain_id, spender): at for chain_id, spender, at in (await conn.execute(query)).all()}
+
+
+async def upstream_status(conn: AsyncConnection) -> dict[int, bool]:
+    """Per chain: did every batch of the newest poll with any batch succeed."""
+    newest = await conn.scalar(select(func.max(PollScope.poll_id)))
+    if newest is None:
+        return {}
+    status: dict[int, bool] = {}
+    rows = await conn.execute(
+        select(PollScope.chain_id, PollScope.batches_failed).where(PollScope.poll_id == newest)
+    )
+    for chain_id, failed in rows.all():
+        status[chain_id] = status.get(chain_id, True) and failed == 0
+    return status

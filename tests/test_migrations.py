@@ -1,0 +1,473 @@
+"""The Alembic migrations against SQLite and PostgreSQL: they build exactly the models'
+schema, undo it, run inside an event loop, exclude each other, and keep amounts exact."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import produce_migrations, render_python_code
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.util import CommandError
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from monitor.domain.model import UINT256_MAX
+from monitor.errors import StoreError
+from monitor.store import migrate
+from monitor.store.engine import create_engine
+from monitor.store.schema import BalanceVersion, Base, Poll
+from tests.databases import postgres_database
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL_TABLES = set(Base.metadata.tables)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+async def table_names(engine: AsyncEngine) -> set[str]:
+    async with engine.connect() as conn:
+        return set(await conn.run_sync(lambda c: sa.inspect(c).get_table_names()))
+
+
+def schema_of(conn: Connection) -> dict[str, Any]:
+    """Everything reflection tells about each table, in a comparable form."""
+    inspector = sa.inspect(conn)
+    dialect = conn.dialect
+
+    def checks(table: str) -> list[tuple[str | None, str]]:
+        found = inspector.get_check_constraints(table)
+        return sorted((c["name"], re.sub(r"\s+", " ", c["sqltext"])) for c in found)
+
+    return {
+        table: {
+            "columns": [
+                (
+                    c["name"],
+                    str(c["type"].compile(dialect=dialect)),
+                    c["nullable"],
+                    c.get("default"),
+                    c.get("autoincrement"),
+                )
+                for c in inspector.get_columns(table)
+            ],
+            "pk": inspector.get_pk_constraint(table),
+            "fks": sorted(
+                (
+                    fk["name"],
+                    tuple(fk["constrained_columns"]),
+                    fk["referred_table"],
+                    str(fk["options"]),
+                )
+                for fk in inspector.get_foreign_keys(table)
+            ),
+            "indexes": sorted(
+                (i["name"], tuple(i["column_names"]), i["unique"])
+                for i in inspector.get_indexes(table)
+            ),
+            "uniques": sorted(
+                (u["name"], tuple(u["column_names"]))
+                for u in inspector.get_unique_constraints(table)
+            ),
+            "checks": checks(table),
+        }
+        for table in sorted(inspector.get_table_names())
+        if table != "alembic_version"
+    }
+
+
+async def test_upgrade_downgrade_upgrade_and_the_models_agree(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        assert await migrate.current(engine) is None
+        await migrate.upgrade(engine)
+        assert await migrate.current(engine) == migrate.head()
+        assert await table_names(engine) == MODEL_TABLES | {"alembic_version"}
+        assert await migrate.pending_model_changes(engine) == []
+
+        await migrate.downgrade(engine, "base")
+        assert await migrate.current(engine) is None
+        assert await table_names(engine) == {"alembic_version"}
+
+        await migrate.upgrade(engine)
+        assert await migrate.current(engine) == migrate.head()
+        assert await migrate.pending_model_changes(engine) == []
+    finally:
+        await engine.dispose()
+
+
+async def test_every_revision_upgrades_and_downgrades_one_step_at_a_time(database_url: str) -> None:
+    oldest_first = migrate.revisions()[::-1]
+    engine = create_engine(database_url)
+    try:
+        for revision in oldest_first:
+            await migrate.upgrade(engine, revision)
+            assert await migrate.current(engine) == revision
+        for previous in [*oldest_first[-2::-1], None]:
+            await migrate.downgrade(engine, "-1")
+            assert await migrate.current(engine) == previous
+        assert await table_names(engine) == {"alembic_version"}
+    finally:
+        await engine.dispose()
+
+
+async def test_the_psycopg_driver_migrates_postgresql_too() -> None:
+    with postgres_database() as url:
+        engine = create_engine(make_url(url).set(drivername="postgresql+psycopg"))
+        try:
+            await migrate.upgrade(engine)
+            assert await migrate.current(engine) == migrate.head()
+            assert await migrate.pending_model_changes(engine) == []
+            await migrate.downgrade(engine, "base")
+            assert await table_names(engine) == {"alembic_version"}
+            await migrate.upgrade(engine)
+            assert await migrate.pending_model_changes(engine) == []
+        finally:
+            await engine.dispose()
+
+
+async def test_migrations_build_exactly_what_create_all_builds(database_url: str) -> None:
+    """Including every CHECK constraint, which autogenerate's comparison does not see."""
+    engine = create_engine(database_url)
+    try:
+        await migrate.upgrade(engine)
+        async with engine.connect() as conn:
+            migrated = await conn.run_sync(schema_of)
+        await migrate.downgrade(engine, "base")
+        async with engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+        async with engine.connect() as conn:
+            created = await conn.run_sync(schema_of)
+        assert set(migrated) == MODEL_TABLES
+        assert migrated == created
+        suffix = "_pg" if engine.dialect.name == "postgresql" else "_sqlite"
+        amount_checks = [
+            n for n, _ in migrated["change_events"]["checks"] if "uint256" in (n or "")
+        ]
+        assert amount_checks and all(n.endswith(suffix) for n in amount_checks)
+    finally:
+        await engine.dispose()
+
+
+async def test_upgrade_runs_inside_a_running_event_loop(database_url: str) -> None:
+    asyncio.get_running_loop()  # the point of this test: the daemon migrates from async code
+    engine = create_engine(database_url)
+    try:
+        await migrate.upgrade(engine)
+        assert await migrate.current(engine) == migrate.head()
+    finally:
+        await engine.dispose()
+
+
+async def test_env_py_refuses_to_start_its_own_loop_inside_a_running_one() -> None:
+    config = Config()
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    with pytest.raises(CommandError, match="running event loop"):
+        command.upgrade(config, "head")
+
+
+@pytest.mark.slow
+def test_the_developers_alembic_cli_connects_by_itself(database_url: str) -> None:
+    alembic = [
+        sys.executable,
+        "-m",
+        "alembic",
+        "-c",
+        str(ROOT / "alembic.ini"),
+        "-x",
+        f"url={database_url}",
+    ]
+    upgraded = subprocess.run(
+        [*alembic, "upgrade", "head"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert upgraded.returncode == 0, upgraded.stderr
+    checked = subprocess.run(
+        [*alembic, "check"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert "No new upgrade operations detected" in checked.stdout + checked.stderr
+    current = subprocess.run(
+        [*alembic, "current"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert f"{migrate.head()} (head)" in current.stdout
+
+
+async def test_a_failed_upgrade_leaves_nothing_behind(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("CREATE TABLE tokens (x INTEGER)")  # in the way of 0001
+        with pytest.raises(StoreError, match="could not upgrade to head"):
+            await migrate.upgrade(engine)
+        assert await table_names(engine) == {"tokens"}
+        assert await migrate.current(engine) is None
+    finally:
+        await engine.dispose()
+
+
+async def test_concurrent_upgrades_both_succeed_and_leave_one_schema(database_url: str) -> None:
+    engines = [create_engine(database_url), create_engine(database_url)]
+    try:
+        await asyncio.gather(*(migrate.upgrade(engine) for engine in engines))
+        assert await migrate.current(engines[0]) == migrate.head()
+        assert await migrate.pending_model_changes(engines[0]) == []
+        async with engines[0].connect() as conn:
+            versions = (await conn.exec_driver_sql("SELECT version_num FROM alembic_version")).all()
+        assert [v for (v,) in versions] == [migrate.head()]
+    finally:
+        for engine in engines:
+            await engine.dispose()
+
+
+async def test_upgrade_waits_for_the_postgresql_advisory_lock() -> None:
+    with postgres_database() as url:
+        engine = create_engine(url)
+        try:
+            async with engine.connect() as holder:
+                await holder.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:key)"),
+                    {"key": migrate.MIGRATION_LOCK_KEY},
+                )
+                upgrading = asyncio.create_task(migrate.upgrade(engine))
+                await wait_for_lock_waiter(engine)
+                assert not upgrading.done()
+                assert await migrate.current(engine) is None
+                await holder.commit()  # releases the lock
+            await upgrading
+            assert await migrate.current(engine) == migrate.head()
+        finally:
+            await engine.dispose()
+
+
+async def wait_for_lock_waiter(engine: AsyncEngine) -> None:
+    """Until a session waits for MIGRATION_LOCK_KEY (pg_locks splits it in two 32-bit halves)."""
+    key = migrate.MIGRATION_LOCK_KEY
+    query = sa.text(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+        "AND classid = :high AND objid = :low AND objsubid = 1"
+    )
+    for _ in range(500):
+        async with engine.connect() as conn:
+            waiting = (
+                await conn.execute(query, {"high": key >> 32, "low": key & 0xFFFFFFFF})
+            ).scalar()
+        if waiting:
+            return
+        await asyncio.sleep(0.01)
+    pytest.fail("no session ever waited for the migration lock")
+
+
+async def test_errors_name_the_database_and_never_its_password() -> None:
+    engine = create_engine("postgresql+asyncpg://postgres:s3cret@127.0.0.1:1/nowhere")
+    try:
+        with pytest.raises(StoreError) as caught:
+            await migrate.upgrade(engine)
+    finally:
+        await engine.dispose()
+    message = str(caught.value)
+    assert message.startswith(
+        "postgresql+asyncpg://postgres:***@127.0.0.1:1/nowhere: could not upgrade"
+    )
+    assert "s3cret" not in message
+    assert caught.value.database == "postgresql+asyncpg://postgres:***@127.0.0.1:1/nowhere"
+
+
+async def test_an_unknown_revision_is_a_store_error(migrated_engine: AsyncEngine) -> None:
+    with pytest.raises(StoreError, match="could not downgrade to nonsense"):
+        await migrate.downgrade(migrated_engine, "nonsense")
+    assert await migrate.current(migrated_engine) == migrate.head()
+
+
+async def test_sqlite_foreign_keys_are_back_on_after_a_migration(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'fk.sqlite'}", pool_size=1)
+    try:
+        await migrate.upgrade(engine)
+        async with engine.connect() as conn:
+            assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
+    finally:
+        await engine.dispose()
+
+
+async def test_a_sqlite_migration_that_breaks_foreign_keys_is_rolled_back(tmp_path: Path) -> None:
+    """Foreign keys are off while SQLite migrates (tables get recreated), checked at the end."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'fk.sqlite'}")
+    try:
+        await migrate.upgrade(engine)
+        with pytest.raises(StoreError, match="would break foreign keys in balance_versions"):
+            async with engine.connect() as conn, migrate._exclusive_transaction(conn):
+                await conn.exec_driver_sql(
+                    "INSERT INTO balance_versions VALUES (1, 'w', 't', 42, '" + "0" * 78 + "')"
+                )
+        async with engine.connect() as conn:
+            assert (
+                await conn.exec_driver_sql("SELECT count(*) FROM balance_versions")
+            ).scalar() == 0
+    finally:
+        await engine.dispose()
+
+
+async def test_pending_model_changes_describes_each_difference(
+    migrated_engine: AsyncEngine,
+) -> None:
+    async with migrated_engine.begin() as conn:
+        await conn.exec_driver_sql("ALTER TABLE polls DROP COLUMN error")
+        await conn.exec_driver_sql("ALTER TABLE tokens ADD COLUMN logo TEXT")
+        await conn.exec_driver_sql("DROP INDEX ix_polls_started_at")
+        await conn.exec_driver_sql("CREATE TABLE notes (id INTEGER PRIMARY KEY)")
+    problems = await migrate.pending_model_changes(migrated_engine)
+    assert sorted(problems) == [
+        "column polls.error: missing from the database",
+        "column tokens.logo: in the database but not in the models",
+        "index ix_polls_started_at on polls: missing from the database",
+        "table notes: in the database but not in the models",
+    ]
+
+
+async def test_pending_model_changes_sees_types_and_check_constraints_on_postgresql() -> None:
+    with postgres_database() as url:
+        engine = create_engine(url)
+        try:
+            await migrate.upgrade(engine)
+            async with engine.begin() as conn:
+                await conn.exec_driver_sql(
+                    "ALTER TABLE polls ALTER COLUMN outcome TYPE VARCHAR(20)"
+                )
+                await conn.exec_driver_sql(
+                    "ALTER TABLE balance_versions DROP CONSTRAINT ck_balance_versions_amount_uint256_pg"
+                )
+                await conn.exec_driver_sql(
+                    "ALTER TABLE tokens ADD CONSTRAINT ck_extra CHECK (decimals < 99)"
+                )
+            problems = await migrate.pending_model_changes(engine)
+        finally:
+            await engine.dispose()
+    assert sorted(problems) == [
+        "column polls.outcome: type VARCHAR(20) in the database, VARCHAR(16) in the models",
+        "table balance_versions: CHECK constraint ck_balance_versions_amount_uint256_pg is "
+        "missing from the database",
+        "table tokens: CHECK constraint ck_extra is in the database but not in the models",
+    ]
+
+
+def test_autogenerate_writes_plain_column_types(tmp_path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'empty.sqlite'}")
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts=migrate.context_options("sqlite"))
+            script = produce_migrations(context, Base.metadata)
+            code = render_python_code(script.upgrade_ops, render_item=migrate.render_item)
+    finally:
+        engine.dispose()
+    assert "sa.Column('amount', sa.Numeric(78, 0).with_variant(sa.String(78), \"sqlite\")" in code
+    assert "sa.Column('observed_at', sa.DateTime(timezone=True)" in code
+    assert "monitor" not in code
+
+
+async def insert_poll(conn: Any) -> int:
+    result = await conn.execute(
+        sa.insert(Poll).values(
+            started_at=T0,
+            finished_at=T0,
+            outcome="ok",
+            batches=1,
+            batches_failed=0,
+            positions=0,
+            events=0,
+            versions_written=0,
+        )
+    )
+    return int(result.inserted_primary_key[0])
+
+
+async def test_uint256_max_round_trips_exactly(migrated_engine: AsyncEngine) -> None:
+    async with migrated_engine.begin() as conn:
+        poll_id = await insert_poll(conn)
+        await conn.execute(
+            sa.insert(BalanceVersion).values(
+                chain_id=1,
+                wallet="0x" + "1" * 40,
+                token="0x" + "2" * 40,
+                poll_id=poll_id,
+                amount=UINT256_MAX,
+            )
+        )
+    async with migrated_engine.connect() as conn:
+        amount = (await conn.execute(sa.select(BalanceVersion.amount))).scalar_one()
+    assert type(amount) is int
+    assert amount == UINT256_MAX
+
+
+def raw_amounts(dialect: str) -> list[str]:
+    """SQL literals the database's own CHECK must refuse (bypassing the Uint256 type)."""
+    if dialect == "postgresql":
+        return [str(UINT256_MAX + 1), "-1"]
+    return [f"'{UINT256_MAX + 1:078d}'", f"'{1:077d}'", "'-" + "0" * 77 + "'", "'" + "1" * 79 + "'"]
+
+
+async def test_the_database_itself_refuses_amounts_outside_uint256(
+    migrated_engine: AsyncEngine,
+) -> None:
+    dialect = migrated_engine.dialect.name
+    async with migrated_engine.begin() as conn:
+        poll_id = await insert_poll(conn)
+    accepted_max = f"'{UINT256_MAX:078d}'" if dialect == "sqlite" else str(UINT256_MAX)
+    insert = "INSERT INTO balance_versions (chain_id, wallet, token, poll_id, amount) VALUES (1, '{w}', 't', {p}, {a})"
+    async with migrated_engine.begin() as conn:
+        await conn.exec_driver_sql(insert.format(w="max", p=poll_id, a=accepted_max))
+    for index, literal in enumerate(raw_amounts(dialect)):
+        with pytest.raises(IntegrityError, match=r"(?i)check"):
+            async with migrated_engine.begin() as conn:
+                await conn.exec_driver_sql(insert.format(w=f"w{index}", p=poll_id, a=literal))
+    async with migrated_engine.connect() as conn:
+        assert (await conn.exec_driver_sql("SELECT count(*) FROM balance_versions")).scalar() == 1
+
+
+AMOUNTS = sorted(
+    [0, 1, 9, 10, 99, 100, 12_345, 2**64, 10**30, 2**96 - 1, 2**255, UINT256_MAX - 1, UINT256_MAX]
+)
+
+
+async def test_amounts_order_and_compare_numerically(migrated_engine: AsyncEngine) -> None:
+    async with migrated_engine.begin() as conn:
+        poll_id = await insert_poll(conn)
+        await conn.execute(
+            sa.insert(BalanceVersion),
+            [
+                {
+                    "chain_id": 1,
+                    "wallet": f"w{i}",
+                    "token": "t",
+                    "poll_id": poll_id,
+                    "amount": amount,
+                }
+                # Inserted in an order that is neither numeric nor by digit count.
+                for i, amount in enumerate(sorted(AMOUNTS, key=lambda a: str(a)))
+            ],
+        )
+    amount = BalanceVersion.amount
+    async with migrated_engine.connect() as conn:
+
+        async def amounts(query: sa.Select[tuple[int]]) -> list[int]:
+            return list((await conn.execute(query)).scalars())
+
+        assert await amounts(sa.select(amount).order_by(amount)) == AMOUNTS
+        assert await amounts(sa.select(amount).order_by(amount.desc())) == AMOUNTS[::-1]
+        assert await amounts(sa.select(amount).where(amount > 99).order_by(amount)) == [
+            a for a in AMOUNTS if a > 99
+        ]
+        assert await amounts(sa.select(amount).where(amount < 2**64).order_by(amount)) == [
+            a for a in AMOUNTS if a < 2**64
+        ]
+        assert await amounts(
+            sa.select(amount).where(amount >= 10, amount <= 2**96 - 1).order_by(amount)
+        ) == [a for a in AMOUNTS if 10 <= a <= 2**96 - 1]
+        assert (await conn.execute(sa.select(sa.func.max(amount)))).scalar() == UINT256_MAX

@@ -1,0 +1,316 @@
+"""The snapshot store contract, run against SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from monitor.domain.model import UINT256_MAX, BatchOutcome
+from monitor.domain.snapshot import EMPTY_SNAPSHOT, Change, Snapshot, apply_events
+from monitor.errors import StoreError
+from monitor.store.invariants import store_invariants
+from monitor.store.schema import AllowanceVersion, BalanceVersion, ChangeEventRow, Poll, PollScope
+from monitor.store.snapshots import SqlSnapshotStore
+from tests.store_helpers import S1, S2, T0, TK1, TK2, W1, W2, batch, clear, count, poll, pos
+
+
+async def test_uint256_max_round_trips_exactly(migrated_engine: AsyncEngine) -> None:
+    store = SqlSnapshotStore(migrated_engine)
+    await store.record_poll(
+        poll(1, batch(S1, (W1,), [pos(W1, TK1, S1, UINT256_MAX - 1, UINT256_MAX)]))
+    )
+    stored = await SqlSnapshotStore(migrated_engine).snapshot_at(T0 + timedelta(minutes=1))
+    assert stored.snapshot.allowances[(1, W1, TK1, S1)] == UINT256_MAX
+    assert stored.snapshot.balances[(1, W1, TK1)] == UINT256_MAX - 1
+    assert stored.tokens[(1, TK1)].decimals == 18
+
+
+async def test_an_unchanged_poll_adds_no_position_rows(migrated_engine: AsyncEngine) -> None:
+    store = SqlSnapshotStore(migrated_engine)
+    positions = [pos(W1, TK1, S1, 5, UINT256_MAX), pos(W2, TK2, S1, 7, 0)]
+    first = await store.record_poll(poll(1, batch(S1, (W1, W2), positions)))
+    assert first.versions_written == 3
+    versions = await count(migrated_engine, AllowanceVersion) + await count(
+        migrated_engine, BalanceVersion
+    )
+    for minute in range(2, 6):
+        again = await store.record_poll(poll(minute, batch(S1, (W1, W2), positions)))
+        assert again.events == ()
+        assert again.versions_written == 0
+    assert (
+        await count(migrated_engine, AllowanceVersion)
+        + await count(migrated_engine, BalanceVersion)
+        == versions
+    )
+    assert await count(migrated_engine, Poll) == 5
+    assert await count(migrated_engine, PollScope) == 5
+    assert await count(migrated_engine, ChangeEventRow) == len(first.events)
+
+
+async def test_a_change_writes_only_the_changed_values(migrated_engine: AsyncEngine) -> None:
+    store = SqlSnapshotStore(migrated_engine)
+    await store.record_poll(
+        poll(1, batch(S1, (W1, W2), [pos(W1, TK1, S1, 5, 10), pos(W2, TK1, S1, 7, 20)]))
+    )
+    recorded = await store.record_poll(
+        poll(2, batch(S1, (W1, W2), [pos(W1, TK1, S1, 5, UINT256_MAX), pos(W2, TK1, S1, 7, 20)]))
+    )
+    assert recorded.versions_written == 1
+    assert [(e.wallet, e.change, e.old, e.new) for e in recorded.events] == [
+        (W1, Change.BECAME_UNLIMITED, 10, UINT256_MAX)
+    ]
+
+
+async def test_a_failed_batch_is_never_recorded_as_a_revoke(migrated_engine: AsyncEngine) -> None:
+    store = SqlSnapshotStore(migrated_engine)
+    await store.record_poll(
+        poll(
+            1,
+            batch(S1, (W1,), [pos(W1, TK1, S1, 5, 10)]),
+            batch(S2, (W1,), [pos(W1, TK1, S2, 5, 3)]),
+        )
+    )
+    recorded = await store.record_poll(
+        poll(2, batch(S1, (W1,), [], failed=True), batch(S2, (W1,), [pos(W1, TK1, S2, 5, 3)]))
+    )
+    assert recorded.outcome == "partial"
+    assert recorded.events == ()
+    assert recorded.snapshot.allowances[(1, W1, TK1, S1)] == 10
+    async with migrated_engine.connect() as conn:
+        row = (await conn.execute(select(Poll).where(Poll.id == recorded.poll_id))).one()
+    assert (row.outcome, row.batches, row.batches_failed) == ("partial", 2, 1)
+    assert "HTTP 503" in (row.error or "")
+
+
+async def test_a_token_dropped_by_filter_empty_is_a_recorded_revoke(
+    migrated_engine: AsyncEngine,
+) -> None:
+    store = SqlSnapshotStore(migrated_engine)
+    await store.record_poll(poll(1, batch(S1, (W1,), [pos(W1, TK1, S1, 5, 10)])))
+    recorded = await store.record_poll(poll(2, batch(S1, (W1,), [])))
+    assert {(e.change, e.old, e.new) for e in recorded.events} == {
+        (Change.REVOKED, 10, 0),
+        (Change.BALANCE_CHANGED, 5, 0),
+    }
+    assert recorded.snapshot == EMPTY_SNAPSHOT
+    assert (await store.snapshot_at(T0 + timedelta(minutes=2))).snapshot == EMPTY_SNAPSHOT
+
+
+async def test_a_poll_whose_every_batch_failed_changes_nothing(
+    migrated_engine: AsyncEngine,
+) -> None:
+    store = SqlSnapshotStore(migrated_engine)
+    await store.record_poll(poll(1, batch(S1, (W1,), [pos(W1, TK1, S1, 5, 10)])))
+    recorded = await store.record_poll(poll(2, batch(S1, (W1,), [], failed=True)))
+    assert recorded.outcome == "failed"
+    assert recorded.events == ()
+    assert (await store.latest()).allowances == {(1, W1, TK1, S1): 10}
+
+
+async def test_a_poll_failing_half_way_writes_only_its_failed_poll_row(
+    migrated_engine: AsyncEngine,
+) -> None:
+    store = SqlSnapshotStore(migrated_engine)
+    await store.record_poll(poll(1, batch(S1, (W1,), [pos(W1, TK1, S1, 5, 10)])))
+    before = {
+        t: await count(migrated_engine, t)
+        for t in (AllowanceVersion, BalanceVersion, ChangeEventRow, PollScope)
+    }
+    # The second position's amount cannot be stored: the write fails after earlier rows went in.
+    broken = poll(
+        2, batch(S1, (W1, W2), [pos(W1, TK1, S1, 6, 11), pos(W2, TK1, S1, 1, UINT256_MAX + 1)])
+    )
+    with pytest.raises(StoreError, match="could not record poll"):
+        await store.record_poll(broken)
+    assert {t: await count(migrated_engine, t) for t in before} == before
+    async with migrated_engine.connect() as conn:
+        outcomes = (await conn.execute(select(Poll.outcome).order_by(Poll.id))).scalars().all()
+    assert outcomes == ["ok", "failed"]
+    # The store recovers: the next good poll diffs against what was really stored.
+    recorded = await store.record_poll(poll(3, batch(S1, (W1,), [pos(W1, TK1, S1, 6, 11)])))
+    assert {(e.change, e.old, e.new) for e in recorded.events} == {
+        (Change.INCREASED, 10, 11),
+        (Change.BALANCE_CHANGED, 5, 6),
+    }
+
+
+async def test_two_writers_never_duplicate_events(migrated_engine: AsyncEngine) -> None:
+    first, second = SqlSnapshotStore(migrated_engine), SqlSnapshotStore(migrated_engine)
+    await first.latest()
+    await second.latest()
+    granted = [pos(W1, TK1, S1, 5, UINT256_MAX)]
+    results = await asyncio.gather(
+        first.record_poll(poll(1, batch(S1, (W1,), granted))),
+        second.record_poll(poll(2, batch(S1, (W1,), granted))),
+    )
+    assert sorted(len(r.events) for r in results) == [0, 2]  # one grant + one balance change
+    assert await count(migrated_engine, ChangeEventRow) == 2
+
+
+async def test_events_are_stored_with_their_poll_and_filterable(
+    migrated_engine: AsyncEngine,
+) -> None:
+    store = SqlSnapshotStore(migrated_engine)
+    await store.record_poll(
+        poll(1, batch(S1, (W1, W2), [pos(W1, TK1, S1, 5, 10), pos(W2, TK1, S1, 0, 3)]))
+    )
+    second = await store.record_poll(
+        poll(2, batch(S1, (W1, W2), [pos(W1, TK1, S1, 5, 0), pos(W2, TK1, S1, 0, 3)]))
+    )
+    everything = await store.events()
+    assert len(everything) == 4
+    recent = await store.events(since=T0 + timedelta(minutes=2))
+    assert [(s.poll_id, s.event.change, s.observed_at) for s in recent] == [
+        (second.poll_id, Change.REVOKED, T0 + timedelta(minutes=2))
+    ]
+    assert {s.event.wallet for s in await store.events(wallet=W2)} == {W2}
+    assert await store.events(spender=S2) == []
+    assert len(await store.events(chain_id=1, until=T0 + timedelta(minutes=1))) == 3
+
+
+async def test_snapshot_before_history_is_an_error(migrated_engine: AsyncEngine) -> None:
+    store = SqlSnapshotStore(migrated_engine)
+    with pytest.raises(StoreError, match="no polls yet"):
+        await store.snapshot_at(T0)
+    await store.record_poll(poll(5, batch(S1, (W1,), [])))
+    with pytest.raises(StoreError, match="history starts at"):
+        await store.snapshot_at(T0)
+
+
+async def test_prune_keeps_the_retained_window_reconstructable(
+    migrated_engine: AsyncEngine,
+) -> None:
+    store = SqlSnapshotStore(migrated_engine)
+    amounts = [10, 20, 20, 30, 0, 40]
+    for minute, amount in enumerate(amounts, start=1):
+        await store.record_poll(
+            poll(
+                minute,
+                batch(S1, (W1, W2), [pos(W1, TK1, S1, 1, amount), pos(W2, TK2, S1, minute, 7)]),
+            )
+        )
+    before = {m: (await store.snapshot_at(T0 + timedelta(minutes=m))).snapshot for m in range(3, 7)}
+    result = await store.prune(older_than=T0 + timedelta(minutes=3))
+    assert result.polls_deleted == 2
+    assert result.events_deleted > 0
+    for minute, snapshot in before.items():
+        assert (await store.snapshot_at(T0 + timedelta(minutes=minute))).snapshot == snapshot
+    with pytest.raises(StoreError, match="history starts at"):
+        await store.snapshot_at(T0 + timedelta(minutes=2))
+    assert all(e.observed_at >= T0 + timedelta(minutes=3) for e in await store.events())
+    # Recording goes on normally after a prune.
+    recorded = await store.record_poll(
+        poll(7, batch(S1, (W1, W2), [pos(W1, TK1, S1, 1, 40), pos(W2, TK2, S1, 6, 7)]))
+    )
+    assert recorded.events == ()
+
+
+async def test_token_metadata_follows_upstream(migrated_engine: AsyncEngine) -> None:
+    store = SqlSnapshotStore(migrated_engine)
+    await store.record_poll(poll(1, batch(S1, (W1,), [pos(W1, TK1, S1, 5, 10, symbol="OLD")])))
+    await store.record_poll(poll(2, batch(S1, (W1,), [pos(W1, TK1, S1, 5, 10, symbol="NEW")])))
+    assert (await store.tokens())[(1, TK1)].symbol == "NEW"
+
+
+async def test_record_failed_poll_writes_one_row(migrated_engine: AsyncEngine) -> None:
+    store = SqlSnapshotStore(migrated_engine)
+    await store.record_failed_poll(started_at=T0, finished_at=T0, error="poll timed out after 50s")
+    async with migrated_engine.connect() as conn:
+        row = (await conn.execute(select(Poll))).one()
+    assert (row.outcome, row.error) == ("failed", "poll timed out after 50s")
+
+
+# -- reconstruct(at t) equals what was observed at t, for any sequence of polls ----------------
+
+wallets = st.sampled_from([W1, W2])
+spenders = st.sampled_from([S1, S2])
+values = st.sampled_from([0, 1, 10**18, 2**96 - 1, 2**160 - 1, UINT256_MAX])
+batch_strategy = st.builds(
+    lambda spender, wallet_set, failed, rows: batch(
+        spender,
+        tuple(sorted(wallet_set)),
+        [pos(w, t, spender, b, a) for w, t, b, a in rows if w in wallet_set],
+        failed=failed,
+    ),
+    spenders,
+    st.sets(wallets, min_size=1),
+    st.booleans(),
+    st.lists(st.tuples(wallets, st.sampled_from([TK1, TK2]), values, values), max_size=4),
+)
+poll_sequences = st.lists(st.lists(batch_strategy, min_size=1, max_size=3), min_size=1, max_size=6)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(sequence=poll_sequences)
+async def test_reconstruct_at_any_poll_equals_what_was_observed(
+    migrated_engine: AsyncEngine, sequence: list[list[BatchOutcome]]
+) -> None:
+    await clear(migrated_engine)
+    store = SqlSnapshotStore(migrated_engine)
+    observed: list[Snapshot] = []
+    for minute, batches in enumerate(sequence, start=1):
+        observed.append((await store.record_poll(poll(minute, *batches))).snapshot)
+    for minute, snapshot in enumerate(observed, start=1):
+        assert (
+            await store.snapshot_at(T0 + timedelta(minutes=minute, seconds=30))
+        ).snapshot == snapshot
+    assert await store_invariants(migrated_engine) == []
+    replayed = apply_events(EMPTY_SNAPSHOT, [s.event for s in await store.events()])
+    assert replayed == observed[-1]
+
+
+async def _history(engine: AsyncEngine) -> SqlSnapshotStore:
+    store = SqlSnapshotStore(engine)
+    for minute, amount in enumerate([10, 20, 0, 30], start=1):
+        await store.record_poll(poll(minute, batch(S1, (W1,), [pos(W1, TK1, S1, 1, amount)])))
+    assert await store_invariants(engine) == []
+    return store
+
+
+async def test_invariants_hold_after_prune(migrated_engine: AsyncEngine) -> None:
+    store = await _history(migrated_engine)
+    await store.prune(older_than=T0 + timedelta(minutes=2))
+    assert await store_invariants(migrated_engine) == []
+
+
+@pytest.mark.parametrize(
+    ("corruption", "problem"),
+    [
+        (
+            "DELETE FROM change_events WHERE poll_id = 2 AND spender IS NOT NULL",
+            "poll 2 has no event",
+        ),
+        ("UPDATE polls SET events = 7 WHERE id = 3", "poll 3: records 7 events but 1 are stored"),
+        ("UPDATE polls SET outcome = 'failed' WHERE id = 2", "written by failed poll 2"),
+        ("DELETE FROM allowance_versions WHERE poll_id = 3", "has no matching value version"),
+    ],
+)
+async def test_invariant_violations_are_named(
+    migrated_engine: AsyncEngine, corruption: str, problem: str
+) -> None:
+    await _history(migrated_engine)
+    async with migrated_engine.begin() as conn:
+        await conn.execute(text(corruption))
+    problems = await store_invariants(migrated_engine)
+    assert any(problem in p for p in problems), problems
+
+
+async def test_a_repeated_value_is_a_violation(migrated_engine: AsyncEngine) -> None:
+    await _history(migrated_engine)
+    async with migrated_engine.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE allowance_versions SET amount = "
+                "(SELECT amount FROM allowance_versions WHERE poll_id = 1) WHERE poll_id = 2"
+            )
+        )
+    problems = await store_invariants(migrated_engine)
+    assert any("repeats the previous value" in p for p in problems), problems
