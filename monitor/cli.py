@@ -1,41 +1,46 @@
 """The ``exposure-monitor`` command. Logging setup, signals and exit codes live here only.
 
 Exit codes: 0 success; 1 unexpected internal error; 2 configuration or usage error;
-3 upstream (1inch API) failure, including a poll of which any batch failed; 130 interrupted.
+3 upstream (1inch API) failure, including a poll of which any batch failed; 4 database error
+(unreachable, failed migration, or `db check` found problems); 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import faulthandler
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+import tempfile
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-import aiohttp
 import yaml
 
 from monitor import __version__
-from monitor.config import Config, load_api_key, load_config, parse_config
-from monitor.config.secrets import ApiKey
-from monitor.domain.addresses import to_checksum
-from monitor.errors import ConfigError
-from monitor.oneinch import BalanceClient, RateLimiter
-from monitor.oneinch.client import RetryPolicy
-from monitor.poller import poll_once
-from monitor.render import write_json_lines, write_table
+from monitor.commands import history, poll, service
+from monitor.commands.service import DEMO_RATE
+from monitor.config import load_api_key, load_config, parse_config
+from monitor.daemon.run import run_daemon
+from monitor.domain.addresses import InvalidAddress, canonical_address
+from monitor.errors import ConfigError, StoreError, UpstreamError
+from monitor.store import migrate
+from monitor.store.checks import check_database
+from monitor.store.engine import create_engine
+from monitor.timespec import parse_time
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_CONFIG = 2
 EXIT_UPSTREAM = 3
+EXIT_STORE = 4
 EXIT_INTERRUPTED = 130
 
-DEMO_RATE = 50.0
+_TIME_HELP = "ISO 8601 (UTC unless an offset is given), a duration ago (90m, 24h, 7d), or now"
 
 log = logging.getLogger("monitor")
 
@@ -66,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="poll the built-in simulator's default scenario (no API key, nothing to set up)",
     )
     once.add_argument("--format", choices=["table", "json"], default="table")
+    once.add_argument(
+        "--changes",
+        action="store_true",
+        help="print only what changed since the previous poll (as JSON lines with --format json)",
+    )
 
     simulate = commands.add_parser("simulate", help="serve a simulated 1inch API")
     simulate.add_argument("--scenario", type=Path, metavar="FILE", help="default: built-in")
@@ -77,6 +87,53 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print a monitor config that watches the scenario, then exit",
     )
+
+    run = commands.add_parser("run", help="run the monitoring daemon (for systemd)")
+    run.add_argument("--config", required=True, type=Path, metavar="FILE")
+
+    demo = commands.add_parser(
+        "demo", help="the simulator and the daemon in one process, on embedded defaults"
+    )
+    demo.add_argument("--dir", type=Path, metavar="DIR", help="keep the SQLite file here")
+    demo.add_argument("--listen", default="127.0.0.1:9751", metavar="HOST:PORT")
+    demo.add_argument("--interval", type=float, default=5.0, metavar="SECONDS")
+
+    findings = commands.add_parser("findings", help="list open findings from the database")
+    findings.add_argument("--config", required=True, type=Path, metavar="FILE")
+    findings.add_argument("--format", choices=["table", "json"], default="table")
+    findings.add_argument("--all", action="store_true", help="resolved findings too")
+
+    snapshot = commands.add_parser("snapshot", help="every position as known at a past time")
+    snapshot.add_argument("--config", required=True, type=Path, metavar="FILE")
+    snapshot.add_argument("--at", default="now", metavar="TIME", help=_TIME_HELP)
+    snapshot.add_argument("--format", choices=["table", "json"], default="table")
+
+    history = commands.add_parser("history", help="recorded changes, oldest first")
+    history.add_argument("--config", required=True, type=Path, metavar="FILE")
+    history.add_argument("--since", metavar="TIME", help=_TIME_HELP + " (default: everything)")
+    history.add_argument("--wallet", metavar="ADDRESS")
+    history.add_argument("--spender", metavar="ADDRESS")
+    history.add_argument("--chain", type=int, metavar="ID")
+    history.add_argument("--format", choices=["table", "json"], default="table")
+
+    diff = commands.add_parser("diff", help="what changed between two times")
+    diff.add_argument("--config", required=True, type=Path, metavar="FILE")
+    diff.add_argument("--from", dest="start", required=True, metavar="TIME", help=_TIME_HELP)
+    diff.add_argument("--to", dest="end", default="now", metavar="TIME", help=_TIME_HELP)
+    diff.add_argument("--format", choices=["table", "json"], default="table")
+
+    db = commands.add_parser("db", help="migrate, inspect and prune the database")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
+    for name, help_text in (
+        ("upgrade", "migrate the database to the newest schema revision"),
+        ("current", "print the database's schema revision and the newest one"),
+        ("check", "exit 0 when the database is fit for use, else print each problem; exit 4"),
+        ("prune", "forget polls older than database.retention_days (or --days)"),
+    ):
+        db_command = db_commands.add_parser(name, help=help_text)
+        db_command.add_argument("--config", required=True, type=Path, metavar="FILE")
+        if name == "prune":
+            db_command.add_argument("--days", type=int, metavar="N")
     return parser
 
 
@@ -89,19 +146,93 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        if args.command == "check":
-            return _check(args.config, sys.stdout)
-        if args.command == "once":
-            return asyncio.run(_once(args.config, args.demo, args.format, sys.stdout))
-        if args.command == "simulate":
-            return asyncio.run(_simulate(args.scenario, args.listen, args.print_config))
+        return _dispatch(args)
     except ConfigError as exc:
         print(f"exposure-monitor: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except StoreError as exc:
+        print(f"exposure-monitor: database error: {exc}", file=sys.stderr)
+        return EXIT_STORE
+    except UpstreamError as exc:
+        print(f"exposure-monitor: upstream error: {exc}", file=sys.stderr)
+        return EXIT_UPSTREAM
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    parser.error(f"unknown command {args.command!r}")
-    return EXIT_CONFIG  # pragma: no cover - parser.error exits
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    out = sys.stdout
+    command = args.command
+    if command == "check":
+        return _check(args.config, out)
+    if command == "simulate":
+        return asyncio.run(_simulate(args.scenario, args.listen, args.print_config))
+    if command == "demo":
+        asyncio.run(
+            service.demo(directory=args.dir, listen=args.listen, interval_s=args.interval, out=out)
+        )
+        return EXIT_OK
+    if command == "once" and args.demo:
+        return asyncio.run(_once_demo(args.format, args.changes, out))
+    if command == "db":
+        return asyncio.run(_db(args.db_command, args.config, args.__dict__.get("days"), out))
+    config = load_config(args.config)
+    now = datetime.now(UTC)
+    if command == "once":
+        ok = asyncio.run(
+            poll.poll_and_record(
+                config, load_api_key(), fmt=args.format, changes_only=args.changes, out=out,
+                err=sys.stderr,
+            )
+        )  # fmt: skip
+        return EXIT_OK if ok else EXIT_UPSTREAM
+    if command == "run":
+        faulthandler.enable()  # systemd's watchdog aborts with SIGABRT: leave a traceback
+        asyncio.run(run_daemon(config, load_api_key()))
+        return EXIT_OK
+    if command == "findings":
+        asyncio.run(
+            service.show_findings(config, fmt=args.format, include_resolved=args.all, out=out)
+        )
+        return EXIT_OK
+    if command == "snapshot":
+        at = _time(args.at, "--at", now)
+        asyncio.run(history.show_snapshot(config, at=at, fmt=args.format, out=out))
+        return EXIT_OK
+    if command == "history":
+        asyncio.run(
+            history.show_history(
+                config,
+                since=_time(args.since, "--since", now) if args.since else None,
+                chain_id=args.chain,
+                wallet=_address(args.wallet, "--wallet"),
+                spender=_address(args.spender, "--spender"),
+                fmt=args.format,
+                out=out,
+            )
+        )
+        return EXIT_OK
+    if command == "diff":
+        start, end = _time(args.start, "--from", now), _time(args.end, "--to", now)
+        asyncio.run(history.show_diff(config, start=start, end=end, fmt=args.format, out=out))
+        return EXIT_OK
+    raise ConfigError("command", f"unknown command {command!r}")
+
+
+def _time(text: str, option: str, now: datetime) -> datetime:
+    try:
+        return parse_time(text, now=now)
+    except ValueError as exc:
+        raise ConfigError(option, str(exc)) from None
+
+
+def _address(text: str | None, option: str) -> str | None:
+    if text is None:
+        return None
+    try:
+        return canonical_address(text)
+    except InvalidAddress as exc:
+        raise ConfigError(option, exc.reason) from None
 
 
 def _check(path: Path, out: TextIO) -> int:
@@ -115,58 +246,23 @@ def _check(path: Path, out: TextIO) -> int:
     return EXIT_OK
 
 
-@contextlib.asynccontextmanager
-async def _client(config: Config, api_key: ApiKey | None) -> AsyncIterator[BalanceClient]:
-    api = config.api
-    async with aiohttp.ClientSession(
-        headers={"User-Agent": f"exposure-monitor/{__version__}"}
-    ) as session:
-        yield BalanceClient(
-            session,
-            base_url=api.base_url,
-            api_key=api_key,
-            limiter=RateLimiter(api.requests_per_second),
-            timeout_s=api.timeout_s,
-            retry=RetryPolicy(
-                max_attempts=api.max_attempts,
-                backoff_initial_s=api.backoff_initial_s,
-                backoff_max_s=api.backoff_max_s,
-                retry_after_max_s=api.retry_after_max_s,
-            ),
-        )
+async def _once_demo(fmt: str, changes_only: bool, out: TextIO) -> int:
+    """``once`` against the built-in scenario in-process, recorded in a throwaway SQLite."""
+    from monitor.simulator.scenario import load_scenario
+    from monitor.simulator.server import run_simulator
 
-
-async def _once(path: Path | None, demo: bool, fmt: str, out: TextIO) -> int:
-    if demo:
-        from monitor.simulator.scenario import load_scenario
-        from monitor.simulator.server import run_simulator
-
-        scenario = load_scenario(None)
+    scenario = load_scenario(None)
+    with tempfile.TemporaryDirectory(prefix="exposure-monitor-once-") as scratch:
         async with run_simulator(scenario) as simulator:
             document = scenario.monitor_config(simulator.base_url)
             # The in-process simulator enforces no rate limit: do not wait a second a request.
             document["api"] = {"base_url": simulator.base_url, "requests_per_second": DEMO_RATE}
-            config = parse_config(document)
-            return await _poll_and_print(config, None, fmt, out)
-    assert path is not None
-    config = load_config(path)
-    return await _poll_and_print(config, load_api_key(), fmt, out)
-
-
-async def _poll_and_print(config: Config, api_key: ApiKey | None, fmt: str, out: TextIO) -> int:
-    async with _client(config, api_key) as client:
-        result = await poll_once(client, config)
-    if fmt == "json":
-        write_json_lines(result.positions, out, config)
-    else:
-        write_table(result.positions, out, config)
-    for failure in result.failures:
-        print(
-            f"exposure-monitor: chain {failure.chain_id} spender {to_checksum(failure.spender)} "
-            f"({len(failure.wallets)} wallets) not polled: {failure.error}",
-            file=sys.stderr,
-        )
-    return EXIT_UPSTREAM if result.failures else EXIT_OK
+            document["database"] = {"url": f"sqlite+aiosqlite:///{scratch}/once.sqlite"}
+            ok = await poll.poll_and_record(
+                parse_config(document), None, fmt=fmt, changes_only=changes_only, out=out,
+                err=sys.stderr,
+            )  # fmt: skip
+    return EXIT_OK if ok else EXIT_UPSTREAM
 
 
 async def _simulate(scenario_path: Path | None, listen: str, print_config: bool) -> int:
@@ -192,3 +288,36 @@ async def _simulate(scenario_path: Path | None, listen: str, print_config: bool)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     return EXIT_OK
+
+
+async def _db(command: str, path: Path, days: int | None, out: TextIO) -> int:
+    config = load_config(path)
+    err = sys.stderr
+    if command == "prune":
+        await history.prune(config, now=datetime.now(UTC), days=days, out=out)
+        return EXIT_OK
+    engine = create_engine(config.database.url)
+    database = migrate.describe_database(engine)
+    try:
+        if command == "upgrade":
+            before = await migrate.current(engine)
+            await migrate.upgrade(engine)
+            after = await migrate.current(engine)
+            if before == after:
+                out.write(f"{database}: already at {after} (head)\n")
+            else:
+                out.write(f"{database}: upgraded from {before or 'base'} to {after}\n")
+            return EXIT_OK
+        if command == "current":
+            revision = await migrate.current(engine)
+            out.write(f"current: {revision or 'none (not migrated)'}\nhead: {migrate.head()}\n")
+            return EXIT_OK
+        problems = await check_database(engine)
+        for problem in problems:
+            err.write(f"exposure-monitor: {database}: {problem}\n")
+        if problems:
+            return EXIT_STORE
+        out.write(f"{database}: ok (revision {migrate.head()}, schema matches the models)\n")
+        return EXIT_OK
+    finally:
+        await engine.dispose()

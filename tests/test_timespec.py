@@ -32,4 +32,6 @@ def test_bad_times_are_named(text: str) -> None:
 
 
 def test_iso_is_utc_with_z() -> None:
-    assert iso(datetime(2026, 1, 1, 1, tzinfo=timezone(timedelta(hours=1)))) == "2026-01-01T00:00:00Z"
+    assert (
+        iso(datetime(2026, 1, 1, 1, tzinfo=timezone(timedelta(hours=1)))) == "2026-01-01T00:00:00Z"
+    )

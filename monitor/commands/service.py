@@ -1,0 +1,80 @@
+"""``demo`` and ``findings`` (``run`` is ``monitor.daemon.run.run_daemon`` itself)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import TextIO
+
+from monitor.config import Config, parse_config
+from monitor.daemon.run import run_daemon
+from monitor.render import safe_text
+from monitor.runtime import open_store
+from monitor.timespec import iso
+
+DEMO_INTERVAL_S = 5.0
+DEMO_RATE = 50.0
+
+
+async def demo(*, directory: Path | None, listen: str, interval_s: float, out: TextIO) -> None:
+    """The simulator's default scenario and the daemon in one process, SQLite on disk."""
+    from monitor.simulator.scenario import load_scenario
+    from monitor.simulator.server import run_simulator
+
+    scenario = load_scenario(None)
+    with tempfile.TemporaryDirectory(prefix="exposure-monitor-demo-") as scratch:
+        folder = directory or Path(scratch)
+        folder.mkdir(parents=True, exist_ok=True)
+        async with run_simulator(scenario) as simulator:
+            document = scenario.monitor_config(simulator.base_url)
+            document["api"] = {"base_url": simulator.base_url, "requests_per_second": DEMO_RATE}
+            document["database"] = {"url": f"sqlite+aiosqlite:///{folder / 'demo.sqlite'}"}
+            document["poll"] = {"interval_s": interval_s}
+            document["metrics"] = {"listen": listen}
+            config = parse_config(document)
+
+            def announce(url: str) -> None:
+                out.write(
+                    f"exposure-monitor demo: simulator at {simulator.base_url}\n"
+                    f"  status page  {url}/\n"
+                    f"  metrics      {url}/metrics\n"
+                    f"  database     {folder / 'demo.sqlite'}\n"
+                    f"polling every {interval_s:g}s; the scenario grants an unlimited DAI approval "
+                    "at its 3rd poll and revokes it at its 6th. Ctrl-C stops.\n"
+                )
+                out.flush()
+
+            await run_daemon(config, None, on_listening=announce)
+
+
+async def show_findings(config: Config, *, fmt: str, include_resolved: bool, out: TextIO) -> None:
+    """Findings from the database (open ones unless asked for all)."""
+    async with open_store(config) as store:
+        found = await store.findings(include_resolved=include_resolved)
+    for f in found:
+        if fmt == "json":
+            row = {
+                "rule": f.rule,
+                "severity": f.severity,
+                "chain_id": f.chain_id,
+                "wallet": f.wallet,
+                "spender": f.spender,
+                "token": f.token,
+                "opened_at": iso(f.opened_at),
+                "resolved_at": iso(f.resolved_at) if f.resolved_at else None,
+                "suppressed": f.suppressed,
+                "detail": f.detail,
+            }
+            out.write(json.dumps(row, ensure_ascii=True) + "\n")
+        else:
+            wallet = config.wallet(f.wallet)
+            spender = config.spender(f.chain_id, f.spender)
+            out.write(
+                f"{iso(f.opened_at)}  {f.severity:<8} {f.rule:<20} chain {f.chain_id}  "
+                f"{safe_text(wallet.display if wallet else f.wallet, 42)} -> "
+                f"{safe_text(spender.display if spender else f.spender, 42)}"
+                f"{'  (suppressed)' if f.suppressed else ''}  {safe_text(f.detail, 120)}\n"
+            )
+    if fmt != "json" and not found:
+        out.write("no open findings\n")

@@ -1,0 +1,1 @@
+"""The long-running daemon and what ties it to its supervisor (systemd)."""

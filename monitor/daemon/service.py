@@ -1,0 +1,295 @@
+"""The poll cycle of the daemon: poll, record, evaluate risk, publish a new view.
+
+``Monitor`` owns no resources: it is handed a client, a store, a price source and the
+metric instruments, and is driven by the scheduler (``monitor.daemon.run``). One cycle never
+raises: upstream failures, store failures and timeouts are counted, logged and reflected in
+the published view, and the previous view stays in place when nothing new is known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from monitor.config import Config
+from monitor.daemon.metrics import Instruments, PositionSeries, position_series
+from monitor.daemon.view import MonitorView
+from monitor.domain.model import PollResult, Token
+from monitor.domain.snapshot import Snapshot
+from monitor.errors import StoreError
+from monitor.oneinch.client import BalanceClient
+from monitor.poller import poll_once
+from monitor.risk.exploits import ExploitList
+from monitor.risk.prices import PriceSource
+from monitor.risk.rules import RiskReport, evaluate
+from monitor.store.snapshots import RecordedPoll, SqlSnapshotStore
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+class Monitor:
+    """Runs poll cycles and publishes the resulting ``MonitorView``."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        client: BalanceClient,
+        store: SqlSnapshotStore,
+        prices: PriceSource | None,
+        exploits: ExploitList,
+        instruments: Instruments,
+        clock: Clock,
+        poll_timeout_s: float,
+    ) -> None:
+        self._config = config
+        self._client = client
+        self._store = store
+        self._prices = prices
+        self._exploits = exploits
+        self._instruments = instruments
+        self._clock = clock
+        self._poll_timeout_s = poll_timeout_s
+        self._tokens: dict[tuple[int, str], Token] = {}
+        self._view = MonitorView(
+            wallet_labels={w.address: w.label for w in config.wallets if w.label},
+            spender_labels={
+                (c.id, s.address): s.label for c in config.chains for s in c.spenders if s.label
+            },
+            unlimited_threshold=config.risk.unlimited_threshold,
+        )
+        self._series = PositionSeries()
+        self.last_progress_monotonic = time.monotonic()
+        """When a cycle last finished (successfully or not): the watchdog's evidence."""
+        self._running: asyncio.Task[object] | None = None
+
+    # -- the view -----------------------------------------------------------------------------
+
+    def current(self) -> tuple[MonitorView, PositionSeries]:
+        """The published view and its precomputed series (read by scrapes and the page)."""
+        return self._view, self._series
+
+    @property
+    def view(self) -> MonitorView:
+        return self._view
+
+    def _publish(self, view: MonitorView) -> None:
+        series = position_series(view, self._config.metrics.max_position_series)
+        if series.dropped:
+            self._instruments.position_series_dropped.inc(series.dropped)
+        self._view, self._series = view, series  # readers see the old pair or the new one
+
+    # -- start-up -----------------------------------------------------------------------------
+
+    async def restore(self) -> None:
+        """Publish the state stored by earlier runs, so metrics do not blink on restart."""
+        snapshot = await self._store.latest()
+        self._tokens = await self._store.tokens()
+        last_success = await self._store.last_successes()
+        upstream = await self._store.upstream_status()
+        report = await self._evaluate(snapshot, self._clock())
+        self._publish(
+            replace(
+                self._view,
+                snapshot=snapshot,
+                tokens=dict(self._tokens),
+                findings=report.findings,
+                exposures=report.exposures,
+                last_success=last_success,
+                upstream_up=upstream,
+            )
+        )
+
+    # -- one cycle ----------------------------------------------------------------------------
+
+    async def poll_cycle(self) -> None:
+        """Poll once under the hard timeout, record, evaluate, publish. Never raises."""
+        started = time.monotonic()
+        started_at = self._clock()
+        self._running = asyncio.current_task()
+        self._instruments.polls.inc()
+        try:
+            result = await asyncio.wait_for(
+                poll_once(self._client, self._config, clock=self._clock),
+                timeout=self._poll_timeout_s,
+            )
+        except TimeoutError:
+            log.error("poll did not finish within %.0fs; abandoned", self._poll_timeout_s)
+            self._instruments.polls_failed.labels(reason="timeout").inc()
+            await self._record_failure(
+                started_at, f"poll timed out after {self._poll_timeout_s:g}s"
+            )
+            self._mark_upstream_down()
+        else:
+            await self._after_poll(result)
+        finally:
+            self._running = None
+            self._instruments.poll_duration.observe(time.monotonic() - started)
+            self.last_progress_monotonic = time.monotonic()
+
+    async def drain(self, grace_s: float) -> bool:
+        """Wait up to ``grace_s`` for the running cycle; cancel it after. True if it finished."""
+        task = self._running
+        if task is None or task.done():
+            return True
+        done, _ = await asyncio.wait({task}, timeout=grace_s)
+        if done:
+            return True
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return False
+
+    async def _after_poll(self, result: PollResult) -> None:
+        if result.failures:
+            reason = result.failures[0].error_reason or "upstream"
+            self._instruments.polls_failed.labels(reason=reason).inc()
+        try:
+            recorded = await self._store.record_poll(result)
+        except StoreError as exc:
+            log.error("poll not recorded: %s", exc)
+            self._instruments.polls_failed.labels(reason="store").inc()
+            self._mark_upstream(result)
+            return
+        for event in recorded.events:
+            self._instruments.allowance_changes.labels(change=event.change.value).inc()
+        for position in result.positions:
+            self._tokens[(position.chain_id, position.token.address)] = position.token
+        now = self._clock()
+        report = await self._evaluate(recorded.snapshot, now)
+        try:
+            await self._store.sync_findings(report.findings, now=now)
+        except StoreError as exc:
+            log.error("findings not recorded: %s", exc)
+        last_success = dict(self._view.last_success)
+        for (chain_id, spender), ok in _scope_outcomes(result).items():
+            if ok:
+                last_success[(chain_id, spender)] = result.finished_at
+        self._publish(
+            replace(
+                self._view,
+                snapshot=recorded.snapshot,
+                tokens=dict(self._tokens),
+                findings=report.findings,
+                exposures=report.exposures,
+                last_success=last_success,
+                upstream_up=_chain_outcomes(result),
+                last_poll_at=result.finished_at,
+                last_poll_outcome=recorded.outcome,
+            )
+        )
+        _log_poll(recorded, result)
+
+    async def _evaluate(self, snapshot: Snapshot, now: datetime) -> RiskReport:
+        prices = await self._usd_prices(snapshot)
+        try:
+            recent = await self._store.events(
+                since=now - timedelta(hours=self._config.risk.fresh_approval_hours)
+            )
+        except StoreError as exc:
+            log.warning("recent changes unavailable for the fresh-approval rule: %s", exc)
+            recent = []
+        return evaluate(
+            snapshot,
+            tokens=self._tokens,
+            spenders={(c.id, s.address): s for c in self._config.chains for s in c.spenders},
+            exploits=self._exploits,
+            prices_usd=prices,
+            recent_events=recent,
+            settings=self._config.risk,
+            now=now,
+        )
+
+    async def _usd_prices(self, snapshot: Snapshot) -> Mapping[tuple[int, str], Decimal]:
+        if self._prices is None:
+            return {}
+        wanted: dict[int, set[str]] = {}
+        for chain_id, wallet, token, _spender in snapshot.allowances:
+            if snapshot.balance((chain_id, wallet, token)):
+                wanted.setdefault(chain_id, set()).add(token)
+        prices: dict[tuple[int, str], Decimal] = {}
+        for chain_id, tokens in sorted(wanted.items()):
+            found = await self._prices.usd_prices(chain_id, sorted(tokens))
+            prices.update({(chain_id, token): price for token, price in found.items()})
+        return prices
+
+    async def _record_failure(self, started_at: datetime, error: str) -> None:
+        try:
+            await self._store.record_failed_poll(
+                started_at=started_at, finished_at=self._clock(), error=error
+            )
+        except StoreError as exc:
+            log.error("failed poll not recorded: %s", exc)
+
+    def _mark_upstream_down(self) -> None:
+        self._publish(
+            replace(
+                self._view,
+                upstream_up={c.id: False for c in self._config.chains},
+                last_poll_at=self._clock(),
+                last_poll_outcome="failed",
+            )
+        )
+
+    def _mark_upstream(self, result: PollResult) -> None:
+        self._publish(
+            replace(
+                self._view,
+                upstream_up=_chain_outcomes(result),
+                last_poll_at=result.finished_at,
+                last_poll_outcome="failed",
+            )
+        )
+
+    # -- retention ----------------------------------------------------------------------------
+
+    async def prune(self) -> None:
+        days = self._config.database.retention_days
+        if days is None:
+            return
+        try:
+            result = await self._store.prune(older_than=self._clock() - timedelta(days=days))
+        except StoreError as exc:
+            log.error("prune failed: %s", exc)
+            return
+        log.info(
+            "pruned %d polls, %d values, %d events older than %d days",
+            result.polls_deleted,
+            result.versions_deleted,
+            result.events_deleted,
+            days,
+        )
+
+
+def _scope_outcomes(result: PollResult) -> dict[tuple[int, str], bool]:
+    outcomes: dict[tuple[int, str], bool] = {}
+    for batch in result.batches:
+        key = (batch.chain_id, batch.spender)
+        outcomes[key] = outcomes.get(key, True) and batch.ok
+    return outcomes
+
+
+def _chain_outcomes(result: PollResult) -> dict[int, bool]:
+    outcomes: dict[int, bool] = {}
+    for batch in result.batches:
+        outcomes[batch.chain_id] = outcomes.get(batch.chain_id, True) and batch.ok
+    return outcomes
+
+
+def _log_poll(recorded: RecordedPoll, result: PollResult) -> None:
+    log.info(
+        "poll %d %s: %d batches (%d failed), %d positions, %d changes, %d values written",
+        recorded.poll_id,
+        recorded.outcome,
+        len(result.batches),
+        len(result.failures),
+        len(result.positions),
+        len(recorded.events),
+        recorded.versions_written,
+    )

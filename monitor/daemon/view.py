@@ -1,0 +1,35 @@
+"""The immutable picture of the monitored state that ``/metrics`` and ``/`` read.
+
+The poll cycle builds a new ``MonitorView`` after each poll and swaps it in with one
+assignment; readers never wait on the API or the database and never see half an update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from monitor.domain.model import Token
+from monitor.domain.snapshot import EMPTY_SNAPSHOT, Snapshot
+from monitor.risk.rules import Finding, SpenderExposure
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MonitorView:
+    snapshot: Snapshot = EMPTY_SNAPSHOT
+    tokens: Mapping[tuple[int, str], Token] = field(default_factory=dict)
+    findings: tuple[Finding, ...] = ()
+    exposures: tuple[SpenderExposure, ...] = ()
+    last_success: Mapping[tuple[int, str], datetime] = field(default_factory=dict)
+    """Per (chain_id, spender): when a poll last observed every batch of it."""
+    upstream_up: Mapping[int, bool] = field(default_factory=dict)
+    """Per chain: did every batch of the last poll succeed."""
+    last_poll_at: datetime | None = None
+    last_poll_outcome: str | None = None
+    wallet_labels: Mapping[str, str] = field(default_factory=dict)
+    spender_labels: Mapping[tuple[int, str], str] = field(default_factory=dict)
+    unlimited_threshold: int = 2**96 - 1
+
+    def newest_success(self) -> datetime | None:
+        return max(self.last_success.values(), default=None)
