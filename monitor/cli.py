@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 1 unexpected internal error; 2 configuration or usage error;
 3 upstream (1inch API) failure, including a poll of which any batch failed; 4 database error
-(unreachable, failed migration, or `db check` found problems); 130 interrupted.
+(unreachable, failed migration, or `db check` found problems); 130 interrupted; 141 the
+reader of standard output went away (a broken pipe).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import asyncio
 import faulthandler
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -23,11 +25,13 @@ import yaml
 
 from monitor import __version__
 from monitor.commands import history, poll, service
-from monitor.commands.service import DEMO_RATE
-from monitor.config import load_api_key, load_config, parse_config
+from monitor.config import load_api_key, load_config
+from monitor.config.loader import parse_listen
 from monitor.daemon.run import run_daemon
 from monitor.domain.addresses import InvalidAddress, canonical_address
 from monitor.errors import ConfigError, StoreError, UpstreamError
+from monitor.simulator.scenario import load_scenario
+from monitor.simulator.server import run_simulator
 from monitor.store import migrate
 from monitor.store.checks import check_database
 from monitor.store.engine import create_engine
@@ -39,6 +43,7 @@ EXIT_CONFIG = 2
 EXIT_UPSTREAM = 3
 EXIT_STORE = 4
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
 
 _TIME_HELP = "ISO 8601 (UTC unless an offset is given), a duration ago (90m, 24h, 7d), or now"
 
@@ -158,6 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_UPSTREAM
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`... | head`): stop quietly, as other command-line tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -248,28 +257,18 @@ def _check(path: Path, out: TextIO) -> int:
 
 async def _once_demo(fmt: str, changes_only: bool, out: TextIO) -> int:
     """``once`` against the built-in scenario in-process, recorded in a throwaway SQLite."""
-    from monitor.simulator.scenario import load_scenario
-    from monitor.simulator.server import run_simulator
-
     scenario = load_scenario(None)
     with tempfile.TemporaryDirectory(prefix="exposure-monitor-once-") as scratch:
         async with run_simulator(scenario) as simulator:
-            document = scenario.monitor_config(simulator.base_url)
-            # The in-process simulator enforces no rate limit: do not wait a second a request.
-            document["api"] = {"base_url": simulator.base_url, "requests_per_second": DEMO_RATE}
-            document["database"] = {"url": f"sqlite+aiosqlite:///{scratch}/once.sqlite"}
+            database = Path(scratch) / "once.sqlite"
+            config = service.demo_config(scenario, simulator.base_url, database)
             ok = await poll.poll_and_record(
-                parse_config(document), None, fmt=fmt, changes_only=changes_only, out=out,
-                err=sys.stderr,
-            )  # fmt: skip
+                config, None, fmt=fmt, changes_only=changes_only, out=out, err=sys.stderr
+            )
     return EXIT_OK if ok else EXIT_UPSTREAM
 
 
 async def _simulate(scenario_path: Path | None, listen: str, print_config: bool) -> int:
-    from monitor.config.loader import parse_listen
-    from monitor.simulator.scenario import load_scenario
-    from monitor.simulator.server import run_simulator
-
     scenario = load_scenario(scenario_path)
     host, port = parse_listen(listen, "--listen")
     if print_config:

@@ -11,28 +11,40 @@ from monitor.config import Config, parse_config
 from monitor.daemon.run import run_daemon
 from monitor.render import safe_text
 from monitor.runtime import open_store
+from monitor.simulator.model import Scenario
+from monitor.simulator.scenario import load_scenario
+from monitor.simulator.server import run_simulator
 from monitor.timespec import iso
 
-DEMO_INTERVAL_S = 5.0
 DEMO_RATE = 50.0
+"""The in-process simulator enforces no rate limit: do not wait a second a request."""
+
+
+def demo_config(
+    scenario: Scenario, base_url: str, database: Path, **sections: dict[str, object]
+) -> Config:
+    """A config watching ``scenario`` served at ``base_url``, recording into ``database``."""
+    document = scenario.monitor_config(base_url)
+    document["api"] = {"base_url": base_url, "requests_per_second": DEMO_RATE}
+    document["database"] = {"url": f"sqlite+aiosqlite:///{database}"}
+    document.update(sections)
+    return parse_config(document)
 
 
 async def demo(*, directory: Path | None, listen: str, interval_s: float, out: TextIO) -> None:
     """The simulator's default scenario and the daemon in one process, SQLite on disk."""
-    from monitor.simulator.scenario import load_scenario
-    from monitor.simulator.server import run_simulator
-
     scenario = load_scenario(None)
     with tempfile.TemporaryDirectory(prefix="exposure-monitor-demo-") as scratch:
         folder = directory or Path(scratch)
         folder.mkdir(parents=True, exist_ok=True)
         async with run_simulator(scenario) as simulator:
-            document = scenario.monitor_config(simulator.base_url)
-            document["api"] = {"base_url": simulator.base_url, "requests_per_second": DEMO_RATE}
-            document["database"] = {"url": f"sqlite+aiosqlite:///{folder / 'demo.sqlite'}"}
-            document["poll"] = {"interval_s": interval_s}
-            document["metrics"] = {"listen": listen}
-            config = parse_config(document)
+            config = demo_config(
+                scenario,
+                simulator.base_url,
+                folder / "demo.sqlite",
+                poll={"interval_s": interval_s},
+                metrics={"listen": listen},
+            )
 
             def announce(url: str) -> None:
                 out.write(
