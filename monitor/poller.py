@@ -8,6 +8,7 @@ empty: the caller must not read the absence of its positions as zeros.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -52,11 +53,12 @@ async def poll_once(
     started_at = clock()
     gate = asyncio.Semaphore(max_concurrent_requests)
 
-    async def gated(job: Awaitable[BatchOutcome]) -> BatchOutcome:
+    async def gated(job: Callable[[], Awaitable[BatchOutcome]]) -> BatchOutcome:
         async with gate:
-            return await job
+            return await job()
 
-    jobs: list[Awaitable[BatchOutcome]] = []
+    # Factories, not coroutines: a poll cancelled half-way leaves no coroutine never awaited.
+    jobs: list[Callable[[], Awaitable[BatchOutcome]]] = []
     for chain in config.chains:
         wallets = [w.address for w in config.wallets_on(chain.id)]
         if not wallets:
@@ -64,7 +66,8 @@ async def poll_once(
         for spender in chain.spenders:
             for batch in batched(wallets, config.api.max_wallets_per_request):
                 jobs.append(
-                    _aggregated_batch(
+                    functools.partial(
+                        _aggregated_batch,
                         client,
                         chain.id,
                         spender.address,
@@ -75,7 +78,8 @@ async def poll_once(
                 )
             if chain.custom_tokens:
                 jobs.extend(
-                    _custom_batch(client, chain, spender.address, wallet) for wallet in wallets
+                    functools.partial(_custom_batch, client, chain, spender.address, wallet)
+                    for wallet in wallets
                 )
     batches = await asyncio.gather(*(gated(job) for job in jobs))
     return PollResult(started_at=started_at, finished_at=clock(), batches=tuple(batches))

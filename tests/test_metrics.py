@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.daemon.http import render_status
-from monitor.daemon.metrics import Instruments, StateCollector, position_series
+from monitor.daemon.metrics import Instruments, position_series, render_state
 from monitor.daemon.view import MonitorView
 from monitor.domain.addresses import NATIVE_TOKEN
 from monitor.domain.model import UINT256_MAX, Token
@@ -84,10 +84,9 @@ def view(**overrides: object) -> MonitorView:
 def scrape(v: MonitorView, max_series: int = 1000) -> dict[str, list[tuple[dict[str, str], float]]]:
     registry = CollectorRegistry()
     Instruments(registry, version="9.9.9")
-    series = position_series(v, max_series)
-    registry.register(StateCollector(lambda: (v, series)))
+    text = generate_latest(registry) + render_state(v, max_series).text
     out: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+    for family in text_string_to_metric_families(text.decode()):
         for sample in family.samples:
             out.setdefault(sample.name, []).append((sample.labels, sample.value))
     return out
@@ -143,3 +142,28 @@ def test_status_page_escapes_upstream_text() -> None:
     assert "&lt;b&gt;dai&lt;/b&gt;" in page
     assert "$2.50" in page
     assert "treasury" in page
+
+
+def test_label_values_are_escaped_in_the_exposition() -> None:
+    hostile = Token(chain_id=1, address=USDC, symbol='a"b\\c\nd', name="x", decimals=6)
+    metrics = scrape(view(tokens={**TOKENS, (1, USDC): hostile}))
+    symbols = {labels["symbol"] for labels, _ in metrics["exposure_monitor_allowance"]}
+    assert 'a"b\\c\nd' in symbols
+
+
+def test_unchanged_positions_reuse_the_rendered_text() -> None:
+    first = render_state(view(), 1000)
+    later = view(last_success={(1, S): NOW.replace(hour=13)})
+    second = render_state(later, 1000, first)
+    assert second.position_text is first.position_text
+    stamps = [
+        sample.value
+        for family in text_string_to_metric_families(second.text.decode())
+        for sample in family.samples
+        if sample.name == "exposure_monitor_last_successful_poll_timestamp_seconds"
+    ]
+    assert stamps == [NOW.replace(hour=13).timestamp()]  # the new poll time is rendered
+    changed = view(snapshot=Snapshot(allowances={(1, W, DAI, S): 5}, balances={}))
+    third = render_state(changed, 1000, second)
+    assert third.position_text is not second.position_text
+    assert b"allowance_unlimited{" not in third.text

@@ -174,6 +174,17 @@ async def test_events_are_stored_with_their_poll_and_filterable(
     assert len(await store.events(chain_id=1, until=T0 + timedelta(minutes=1))) == 3
 
 
+async def test_events_by_kind_after_the_baseline_poll(migrated_engine: AsyncEngine) -> None:
+    store = SqlSnapshotStore(migrated_engine)
+    first = await store.record_poll(poll(1, batch(S1, (W1,), [pos(W1, TK1, S1, 5, 10)])))
+    await store.record_poll(
+        poll(2, batch(S1, (W1,), [pos(W1, TK1, S1, 5, 10), pos(W1, TK2, S1, 0, 3)]))
+    )
+    assert await store.baseline_poll_id() == first.poll_id
+    fresh = await store.events(changes=[Change.GRANTED], after_poll=first.poll_id)
+    assert [(s.event.token, s.event.change) for s in fresh] == [(TK2, Change.GRANTED)]
+
+
 async def test_snapshot_before_history_is_an_error(migrated_engine: AsyncEngine) -> None:
     store = SqlSnapshotStore(migrated_engine)
     with pytest.raises(StoreError, match="no polls yet"):

@@ -12,8 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
-from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from monitor import __version__
 from monitor.daemon.view import MonitorView
@@ -27,12 +26,22 @@ def make_app(
     *,
     registry: CollectorRegistry,
     view: Callable[[], MonitorView],
+    state_text: Callable[[], bytes],
     clock: Clock,
     ready_max_age_s: float,
 ) -> web.Application:
-    """The aiohttp application serving the daemon's endpoints."""
+    """The aiohttp application serving the daemon's endpoints.
+
+    ``/metrics`` is the live counters of ``registry`` followed by the state metrics that
+    were rendered when the current view was published (``state_text``).
+    """
     app = web.Application()
-    app.router.add_get("/metrics", make_aiohttp_handler(registry))
+
+    async def metrics(_: web.Request) -> web.Response:
+        body = generate_latest(registry) + state_text()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app.router.add_get("/metrics", metrics)
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")

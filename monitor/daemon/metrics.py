@@ -1,21 +1,21 @@
 """Prometheus metrics: event counters, and mirrored state built at scrape time.
 
 State (allowances, balances, findings, freshness) is never set on gauges: a custom collector
-emits it from the current ``MonitorView``, so a revoked approval's series is gone at the next
-scrape. The samples are precomputed when the view is built, so a scrape only copies them.
+emits it from a ``MonitorView``, so a revoked approval's series is gone at the next scrape.
+The exposition text of the state is rendered once per view, off the event loop
+(``render_state``), so a scrape only copies bytes: with hundreds of thousands of series,
+formatting them at every scrape would hold the loop for seconds.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from monitor.daemon.view import MonitorView
 
@@ -34,6 +34,7 @@ BALANCE_LABELS = ("chain_id", "wallet", "token", "symbol", "wallet_label")
 FINDING_LABELS = ("rule", "severity", "chain_id", "wallet", "spender", "token")
 
 Sample = tuple[tuple[str, ...], float]
+Family = tuple[str, str, tuple[str, ...], Iterable[Sample]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -172,93 +173,149 @@ def position_series(view: MonitorView, max_series: int) -> PositionSeries:
     )
 
 
-class StateCollector(Collector):
-    """Emits the mirrored state of whatever view ``current`` returns at scrape time."""
+def position_families(series: PositionSeries) -> Iterator[Family]:
+    """Allowances and balances: (name, help, label names, samples)."""
+    yield (
+        "allowance",
+        "Allowance in whole tokens (+Inf when unlimited).",
+        POSITION_LABELS,
+        series.allowance,
+    )
+    yield (
+        "allowance_unlimited",
+        "1 for each unlimited approval.",
+        POSITION_LABELS,
+        series.unlimited,
+    )
+    yield ("balance", "Balance in whole tokens.", BALANCE_LABELS, series.balance)
 
-    def __init__(self, current: Callable[[], tuple[MonitorView, PositionSeries]]) -> None:
-        self._current = current
 
-    def describe(self) -> Iterable[Metric]:
-        return []
+def finding_family(view: MonitorView) -> Family:
+    return (
+        "finding",
+        "1 per open, unsuppressed finding.",
+        FINDING_LABELS,
+        tuple(
+            ((f.rule, f.severity, str(f.chain_id), f.wallet, f.spender, f.token or ""), 1.0)
+            for f in view.findings
+            if not f.suppressed
+        ),
+    )
 
-    def collect(self) -> Iterator[Metric]:
-        view, series = self._current()
-        yield _family(
-            "allowance",
-            "Allowance in whole tokens (+Inf when unlimited).",
-            POSITION_LABELS,
-            series.allowance,
-        )
-        yield _family(
-            "allowance_unlimited",
-            "1 for each unlimited approval.",
-            POSITION_LABELS,
-            series.unlimited,
-        )
-        yield _family("balance", "Balance in whole tokens.", BALANCE_LABELS, series.balance)
-        yield _family(
-            "at_risk_usd",
-            "Value a spender could move from a wallet now: sum of min(balance, allowance)"
-            " x USD price.",
-            ("chain_id", "wallet", "spender", "spender_label", "wallet_label"),
-            tuple(
+
+def summary_families(view: MonitorView) -> Iterator[Family]:
+    """Value at risk and freshness: small, and rendered anew for every view."""
+    yield (
+        "at_risk_usd",
+        "Value a spender could move from a wallet now: sum of min(balance, allowance) x USD price.",
+        ("chain_id", "wallet", "spender", "spender_label", "wallet_label"),
+        tuple(
+            (
                 (
-                    (
-                        str(e.chain_id),
-                        e.wallet,
-                        e.spender,
-                        view.spender_labels.get((e.chain_id, e.spender), ""),
-                        view.wallet_labels.get(e.wallet, ""),
-                    ),
-                    float(e.at_risk_usd),
-                )
-                for e in view.exposures
-            ),
-        )
-        yield _family(
-            "unpriced_tokens",
-            "Tokens with an allowance whose USD price is unknown, per wallet and spender.",
-            ("chain_id", "wallet", "spender"),
-            tuple(
-                ((str(e.chain_id), e.wallet, e.spender), float(len(e.missing_prices)))
-                for e in view.exposures
-                if e.missing_prices
-            ),
-        )
-        yield _family(
-            "finding",
-            "1 per open, unsuppressed finding.",
-            FINDING_LABELS,
-            tuple(
-                (
-                    (f.rule, f.severity, str(f.chain_id), f.wallet, f.spender, f.token or ""),
-                    1.0,
-                )
-                for f in view.findings
-                if not f.suppressed
-            ),
-        )
-        yield _family(
-            "last_successful_poll_timestamp_seconds",
-            "When every batch of a (chain, spender) was last observed, Unix time.",
-            ("chain_id", "spender"),
-            tuple(
-                ((str(chain_id), spender), at.timestamp())
-                for (chain_id, spender), at in sorted(view.last_success.items())
-            ),
-        )
-        yield _family(
-            "upstream_up",
-            "1 when every batch of the chain succeeded in the last poll.",
-            ("chain_id",),
-            tuple(((str(c),), 1.0 if up else 0.0) for c, up in sorted(view.upstream_up.items())),
-        )
+                    str(e.chain_id),
+                    e.wallet,
+                    e.spender,
+                    view.spender_labels.get((e.chain_id, e.spender), ""),
+                    view.wallet_labels.get(e.wallet, ""),
+                ),
+                float(e.at_risk_usd),
+            )
+            for e in view.exposures
+        ),
+    )
+    yield (
+        "unpriced_tokens",
+        "Tokens with an allowance whose USD price is unknown, per wallet and spender.",
+        ("chain_id", "wallet", "spender"),
+        tuple(
+            ((str(e.chain_id), e.wallet, e.spender), float(len(e.missing_prices)))
+            for e in view.exposures
+            if e.missing_prices
+        ),
+    )
+    yield (
+        "last_successful_poll_timestamp_seconds",
+        "When every batch of a (chain, spender) was last observed, Unix time.",
+        ("chain_id", "spender"),
+        tuple(
+            ((str(chain_id), spender), at.timestamp())
+            for (chain_id, spender), at in sorted(view.last_success.items())
+        ),
+    )
+    yield (
+        "upstream_up",
+        "1 when every batch of the chain succeeded in the last poll.",
+        ("chain_id",),
+        tuple(((str(c),), 1.0 if up else 0.0) for c, up in sorted(view.upstream_up.items())),
+    )
 
 
-def _family(
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RenderedState:
+    """The state metrics of one view as exposition text, and what went into it."""
+
+    view: MonitorView
+    series: PositionSeries
+    text: bytes
+    position_text: str
+    finding_text: str
+
+
+def render_state(
+    view: MonitorView, max_series: int, previous: RenderedState | None = None
+) -> RenderedState:
+    """Render ``view``'s state metrics in the Prometheus text format (0.0.4).
+
+    The position and finding families (nearly all of the bytes) are reused from ``previous``
+    when what they show is unchanged, as it is after most polls.
+    """
+    if previous is not None and _same_positions(previous.view, view):
+        series, position_text = previous.series, previous.position_text
+    else:
+        series = position_series(view, max_series)
+        position_text = "".join(_render(*family) for family in position_families(series))
+    if previous is not None and previous.view.findings == view.findings:
+        finding_text = previous.finding_text
+    else:
+        finding_text = _render(*finding_family(view))
+    rest = "".join(_render(*family) for family in summary_families(view))
+    return RenderedState(
+        view=view,
+        series=series,
+        text=(position_text + finding_text + rest).encode(),
+        position_text=position_text,
+        finding_text=finding_text,
+    )
+
+
+def _same_positions(old: MonitorView, new: MonitorView) -> bool:
+    return (
+        old.snapshot == new.snapshot
+        and old.tokens == new.tokens
+        and old.wallet_labels == new.wallet_labels
+        and old.spender_labels == new.spender_labels
+        and old.unlimited_threshold == new.unlimited_threshold
+    )
+
+
+def _number(value: float) -> str:
+    """A sample value as Prometheus writes it (``+Inf``, ``1.5e+06``...)."""
+    text: str = floatToGoString(value)  # type: ignore[no-untyped-call]
+    return text
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _render(
     name: str, documentation: str, labels: tuple[str, ...], samples: Iterable[Sample]
-) -> GaugeMetricFamily:
-    family = GaugeMetricFamily(f"{PREFIX}_{name}", documentation, labels=list(labels))
+) -> str:
+    full = f"{PREFIX}_{name}"
+    lines = [f"# HELP {full} {documentation}\n# TYPE {full} gauge\n"]
     for values, value in samples:
-        family.add_metric(list(values), value)
-    return family
+        pairs = ",".join(
+            f'{label}="{_escape(text)}"' for label, text in zip(labels, values, strict=True)
+        )
+        lines.append(f"{full}{{{pairs}}} {_number(value)}\n")
+    return "".join(lines)

@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry
 from monitor import __version__
 from monitor.config import ApiKey, Config
 from monitor.daemon.http import make_app
-from monitor.daemon.metrics import Instruments, StateCollector
+from monitor.daemon.metrics import Instruments
 from monitor.daemon.notify import SystemdNotifier
 from monitor.daemon.service import Monitor
 from monitor.oneinch.client import RequestRecord
@@ -99,11 +99,11 @@ async def run_daemon(
                 poll_timeout_s=config.poll.timeout_s,
             )
             await monitor.restore()
-            registry.register(StateCollector(monitor.current))
 
             app = make_app(
                 registry=registry,
                 view=lambda: monitor.view,
+                state_text=lambda: monitor.state_text,
                 clock=utc_now,
                 ready_max_age_s=config.poll.interval_s * config.metrics.ready_after_intervals,
             )

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from monitor.config import Config
-from monitor.daemon.metrics import Instruments, PositionSeries, position_series
+from monitor.daemon.metrics import Instruments, render_state
 from monitor.daemon.view import MonitorView
 from monitor.domain.model import PollResult, Token
 from monitor.domain.snapshot import Snapshot
@@ -26,7 +26,7 @@ from monitor.oneinch.client import BalanceClient
 from monitor.poller import poll_once
 from monitor.risk.exploits import ExploitList
 from monitor.risk.prices import PriceSource
-from monitor.risk.rules import RiskReport, evaluate
+from monitor.risk.rules import FRESH_CHANGES, RiskReport, evaluate
 from monitor.store.snapshots import RecordedPoll, SqlSnapshotStore
 
 log = logging.getLogger(__name__)
@@ -65,26 +65,33 @@ class Monitor:
             },
             unlimited_threshold=config.risk.unlimited_threshold,
         )
-        self._series = PositionSeries()
+        self._rendered = render_state(self._view, config.metrics.max_position_series)
+        self._stopping = False
         self.last_progress_monotonic = time.monotonic()
         """When a cycle last finished (successfully or not): the watchdog's evidence."""
         self._running: asyncio.Task[object] | None = None
 
     # -- the view -----------------------------------------------------------------------------
 
-    def current(self) -> tuple[MonitorView, PositionSeries]:
-        """The published view and its precomputed series (read by scrapes and the page)."""
-        return self._view, self._series
-
     @property
     def view(self) -> MonitorView:
         return self._view
 
-    def _publish(self, view: MonitorView) -> None:
-        series = position_series(view, self._config.metrics.max_position_series)
-        if series.dropped:
-            self._instruments.position_series_dropped.inc(series.dropped)
-        self._view, self._series = view, series  # readers see the old pair or the new one
+    @property
+    def state_text(self) -> bytes:
+        """The state metrics of the published view, rendered (Prometheus text format)."""
+        return self._rendered.text
+
+    async def _publish(self, view: MonitorView) -> None:
+        # Rendering hundreds of thousands of series is CPU work: off the loop, so that scrapes
+        # and the poll itself keep being served meanwhile.
+        rendered = await asyncio.to_thread(
+            render_state, view, self._config.metrics.max_position_series, self._rendered
+        )
+        if rendered.series is not self._rendered.series and rendered.series.dropped:
+            self._instruments.position_series_dropped.inc(rendered.series.dropped)
+        # No await between the two: readers see the old view and text or the new ones.
+        self._view, self._rendered = view, rendered
 
     # -- start-up -----------------------------------------------------------------------------
 
@@ -95,7 +102,7 @@ class Monitor:
         last_success = await self._store.last_successes()
         upstream = await self._store.upstream_status()
         report = await self._evaluate(snapshot, self._clock())
-        self._publish(
+        await self._publish(
             replace(
                 self._view,
                 snapshot=snapshot,
@@ -120,13 +127,20 @@ class Monitor:
                 poll_once(self._client, self._config, clock=self._clock),
                 timeout=self._poll_timeout_s,
             )
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+            # Cancelled by drain() at shutdown: a failed poll, not an error of the scheduler.
+            log.warning("poll cancelled at shutdown")
+            self._instruments.polls_failed.labels(reason="shutdown").inc()
+            await asyncio.shield(self._record_failure(started_at, "poll cancelled at shutdown"))
         except TimeoutError:
             log.error("poll did not finish within %.0fs; abandoned", self._poll_timeout_s)
             self._instruments.polls_failed.labels(reason="timeout").inc()
             await self._record_failure(
                 started_at, f"poll timed out after {self._poll_timeout_s:g}s"
             )
-            self._mark_upstream_down()
+            await self._mark_upstream_down()
         else:
             await self._after_poll(result)
         finally:
@@ -136,6 +150,7 @@ class Monitor:
 
     async def drain(self, grace_s: float) -> bool:
         """Wait up to ``grace_s`` for the running cycle; cancel it after. True if it finished."""
+        self._stopping = True
         task = self._running
         if task is None or task.done():
             return True
@@ -155,7 +170,7 @@ class Monitor:
         except StoreError as exc:
             log.error("poll not recorded: %s", exc)
             self._instruments.polls_failed.labels(reason="store").inc()
-            self._mark_upstream(result)
+            await self._mark_upstream(result)
             return
         for event in recorded.events:
             self._instruments.allowance_changes.labels(change=event.change.value).inc()
@@ -171,7 +186,7 @@ class Monitor:
         for (chain_id, spender), ok in _scope_outcomes(result).items():
             if ok:
                 last_success[(chain_id, spender)] = result.finished_at
-        self._publish(
+        await self._publish(
             replace(
                 self._view,
                 snapshot=recorded.snapshot,
@@ -189,15 +204,19 @@ class Monitor:
     async def _evaluate(self, snapshot: Snapshot, now: datetime) -> RiskReport:
         prices = await self._usd_prices(snapshot)
         try:
+            # A first poll "grants" every approval it discovers; those are not fresh.
             recent = await self._store.events(
-                since=now - timedelta(hours=self._config.risk.fresh_approval_hours)
+                since=now - timedelta(hours=self._config.risk.fresh_approval_hours),
+                changes=sorted(FRESH_CHANGES),
+                after_poll=await self._store.baseline_poll_id(),
             )
         except StoreError as exc:
             log.warning("recent changes unavailable for the fresh-approval rule: %s", exc)
             recent = []
-        return evaluate(
+        return await asyncio.to_thread(
+            evaluate,
             snapshot,
-            tokens=self._tokens,
+            tokens=dict(self._tokens),
             spenders={(c.id, s.address): s for c in self._config.chains for s in c.spenders},
             exploits=self._exploits,
             prices_usd=prices,
@@ -227,8 +246,8 @@ class Monitor:
         except StoreError as exc:
             log.error("failed poll not recorded: %s", exc)
 
-    def _mark_upstream_down(self) -> None:
-        self._publish(
+    async def _mark_upstream_down(self) -> None:
+        await self._publish(
             replace(
                 self._view,
                 upstream_up={c.id: False for c in self._config.chains},
@@ -237,8 +256,8 @@ class Monitor:
             )
         )
 
-    def _mark_upstream(self, result: PollResult) -> None:
-        self._publish(
+    async def _mark_upstream(self, result: PollResult) -> None:
+        await self._publish(
             replace(
                 self._view,
                 upstream_up=_chain_outcomes(result),

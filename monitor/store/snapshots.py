@@ -8,6 +8,7 @@ at or before the last poll that finished by then.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
@@ -162,9 +163,10 @@ class SqlSnapshotStore:
                 self._snapshot = await queries.latest_snapshot(conn)
                 self._tokens = await queries.load_tokens(conn)
             previous = self._snapshot
-            current = observe(previous, result.positions, result.coverages())
-            events = diff_snapshots(previous, current, threshold=self._threshold)
-            allowance_rows, balance_rows = _version_rows(previous, current)
+            # Pure CPU work over every position: off the loop, which keeps serving meanwhile.
+            current, events, (allowance_rows, balance_rows) = await asyncio.to_thread(
+                _changes, previous, result, self._threshold
+            )
             poll_id = int(
                 (
                     await conn.execute(
@@ -185,19 +187,13 @@ class SqlSnapshotStore:
                 ).scalar_one()
             )
             await _insert_scopes(conn, poll_id, result)
-            if allowance_rows:
-                await conn.execute(
-                    insert(AllowanceVersion), [{**r, "poll_id": poll_id} for r in allowance_rows]
-                )
-            if balance_rows:
-                await conn.execute(
-                    insert(BalanceVersion), [{**r, "poll_id": poll_id} for r in balance_rows]
-                )
-            if events:
-                await conn.execute(
-                    insert(ChangeEventRow),
-                    [_event_row(e, poll_id, result.finished_at) for e in events],
-                )
+            for row in allowance_rows + balance_rows:
+                row["poll_id"] = poll_id
+            await _insert_chunked(conn, AllowanceVersion, allowance_rows)
+            await _insert_chunked(conn, BalanceVersion, balance_rows)
+            await _insert_chunked(
+                conn, ChangeEventRow, [_event_row(e, poll_id, result.finished_at) for e in events]
+            )
             await self._upsert_tokens(conn, result)
         self._snapshot = current
         self._last_poll_id = poll_id
@@ -295,9 +291,15 @@ class SqlSnapshotStore:
         chain_id: int | None = None,
         wallet: str | None = None,
         spender: str | None = None,
+        changes: Sequence[Change] | None = None,
+        after_poll: int | None = None,
     ) -> list[StoredEvent]:
         """Stored change events, oldest first, filtered by any of the arguments."""
         conditions: list[ColumnElement[bool]] = []
+        if changes is not None:
+            conditions.append(ChangeEventRow.change.in_([c.value for c in changes]))
+        if after_poll is not None:
+            conditions.append(ChangeEventRow.poll_id > after_poll)
         if since is not None:
             conditions.append(ChangeEventRow.observed_at >= since)
         if until is not None:
@@ -341,6 +343,13 @@ class SqlSnapshotStore:
                 key: queries.token_of(key, values)
                 for key, values in (await queries.load_tokens(conn)).items()
             }
+
+    async def baseline_poll_id(self) -> int | None:
+        """The poll whose values are the baseline of the retained history: its "changes" are
+        first observations (or, after a prune, the values kept at the cutoff), not events
+        that happened then."""
+        async with self._engine.connect() as conn:
+            return await conn.scalar(select(func.min(AllowanceVersion.poll_id)))
 
     async def last_successes(self) -> dict[tuple[int, str], datetime]:
         """Per (chain_id, spender): when a poll last observed every batch of it."""
@@ -414,6 +423,26 @@ def _errors(result: PollResult) -> str | None:
     if not failures:
         return None
     return "\n".join(f.error or "failed" for f in failures)[:2000]
+
+
+INSERT_CHUNK = 5_000
+"""Rows per INSERT: each chunk is one await, so a first poll of 300,000 values does not hold
+the event loop (binding parameters runs on it) for seconds at a time."""
+
+
+async def _insert_chunked(
+    conn: AsyncConnection, table: type[Any], rows: Sequence[dict[str, Any]]
+) -> None:
+    for start in range(0, len(rows), INSERT_CHUNK):
+        await conn.execute(insert(table), list(rows[start : start + INSERT_CHUNK]))
+
+
+def _changes(
+    previous: Snapshot, result: PollResult, threshold: int
+) -> tuple[Snapshot, tuple[ChangeEvent, ...], tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+    current = observe(previous, result.positions, result.coverages())
+    events = diff_snapshots(previous, current, threshold=threshold)
+    return current, events, _version_rows(previous, current)
 
 
 def _version_rows(
