@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -88,6 +90,31 @@ def test_unlimited_approval_appears_and_vanishes_and_sigterm_exits_0(tmp_path: P
             assert time.monotonic() - started < 35
     log = (tmp_path / "daemon.log").read_text()
     assert "Traceback" not in log
+    listed = subprocess.run(
+        [sys.executable, "-m", "monitor", "findings", "--config", str(config), "--format", "json"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    findings = [json.loads(line) for line in listed.stdout.splitlines()]
+    fields = {
+        "rule",
+        "severity",
+        "chain_id",
+        "wallet",
+        "spender",
+        "token",
+        "opened_at",
+        "suppressed",
+    }
+    assert findings and all(fields <= set(f) for f in findings)
+    assert any(f["rule"] == "exploited_spender" and f["severity"] == "critical" for f in findings)
+    assert not any(
+        f["token"] == DAI
+        and f["wallet"] == OPS
+        and f["spender"] == ROUTER
+        and f["rule"] == "unlimited_approval"
+        for f in findings
+    )
 
 
 def test_restart_restores_metrics_before_the_first_poll(tmp_path: Path) -> None:

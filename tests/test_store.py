@@ -325,3 +325,29 @@ async def test_a_repeated_value_is_a_violation(migrated_engine: AsyncEngine) -> 
         )
     problems = await store_invariants(migrated_engine)
     assert any("repeats the previous value" in p for p in problems), problems
+
+
+async def test_findings_are_opened_updated_and_resolved(migrated_engine: AsyncEngine) -> None:
+    from monitor.risk.model import Finding, RuleName, Severity
+
+    store = SqlSnapshotStore(migrated_engine)
+
+    def finding(token: str, *, suppressed: bool = False) -> Finding:
+        return Finding(
+            rule=RuleName.UNLIMITED_APPROVAL, severity=Severity.WARNING, chain_id=1, wallet=W1,
+            spender=S1, token=token, detail="unlimited", suppressed=suppressed,
+        )  # fmt: skip
+
+    opened = await store.sync_findings([finding(TK1), finding(TK2)], now=T0)
+    assert (opened.opened, opened.resolved) == (2, 0)
+    again = await store.sync_findings(
+        [finding(TK1), finding(TK2, suppressed=True)], now=T0 + timedelta(minutes=1)
+    )
+    assert (again.opened, again.updated, again.resolved) == (0, 1, 0)
+    later = T0 + timedelta(minutes=2)
+    gone = await store.sync_findings([finding(TK2, suppressed=True)], now=later)
+    assert (gone.opened, gone.resolved) == (0, 1)
+    open_now = await store.findings()
+    assert [(f.token, f.suppressed, f.opened_at) for f in open_now] == [(TK2, True, T0)]
+    everything = await store.findings(include_resolved=True)
+    assert [(f.token, f.resolved_at) for f in everything] == [(TK1, later), (TK2, None)]
