@@ -119,7 +119,13 @@ def test_unlimited_approval_appears_and_vanishes_and_sigterm_exits_0(tmp_path: P
 
 def test_restart_restores_metrics_before_the_first_poll(tmp_path: Path) -> None:
     with simulator_process() as base_url:
-        config, metrics_url = write_config(tmp_path / "config.yaml", base_url)
+        # Few retries and a short grace: the restarted daemon's poll fails fast (no upstream).
+        config, metrics_url = write_config(
+            tmp_path / "config.yaml",
+            base_url,
+            api={"max_attempts": 1},
+            poll={"shutdown_grace_s": 2},
+        )
         with daemon_process(config) as daemon:
             wait_for(lambda: get(metrics_url + "/readyz")[0] == 200, 30, "ready")
             daemon.send_signal(signal.SIGTERM)
