@@ -35,7 +35,7 @@ from monitor.daemon.metrics import Instruments
 from monitor.daemon.notify import SystemdNotifier
 from monitor.daemon.service import Monitor
 from monitor.oneinch.client import RequestRecord
-from monitor.risk.exploits import load_exploits
+from monitor.risk.exploits import bundled_exploits
 from monitor.risk.prices import SpotPriceSource
 from monitor.runtime import open_client, open_store
 
@@ -93,7 +93,8 @@ async def run_daemon(
                 client=client,
                 store=store,
                 prices=prices,
-                exploits=load_exploits(config.risk.denylist_file),
+                # The denylist was read and validated with the config: not read a second time.
+                exploits=bundled_exploits().merged(config.risk.denylist),
                 instruments=instruments,
                 clock=utc_now,
                 poll_timeout_s=config.poll.timeout_s,

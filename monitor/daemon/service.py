@@ -26,7 +26,7 @@ from monitor.oneinch.client import BalanceClient
 from monitor.poller import poll_once
 from monitor.risk.exploits import ExploitList
 from monitor.risk.prices import PriceSource
-from monitor.risk.rules import FRESH_CHANGES, RiskReport, evaluate
+from monitor.risk.rules import FRESH_CHANGES, RiskReport, evaluate, spender_index
 from monitor.store.snapshots import RecordedPoll, SqlSnapshotStore
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ class Monitor:
         self._clock = clock
         self._poll_timeout_s = poll_timeout_s
         self._tokens: dict[tuple[int, str], Token] = {}
+        self._spenders = spender_index(config.chains)
         self._view = MonitorView(
             wallet_labels={w.address: w.label for w in config.wallets if w.label},
             spender_labels={
@@ -217,7 +218,7 @@ class Monitor:
             evaluate,
             snapshot,
             tokens=dict(self._tokens),
-            spenders={(c.id, s.address): s for c in self._config.chains for s in c.spenders},
+            spenders=self._spenders,
             exploits=self._exploits,
             prices_usd=prices,
             recent_events=recent,
