@@ -33,6 +33,7 @@ from monitor.config.model import (
     Suppression,
     WalletConfig,
 )
+from monitor.config.webconfig import load_web_config
 from monitor.domain.addresses import InvalidAddress, canonical_address, is_address
 from monitor.domain.chains import SUPPORTED_CHAINS
 from monitor.domain.model import UINT256_MAX
@@ -100,7 +101,7 @@ def parse_config(data: object, *, source: Path | None = None) -> Config:
     api = _parse_api(root.section("api"))
     database = _parse_database(root.section("database"), source)
     poll = _parse_poll(root.section("poll"))
-    metrics = _parse_metrics(root.section("metrics"))
+    metrics = _parse_metrics(root.section("metrics"), source)
     chains = _parse_chains(root.list("chains", required=True), "chains")
     wallets = _parse_wallets(root.list("wallets", required=True), "wallets", chains)
     risk = _parse_risk(root.section("risk"), source)
@@ -348,12 +349,17 @@ def parse_listen(value: object, path: str) -> tuple[str, int]:
     return host, port
 
 
-def _parse_metrics(section: _Section) -> MetricsSettings:
+def _parse_metrics(section: _Section, source: Path | None) -> MetricsSettings:
     defaults = MetricsSettings()
     host, port = section.take("listen", parse_listen, (defaults.host, defaults.port))
+    web_config_file = section.take(
+        "web_config_file", lambda v, p: _relative_path(v, p, source), None
+    )
     metrics = MetricsSettings(
         host=host,
         port=port,
+        web_config_file=web_config_file,
+        web=load_web_config(web_config_file) if web_config_file is not None else None,
         max_position_series=section.take(
             "max_position_series",
             _integer(minimum=0, maximum=10_000_000),
@@ -551,7 +557,7 @@ def _token_address(value: object, path: str) -> str:
     return _address(value, path)
 
 
-def _denylist_path(value: object, path: str, source: Path | None) -> Path:
+def _relative_path(value: object, path: str, source: Path | None) -> Path:
     candidate = Path(_string(value, path)).expanduser()
     if not candidate.is_absolute():
         # Relative to the config file, so the daemon's working directory does not matter.
@@ -568,7 +574,7 @@ def _parse_risk(section: _Section, source: Path | None) -> RiskSettings:
         "fresh_approval_hours", _positive(maximum=87_600), defaults.fresh_approval_hours
     )
     denylist_file = section.take(
-        "denylist_file", lambda v, p: _denylist_path(v, p, source), defaults.denylist_file
+        "denylist_file", lambda v, p: _relative_path(v, p, source), defaults.denylist_file
     )
     prices_section = section.section("prices")
     prices = PriceSettings(

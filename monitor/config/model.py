@@ -7,6 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
+from monitor.config.webconfig import WebConfig
 from monitor.domain.addresses import to_checksum
 from monitor.domain.model import DEFAULT_UNLIMITED_THRESHOLD
 from monitor.risk.exploits import ExploitEntry
@@ -57,6 +58,10 @@ class MetricsSettings:
     """Cap on allowance, unlimited and balance series; unlimited approvals are kept first."""
     ready_after_intervals: float = 3.0
     """/readyz fails once the last successful poll is older than this many intervals."""
+    web_config_file: Path | None = None
+    """An exporter-toolkit web-config file: TLS and basic auth for the listener."""
+    web: WebConfig | None = None
+    """That file, loaded and checked."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -6,12 +6,18 @@ API or the database, so a stuck upstream or database never blocks a scrape.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
 import html
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
 
+import bcrypt
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from monitor import __version__
@@ -29,13 +35,14 @@ def make_app(
     state_text: Callable[[], bytes],
     clock: Clock,
     ready_max_age_s: float,
+    users: Mapping[str, bytes] | None = None,
 ) -> web.Application:
     """The aiohttp application serving the daemon's endpoints.
 
     ``/metrics`` is the live counters of ``registry`` followed by the state metrics that
     were rendered when the current view was published (``state_text``).
     """
-    app = web.Application()
+    app = web.Application(middlewares=[basic_auth_middleware(users)] if users else [])
 
     async def metrics(_: web.Request) -> web.Response:
         body = generate_latest(registry) + state_text()
@@ -179,3 +186,54 @@ tr.suppressed td {{ color: #888; }}
 </table>
 </body></html>
 """
+
+
+OPEN_PATHS = frozenset({"/healthz"})
+"""Served without credentials, so that a liveness probe needs no secret."""
+
+
+def basic_auth_middleware(users: Mapping[str, bytes]) -> Middleware:
+    """Require one of ``users`` on every path but /healthz.
+
+    bcrypt is slow on purpose (tens of milliseconds); a scrape every few seconds would pay it
+    each time, so a successful check is remembered, keyed by a digest of the credentials.
+    """
+    verified: set[bytes] = set()
+
+    @web.middleware
+    async def middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.path in OPEN_PATHS or _authorised(
+            request.headers.get("Authorization"), users, verified
+        ):
+            return await handler(request)
+        return web.Response(
+            status=401,
+            text="unauthorized\n",
+            headers={"WWW-Authenticate": 'Basic realm="exposure-monitor"'},
+        )
+
+    return middleware
+
+
+def _authorised(header: str | None, users: Mapping[str, bytes], verified: set[bytes]) -> bool:
+    if not header or not header.startswith("Basic "):
+        return False
+    try:
+        user, _, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    hashed = users.get(user)
+    if hashed is None:
+        return False
+    digest = hashlib.sha256(user.encode() + b"\0" + password.encode() + b"\0" + hashed).digest()
+    if any(hmac.compare_digest(digest, known) for known in verified):
+        return True
+    try:
+        ok = bcrypt.checkpw(password.encode(), hashed.replace(b"$2y$", b"$2b$", 1))
+    except ValueError:
+        return False
+    if ok:
+        verified.add(digest)
+    return ok

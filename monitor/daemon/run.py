@@ -101,19 +101,22 @@ async def run_daemon(
             )
             await monitor.restore()
 
+            web_config = config.metrics.web
             app = make_app(
                 registry=registry,
                 view=lambda: monitor.view,
                 state_text=lambda: monitor.state_text,
                 clock=utc_now,
                 ready_max_age_s=config.poll.interval_s * config.metrics.ready_after_intervals,
+                users=web_config.users if web_config else None,
             )
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
-            site = web.TCPSite(runner, config.metrics.host, config.metrics.port)
+            tls = web_config.ssl_context if web_config else None
+            site = web.TCPSite(runner, config.metrics.host, config.metrics.port, ssl_context=tls)
             await site.start()
-            url = _site_url(site)
+            url = _site_url(site, "https" if tls else "http")
             log.info("listening on %s", url)
             if on_listening is not None:
                 on_listening(url)
@@ -135,11 +138,11 @@ async def run_daemon(
             loop.remove_signal_handler(sig)
 
 
-def _site_url(site: web.TCPSite) -> str:
+def _site_url(site: web.TCPSite, scheme: str) -> str:
     server = site._server  # the bound socket tells the real port when 0 was asked for
     sockets = getattr(server, "sockets", None) or []
     host, port = sockets[0].getsockname()[:2] if sockets else ("?", 0)
-    return f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}"
+    return f"{scheme}://[{host}]:{port}" if ":" in str(host) else f"{scheme}://{host}:{port}"
 
 
 def _scheduler(config: Config, monitor: Monitor, instruments: Instruments) -> AsyncIOScheduler:
