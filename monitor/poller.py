@@ -100,6 +100,9 @@ async def _aggregated_batch(
     except UpstreamError as exc:
         return _failed(chain_id, spender, wallets, "aggregated", exc, None, custom_tokens)
     asked = set(wallets)
+    # A token whose wallets came back null was not observed: leave it out of the coverage, so
+    # that its values stand instead of being read as zeros.
+    unobserved = frozenset(e.token.address for e in reply.value if not e.wallets_known)
     positions = [
         Position(
             chain_id=chain_id,
@@ -118,7 +121,7 @@ async def _aggregated_batch(
         spender=spender,
         wallets=wallets,
         kind="aggregated",
-        except_tokens=custom_tokens,
+        except_tokens=custom_tokens | unobserved,
         positions=tuple(p for p in positions if _keep(p)),
         request_id=reply.request_id,
     )

@@ -52,6 +52,8 @@ def test_wallets_null_and_missing_tracked_and_extra_fields_are_tolerated() -> No
     doc[1]["surprise"] = {"new": "field"}
     tokens = parse.parse_aggregated(doc, chain_id=1)
     assert tokens[1].wallets == {}
+    assert tokens[1].wallets_known is False  # null says nothing; it is not "holds nothing"
+    assert tokens[0].wallets_known is True
     assert tokens[1].tracked is None
 
 

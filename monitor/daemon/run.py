@@ -180,10 +180,15 @@ def _scheduler(config: Config, monitor: Monitor, instruments: Instruments) -> As
 
 
 async def _shutdown(scheduler: AsyncIOScheduler, monitor: Monitor, grace_s: float) -> None:
-    """Stop scheduling, then let the in-flight poll finish until the grace period ends."""
-    scheduler.shutdown(wait=False)
+    """Stop scheduling, then let the in-flight poll finish until the grace period ends.
+
+    Pause first and shut down after the drain: APScheduler 3's asyncio executor cancels the
+    jobs it is running as soon as it is shut down, which would leave no grace at all.
+    """
+    scheduler.pause()
     if not await monitor.drain(grace_s):
         log.warning("in-flight poll did not finish within %.0fs; cancelled", grace_s)
+    scheduler.shutdown(wait=False)
 
 
 async def _watchdog(notifier: SystemdNotifier, monitor: Monitor, config: Config) -> None:

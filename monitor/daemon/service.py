@@ -143,7 +143,12 @@ class Monitor:
             )
             await self._mark_upstream_down()
         else:
-            await self._after_poll(result)
+            try:
+                await self._after_poll(result)
+            except Exception:
+                # A bug or an unforeseen failure must not stop the polling: count it, log it.
+                log.exception("poll cycle failed after polling")
+                self._instruments.polls_failed.labels(reason="internal").inc()
         finally:
             self._running = None
             self._instruments.poll_duration.observe(time.monotonic() - started)

@@ -23,10 +23,16 @@ class BalanceAllowance:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AggregatedToken:
-    """One token of an ``aggregatedBalancesAndAllowances`` answer; wallets are lowercase."""
+    """One token of an ``aggregatedBalancesAndAllowances`` answer; wallets are lowercase.
+
+    ``wallets_known`` is False when 1inch sent ``wallets: null`` (its own example does): the
+    answer then says nothing about any wallet's holding of this token, which is not the same
+    as every wallet holding nothing.
+    """
 
     token: Token
     wallets: Mapping[str, BalanceAllowance]
+    wallets_known: bool = True
     is_custom: bool = False
     tracked: bool | None = None
 
@@ -130,6 +136,7 @@ def parse_aggregated(data: object, *, chain_id: int) -> tuple[AggregatedToken, .
             AggregatedToken(
                 token=token,
                 wallets=wallets,
+                wallets_known=raw_wallets is not None,
                 is_custom=is_custom if isinstance(is_custom, bool) else False,
                 tracked=tracked if isinstance(tracked, bool) else None,
             )

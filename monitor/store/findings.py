@@ -99,7 +99,7 @@ async def sync_findings(
             if new:
                 await conn.execute(insert(FindingRow), new)
                 opened = len(new)
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, OSError) as exc:
         raise StoreError(f"could not record findings: {type(exc).__name__}") from exc
     return FindingChanges(opened=opened, resolved=resolved, updated=updated)
 
@@ -114,7 +114,7 @@ async def list_findings(
     try:
         async with engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, OSError) as exc:
         raise StoreError(f"could not read findings: {type(exc).__name__}") from exc
     return [
         StoredFinding(

@@ -46,6 +46,10 @@ from monitor.store.schema import (
 
 log = logging.getLogger(__name__)
 
+DATABASE_ERRORS = (SQLAlchemyError, OSError)
+"""What a failing database raises: asyncpg's ConnectionRefusedError, for one, is a plain
+OSError that SQLAlchemy does not wrap."""
+
 POLL_LOCK_KEY = 0x65786D70  # "exmp": serialises poll recording across processes (PostgreSQL)
 
 
@@ -120,7 +124,7 @@ class SqlSnapshotStore:
         """
         try:
             return await self._record(result)
-        except SQLAlchemyError as exc:
+        except DATABASE_ERRORS as exc:
             self._snapshot = None  # the cache may be ahead of a rolled-back transaction
             problem = f"could not record poll: {_describe(exc)}"
             with contextlib.suppress(StoreError):  # the database may be down altogether
@@ -151,7 +155,7 @@ class SqlSnapshotStore:
                     .returning(Poll.id)
                 )
                 return int(row.scalar_one())
-        except SQLAlchemyError as exc:
+        except DATABASE_ERRORS as exc:
             raise StoreError(f"could not record failed poll: {_describe(exc)}") from exc
 
     async def _record(self, result: PollResult) -> RecordedPoll:
@@ -277,7 +281,7 @@ class SqlSnapshotStore:
                     raise StoreError(f"no snapshot at {at.isoformat()}: {where}")
                 snapshot = await queries.snapshot_at_poll(conn, row.id)
                 tokens = await queries.tokens_of(conn, snapshot)
-        except SQLAlchemyError as exc:
+        except DATABASE_ERRORS as exc:
             raise StoreError(f"could not read snapshot: {_describe(exc)}") from exc
         return StoredSnapshot(
             poll_id=row.id, observed_at=row.finished_at, snapshot=snapshot, tokens=tokens
@@ -318,7 +322,7 @@ class SqlSnapshotStore:
         try:
             async with self._engine.connect() as conn:
                 rows = (await conn.execute(query)).all()
-        except SQLAlchemyError as exc:
+        except DATABASE_ERRORS as exc:
             raise StoreError(f"could not read events: {_describe(exc)}") from exc
         return [
             StoredEvent(
@@ -348,8 +352,11 @@ class SqlSnapshotStore:
         """The poll whose values are the baseline of the retained history: its "changes" are
         first observations (or, after a prune, the values kept at the cutoff), not events
         that happened then."""
-        async with self._engine.connect() as conn:
-            return await conn.scalar(select(func.min(AllowanceVersion.poll_id)))
+        try:
+            async with self._engine.connect() as conn:
+                return await conn.scalar(select(func.min(AllowanceVersion.poll_id)))
+        except DATABASE_ERRORS as exc:
+            raise StoreError(f"could not read the baseline poll: {_describe(exc)}") from exc
 
     async def last_successes(self) -> dict[tuple[int, str], datetime]:
         """Per (chain_id, spender): when a poll last observed every batch of it."""
@@ -400,7 +407,7 @@ class SqlSnapshotStore:
                 ).rowcount
                 await conn.execute(delete(PollScope).where(PollScope.poll_id < cutoff))
                 polls_deleted = (await conn.execute(delete(Poll).where(Poll.id < cutoff))).rowcount
-        except SQLAlchemyError as exc:
+        except DATABASE_ERRORS as exc:
             raise StoreError(f"could not prune: {_describe(exc)}") from exc
         return PruneResult(
             cutoff_poll_id=cutoff,
@@ -413,7 +420,7 @@ class SqlSnapshotStore:
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def _describe(exc: SQLAlchemyError) -> str:
+def _describe(exc: BaseException) -> str:
     original = getattr(exc, "orig", None)
     return f"{type(original or exc).__name__}: {str(original or exc).splitlines()[0][:300]}"
 
