@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -114,3 +115,110 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None
                 return
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+# -- helpers for the reliability suite (tests/reliability) ------------------------------------
+
+
+def start_daemon(
+    config: Path,
+    *,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+    log_level: str = "info",
+    user: str | None = None,
+) -> subprocess.Popen[bytes]:
+    """``exposure-monitor run`` started and left to the caller (who must reap it).
+
+    stderr (the log) is appended to ``log``; ``user`` runs it as another (unprivileged) user.
+    """
+    stderr = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
+    try:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "monitor",
+                "--log-level",
+                log_level,
+                "run",
+                "--config",
+                str(config),
+            ],
+            stdout=stderr,
+            stderr=stderr,
+            env={**os.environ, **(env or {})},
+            user=user,
+        )
+    finally:
+        if log:
+            stderr.close()  # type: ignore[union-attr]
+
+
+def stop_daemon(proc: subprocess.Popen[bytes], timeout_s: float = 40) -> int:
+    """SIGTERM, then wait; SIGKILL if it does not exit. Returns the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def _json_request(url: str, method: str, body: Any = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def add_fault(base_url: str, **fault: Any) -> dict[str, Any]:
+    """``POST /_simulator/faults`` on a simulator process."""
+    return dict(_json_request(base_url + "/_simulator/faults", "POST", fault))
+
+
+def clear_faults(base_url: str) -> int:
+    return int(_json_request(base_url + "/_simulator/faults", "DELETE")["cleared"])
+
+
+def simulator_state(base_url: str) -> dict[str, Any]:
+    return dict(_json_request(base_url + "/_simulator/state", "GET"))
+
+
+def metric_samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return [
+        (sample.labels, sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    ]
+
+
+def metric_value(metrics_url: str, name: str, **labels: str) -> float | None:
+    """The one sample of ``name`` whose labels include ``labels`` (None when absent)."""
+    _, text = get(metrics_url + "/metrics")
+    found = [
+        value
+        for sample_labels, value in metric_samples(text, name)
+        if all(sample_labels.get(k) == v for k, v in labels.items())
+    ]
+    assert len(found) <= 1, (name, labels, found)
+    return found[0] if found else None
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``exposure-monitor ARGS`` run to completion."""
+    return subprocess.run(
+        [sys.executable, "-m", "monitor", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
