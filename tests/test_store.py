@@ -183,6 +183,18 @@ async def test_events_by_kind_after_the_baseline_poll(migrated_engine: AsyncEngi
     assert await store.baseline_poll_id() == first.poll_id
     fresh = await store.events(changes=[Change.GRANTED], after_poll=first.poll_id)
     assert [(s.event.token, s.event.change) for s in fresh] == [(TK2, Change.GRANTED)]
+    await store.record_poll(
+        poll(3, batch(S1, (W1,), [pos(W1, TK1, S1, 5, 10), pos(W1, TK2, S1, 0, 0)]))
+    )
+    await store.record_poll(
+        poll(4, batch(S1, (W1,), [pos(W1, TK1, S1, 5, 10), pos(W1, TK2, S1, 0, 9)]))
+    )
+    latest = await store.events(
+        changes=[Change.GRANTED], after_poll=first.poll_id, latest_per_key=True
+    )
+    assert [(s.event.token, s.event.new, s.poll_id) for s in latest] == [
+        (TK2, 9, fresh[0].poll_id + 2)
+    ]
 
 
 async def test_snapshot_before_history_is_an_error(migrated_engine: AsyncEngine) -> None:

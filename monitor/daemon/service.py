@@ -215,6 +215,7 @@ class Monitor:
                 since=now - timedelta(hours=self._config.risk.fresh_approval_hours),
                 changes=sorted(FRESH_CHANGES),
                 after_poll=await self._store.baseline_poll_id(),
+                latest_per_key=True,
             )
         except StoreError as exc:
             log.warning("recent changes unavailable for the fresh-approval rule: %s", exc)

@@ -297,8 +297,13 @@ class SqlSnapshotStore:
         spender: str | None = None,
         changes: Sequence[Change] | None = None,
         after_poll: int | None = None,
+        latest_per_key: bool = False,
     ) -> list[StoredEvent]:
-        """Stored change events, oldest first, filtered by any of the arguments."""
+        """Stored change events, oldest first, filtered by any of the arguments.
+
+        ``latest_per_key`` keeps only the newest matching event of each (chain, wallet, token,
+        spender), so that the answer is bounded by the portfolio, not by time.
+        """
         conditions: list[ColumnElement[bool]] = []
         if changes is not None:
             conditions.append(ChangeEventRow.change.in_([c.value for c in changes]))
@@ -314,6 +319,18 @@ class SqlSnapshotStore:
             conditions.append(ChangeEventRow.wallet == wallet)
         if spender is not None:
             conditions.append(ChangeEventRow.spender == spender)
+        if latest_per_key:
+            newest = (
+                select(func.max(ChangeEventRow.id))
+                .where(and_(True, *conditions))
+                .group_by(
+                    ChangeEventRow.chain_id,
+                    ChangeEventRow.wallet,
+                    ChangeEventRow.token,
+                    ChangeEventRow.spender,
+                )
+            )
+            conditions = [ChangeEventRow.id.in_(newest)]
         query = (
             select(ChangeEventRow)
             .where(and_(True, *conditions))
