@@ -187,3 +187,21 @@ def test_simulate_with_a_broken_scenario_exits_2(tmp_path: Path) -> None:
     result = _run("simulate", "--scenario", str(path))
     assert result.returncode == EXIT_CONFIG
     assert "chains[0].tokens[0]" in result.stderr
+
+
+def test_run_on_a_port_in_use_is_a_config_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        doc = yaml.safe_load(EXAMPLE.read_text())
+        doc["metrics"] = {"listen": f"127.0.0.1:{port}"}
+        doc["database"] = {"url": f"sqlite+aiosqlite:///{tmp_path / 'm.sqlite'}"}
+        config = tmp_path / "c.yaml"
+        config.write_text(yaml.safe_dump(doc))
+        result = _run("run", "--config", str(config))
+    assert result.returncode == EXIT_CONFIG
+    assert f"metrics.listen: cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr

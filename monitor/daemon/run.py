@@ -34,6 +34,7 @@ from monitor.daemon.http import make_app
 from monitor.daemon.metrics import Instruments
 from monitor.daemon.notify import SystemdNotifier
 from monitor.daemon.service import Monitor
+from monitor.errors import ConfigError
 from monitor.oneinch.client import RequestRecord
 from monitor.risk.exploits import bundled_exploits
 from monitor.risk.prices import SpotPriceSource
@@ -115,7 +116,13 @@ async def run_daemon(
             stack.push_async_callback(runner.cleanup)
             tls = web_config.ssl_context if web_config else None
             site = web.TCPSite(runner, config.metrics.host, config.metrics.port, ssl_context=tls)
-            await site.start()
+            try:
+                await site.start()
+            except OSError as exc:
+                where = f"{config.metrics.host}:{config.metrics.port}"
+                raise ConfigError(
+                    "metrics.listen", f"cannot listen on {where}: {exc.strerror}"
+                ) from None
             url = _site_url(site, "https" if tls else "http")
             log.info("listening on %s", url)
             if on_listening is not None:
