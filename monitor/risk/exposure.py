@@ -58,41 +58,68 @@ def spender_exposures(
     A token whose amount at risk is non-zero but whose price or decimals are unknown is listed
     in ``missing_prices`` and left out of the sum; a zero amount is worth 0 at any price.
     """
-    approved: dict[tuple[int, str, str], list[tuple[str, int]]] = {}
-    for (chain_id, wallet, token, spender), allowance in sorted(snapshot.allowances.items()):
+    approved: dict[tuple[int, str, str], dict[str, int]] = {}
+    for (chain_id, wallet, token, spender), allowance in snapshot.allowances.items():
         if allowance <= 0 or is_native(chain_id, token, tokens):
             continue
-        approved.setdefault((chain_id, wallet, spender), []).append((token, allowance))
-    exposures = []
-    for (chain_id, wallet, spender), items in approved.items():
-        total = Decimal(0)
-        priced = 0
-        missing: list[str] = []
-        for token, allowance in items:
-            units = min(snapshot.balance((chain_id, wallet, token)), allowance)
-            if units == 0:
-                priced += 1
-                continue
-            meta = tokens.get((chain_id, token))
-            decimals = meta.decimals if meta is not None else None
-            price = prices_usd.get((chain_id, token))
-            # A negative or NaN price is a bug upstream: unknown, like a missing one.
-            if decimals is None or price is None or not is_usable_price(price):
-                missing.append(token)
-                continue
-            total = _EXACT.add(total, token_value_usd(units, decimals, price))
+        approved.setdefault((chain_id, wallet, spender), {})[token] = allowance
+    valuations = token_valuations(tokens, prices_usd)
+    return tuple(
+        group_exposure(group, approved[group], snapshot.balances, valuations)
+        for group in sorted(approved)
+    )
+
+
+Valuations = Mapping[tuple[int, str], tuple[Decimal, Decimal]]
+"""(chain_id, token) -> (USD price per whole token, -decimals), for the tokens that have both."""
+
+
+def token_valuations(
+    tokens: Mapping[tuple[int, str], Token], prices_usd: Mapping[tuple[int, str], Decimal]
+) -> dict[tuple[int, str], tuple[Decimal, Decimal]]:
+    """The tokens whose value can be computed: a usable price and known decimals."""
+    valuations = {}
+    for key, price in prices_usd.items():
+        meta = tokens.get(key)
+        # A negative or NaN price is a bug upstream: unknown, like a missing one.
+        if meta is not None and meta.decimals is not None and is_usable_price(price):
+            valuations[key] = (price, Decimal(-meta.decimals))
+    return valuations
+
+
+def group_exposure(
+    group: tuple[int, str, str],
+    approved: Mapping[str, int],
+    balances: Mapping[tuple[int, str, str], int],
+    valuations: Valuations,
+) -> SpenderExposure:
+    """The exposure of one (chain, wallet, spender) given its approved tokens' allowances
+    (token -> non-zero allowance, native coin excluded)."""
+    chain_id, wallet, spender = group
+    total = Decimal(0)
+    priced = 0
+    missing: list[str] = []
+    for token in sorted(approved):
+        units = min(balances.get((chain_id, wallet, token), 0), approved[token])
+        if units == 0:
             priced += 1
-        exposures.append(
-            SpenderExposure(
-                chain_id=chain_id,
-                wallet=wallet,
-                spender=spender,
-                at_risk_usd=_tidy(total),
-                priced_tokens=priced,
-                missing_prices=tuple(missing),
-            )
-        )
-    return tuple(exposures)
+            continue
+        valuation = valuations.get((chain_id, token))
+        if valuation is None:
+            missing.append(token)
+            continue
+        price, exponent = valuation
+        # Exact in _EXACT (it traps on any rounding), so the sum is tidied once, at the end.
+        total = _EXACT.add(total, _EXACT.scaleb(_EXACT.multiply(Decimal(units), price), exponent))
+        priced += 1
+    return SpenderExposure(
+        chain_id=chain_id,
+        wallet=wallet,
+        spender=spender,
+        at_risk_usd=_tidy(total),
+        priced_tokens=priced,
+        missing_prices=tuple(missing),
+    )
 
 
 def is_native(chain_id: int, token: str, tokens: Mapping[tuple[int, str], Token]) -> bool:

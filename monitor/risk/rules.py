@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Protocol
 
 from monitor.config.model import ChainConfig, RiskSettings, SpenderConfig, Suppression
@@ -45,11 +46,15 @@ __all__ = [
     "Severity",
     "SpenderExposure",
     "evaluate",
+    "exploited_finding",
     "exploited_spenders",
+    "finding_order",
     "fresh_approvals",
     "spender_index",
     "suppress",
     "unlimited_approvals",
+    "unlimited_finding",
+    "untrusted_finding",
     "untrusted_spenders",
     "value_at_risk",
 ]
@@ -74,6 +79,8 @@ FRESH_CHANGES = frozenset({Change.GRANTED, Change.INCREASED, Change.BECAME_UNLIM
 
 _NAMED_AMOUNTS = {UINT256_MAX: "2^256-1", 2**160 - 1: "2^160-1", 2**96 - 1: "2^96-1"}
 _CENTS = Decimal("0.01")
+_checksum = lru_cache(maxsize=4096)(to_checksum)
+"""EIP-55 spelling of the few token and spender addresses named in findings, hashed once each."""
 _WIDE = Context(prec=200)  # formats any sum of uint256 amounts times a price, to the cent
 
 
@@ -116,7 +123,7 @@ def evaluate(
         ),
     ]
     suppressed = (suppress(f, settings.ignore, now=now) for f in findings)
-    return RiskReport(findings=tuple(sorted(suppressed, key=_order)), exposures=exposures)
+    return RiskReport(findings=tuple(sorted(suppressed, key=finding_order)), exposures=exposures)
 
 
 def spender_index(chains: Iterable[ChainConfig]) -> dict[tuple[int, str], SpenderConfig]:
@@ -132,16 +139,9 @@ def unlimited_approvals(
 ) -> list[Finding]:
     """Warning: an allowance at or above ``threshold`` (the native coin never counts)."""
     return [
-        _finding(
-            RuleName.UNLIMITED_APPROVAL,
-            Severity.WARNING,
-            key,
-            f"unlimited {_symbol(key[0], key[2], tokens)} approval "
-            f"({_amount(allowance, key[0], key[2], tokens)}) to "
-            f"{_spender_name(key[0], key[3], spenders)}",
-        )
+        found
         for key, allowance in _approvals(snapshot, tokens)
-        if allowance >= threshold
+        if (found := unlimited_finding(key, allowance, tokens, spenders, threshold)) is not None
     ]
 
 
@@ -149,49 +149,83 @@ def untrusted_spenders(
     snapshot: Snapshot, *, tokens: TokenIndex, spenders: SpenderIndex
 ) -> list[Finding]:
     """Warning: a non-zero allowance to a spender the config does not mark ``trusted``."""
-    findings = []
-    for key, allowance in _approvals(snapshot, tokens):
-        chain_id, _, token, spender = key
-        config = spenders.get((chain_id, spender))
-        if config is not None and config.trusted:
-            continue
-        why = "not in the config" if config is None else "not marked trusted"
-        findings.append(
-            _finding(
-                RuleName.UNTRUSTED_SPENDER,
-                Severity.WARNING,
-                key,
-                f"{_amount(allowance, chain_id, token, tokens)} approved to "
-                f"{_spender_name(chain_id, spender, spenders)}, {why}",
-            )
-        )
-    return findings
+    return [
+        found
+        for key, allowance in _approvals(snapshot, tokens)
+        if (found := untrusted_finding(key, allowance, tokens, spenders)) is not None
+    ]
 
 
 def exploited_spenders(
     snapshot: Snapshot, *, tokens: TokenIndex, spenders: SpenderIndex, exploits: ExploitList
 ) -> list[Finding]:
     """Critical: a non-zero allowance to a spender on the exploited list."""
-    findings = []
-    for key, allowance in _approvals(snapshot, tokens):
-        chain_id, _, token, spender = key
-        info = exploits.lookup(chain_id, spender)
-        if info is None:
-            continue
-        when = f", {info.date.isoformat()}" if info.date else ""
-        config = spenders.get((chain_id, spender))
-        trusted = " (marked trusted in the config)" if config and config.trusted else ""
-        findings.append(
-            _finding(
-                RuleName.EXPLOITED_SPENDER,
-                Severity.CRITICAL,
-                key,
-                f"{_amount(allowance, chain_id, token, tokens)} approved to "
-                f"{_spender_name(chain_id, spender, spenders)}{trusted}, exploited in "
-                f"{info.name}{when} (source: {info.source}): revoke it",
-            )
-        )
-    return findings
+    return [
+        found
+        for key, allowance in _approvals(snapshot, tokens)
+        if (found := exploited_finding(key, allowance, tokens, spenders, exploits)) is not None
+    ]
+
+
+# One approval at a time (a non-zero allowance of a token that is not the native coin): the
+# rules above, and the incremental evaluator, which re-runs them for changed approvals only.
+
+
+def unlimited_finding(
+    key: AllowanceKey, allowance: int, tokens: TokenIndex, spenders: SpenderIndex, threshold: int
+) -> Finding | None:
+    if allowance < threshold:
+        return None
+    chain_id, _, token, spender = key
+    return _finding(
+        RuleName.UNLIMITED_APPROVAL,
+        Severity.WARNING,
+        key,
+        f"unlimited {_symbol(chain_id, token, tokens)} approval "
+        f"({_amount(allowance, chain_id, token, tokens)}) to "
+        f"{_spender_name(chain_id, spender, spenders)}",
+    )
+
+
+def untrusted_finding(
+    key: AllowanceKey, allowance: int, tokens: TokenIndex, spenders: SpenderIndex
+) -> Finding | None:
+    chain_id, _, token, spender = key
+    config = spenders.get((chain_id, spender))
+    if config is not None and config.trusted:
+        return None
+    why = "not in the config" if config is None else "not marked trusted"
+    return _finding(
+        RuleName.UNTRUSTED_SPENDER,
+        Severity.WARNING,
+        key,
+        f"{_amount(allowance, chain_id, token, tokens)} approved to "
+        f"{_spender_name(chain_id, spender, spenders)}, {why}",
+    )
+
+
+def exploited_finding(
+    key: AllowanceKey,
+    allowance: int,
+    tokens: TokenIndex,
+    spenders: SpenderIndex,
+    exploits: ExploitList,
+) -> Finding | None:
+    chain_id, _, token, spender = key
+    info = exploits.lookup(chain_id, spender)
+    if info is None:
+        return None
+    when = f", {info.date.isoformat()}" if info.date else ""
+    config = spenders.get((chain_id, spender))
+    trusted = " (marked trusted in the config)" if config and config.trusted else ""
+    return _finding(
+        RuleName.EXPLOITED_SPENDER,
+        Severity.CRITICAL,
+        key,
+        f"{_amount(allowance, chain_id, token, tokens)} approved to "
+        f"{_spender_name(chain_id, spender, spenders)}{trusted}, exploited in "
+        f"{info.name}{when} (source: {info.source}): revoke it",
+    )
 
 
 def value_at_risk(
@@ -318,13 +352,14 @@ def _finding(rule: RuleName, severity: Severity, key: AllowanceKey, detail: str)
     )
 
 
-def _order(f: Finding) -> tuple[int, str, int, str, str, str]:
+def finding_order(f: Finding) -> tuple[int, str, int, str, str, str]:
+    """Where ``f`` goes in a report: most severe first, then by rule and key."""
     return (-f.severity.rank, f.rule, f.chain_id, f.wallet, f.spender, f.token or "")
 
 
 def _symbol(chain_id: int, token: str, tokens: TokenIndex) -> str:
     meta = tokens.get((chain_id, token))
-    return meta.symbol if meta is not None and meta.symbol else to_checksum(token)
+    return meta.symbol if meta is not None and meta.symbol else _checksum(token)
 
 
 def _amount(amount: int, chain_id: int, token: str, tokens: TokenIndex) -> str:
@@ -338,7 +373,7 @@ def _amount(amount: int, chain_id: int, token: str, tokens: TokenIndex) -> str:
 
 def _spender_name(chain_id: int, spender: str, spenders: SpenderIndex) -> str:
     config = spenders.get((chain_id, spender))
-    return config.display if config is not None else to_checksum(spender)
+    return config.display if config is not None else _checksum(spender)
 
 
 def _usd(amount: Decimal) -> str:

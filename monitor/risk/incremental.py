@@ -1,0 +1,264 @@
+"""Risk evaluation in proportion to what changed since the previous evaluation.
+
+``monitor.risk.rules.evaluate`` re-derives every finding and exposure from the whole
+snapshot: with 300,000 approvals that costs seconds a poll, to find what it found last time.
+``RiskEvaluator`` gives the same ``RiskReport`` (the tests compare the two over random
+histories) but re-runs the per-approval rules only for the approvals whose allowance changed,
+and recomputes the exposure only of the (chain, wallet, spender) whose allowances, balances
+or prices changed. What it keeps between calls is the previous inputs (references to the
+snapshot's mappings, which are never mutated) and the previous results.
+
+Anything that would change many results at once starts over from nothing: a change in what
+is known of a token (symbol, decimals, native), or a suppression coming into or out of
+force. The fresh-approval rule is cheap (it reads only recent changes) and runs in full.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from decimal import Decimal
+from itertools import chain
+from typing import TypeVar
+
+from monitor.config.model import RiskSettings, Suppression
+from monitor.domain.snapshot import AllowanceKey, BalanceKey, Snapshot
+from monitor.risk.exploits import ExploitList
+from monitor.risk.exposure import group_exposure, is_native, token_valuations
+from monitor.risk.model import Finding, RiskReport, RuleName, Severity, SpenderExposure
+from monitor.risk.rules import (
+    ObservedChange,
+    SpenderIndex,
+    TokenIndex,
+    exploited_finding,
+    finding_order,
+    fresh_approvals,
+    suppress,
+    unlimited_finding,
+    untrusted_finding,
+    value_at_risk,
+)
+
+Bucket = tuple[int, str, int, str]
+"""(-severity rank, rule, chain_id, wallet): the per-approval findings of one rule for one
+wallet, at most (tokens x spenders) of them; a report lists buckets in this order."""
+Group = tuple[int, str, str]
+"""(chain_id, wallet, spender): what one exposure covers."""
+
+K = TypeVar("K")
+
+_PER_APPROVAL_RULES = (
+    (Severity.CRITICAL, RuleName.EXPLOITED_SPENDER),
+    (Severity.WARNING, RuleName.UNLIMITED_APPROVAL),
+    (Severity.WARNING, RuleName.UNTRUSTED_SPENDER),
+)
+# Findings sort most severe first, then by rule: value_at_risk findings go right after the
+# exploited_spender ones, before every warning.
+_VALUE_AT_RISK_AT = (-Severity.CRITICAL.rank, RuleName.VALUE_AT_RISK.value)
+
+
+class RiskEvaluator:
+    """``evaluate`` with memory: call it with successive snapshots of one portfolio.
+
+    Not thread-safe: one evaluation at a time (the daemon runs one poll at a time).
+    """
+
+    def __init__(
+        self, *, spenders: SpenderIndex, exploits: ExploitList, settings: RiskSettings
+    ) -> None:
+        self._spenders = spenders
+        self._exploits = exploits
+        self._settings = settings
+        self._token_facts: dict[tuple[int, str], tuple[str, int | None, bool]] | None = None
+        self._in_force: tuple[Suppression, ...] = ()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._allowances: Mapping[AllowanceKey, int] = {}
+        self._balances: Mapping[BalanceKey, int] = {}
+        self._prices: Mapping[tuple[int, str], Decimal] = {}
+        # Per-approval findings by bucket, then by (spender, token): their order in a report.
+        # A change re-sorts its bucket only.
+        self._buckets: dict[Bucket, dict[tuple[str, str], Finding]] = {}
+        self._sorted: dict[Bucket, list[Finding]] = {}
+        self._bucket_order: list[Bucket] = []
+        self._head: tuple[Finding, ...] = ()  # critical per-approval findings
+        self._tail: tuple[Finding, ...] = ()  # warnings
+        # The approved tokens of each (chain, wallet, spender), and indexes into them.
+        self._groups: dict[Group, dict[str, int]] = {}
+        self._wallet_spenders: dict[tuple[int, str], set[str]] = {}
+        self._token_groups: dict[tuple[int, str], set[Group]] = {}
+        self._exposures: dict[Group, SpenderExposure] = {}
+        self._at_risk: dict[Group, Finding] = {}
+        self._exposure_order: list[Group] = []
+        self._exposures_out: tuple[SpenderExposure, ...] = ()
+        self._at_risk_out: tuple[Finding, ...] = ()
+
+    def evaluate(
+        self,
+        snapshot: Snapshot,
+        *,
+        tokens: TokenIndex,
+        prices_usd: Mapping[tuple[int, str], Decimal],
+        recent_events: Sequence[ObservedChange],
+        now: datetime,
+    ) -> RiskReport:
+        """The same report as ``rules.evaluate`` with this evaluator's settings."""
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        facts = {key: (t.symbol, t.decimals, t.is_native) for key, t in tokens.items()}
+        in_force = tuple(s for s in self._settings.ignore if s.until is None or now < s.until)
+        if facts != self._token_facts or in_force != self._in_force:
+            self._reset()
+            self._token_facts, self._in_force = facts, in_force
+
+        dirty = self._update_approvals(snapshot.allowances, tokens, now)
+        for chain_id, wallet, token in _changed(self._balances, snapshot.balances):
+            for spender in self._wallet_spenders.get((chain_id, wallet), ()):
+                if token in self._groups[(chain_id, wallet, spender)]:
+                    dirty.add((chain_id, wallet, spender))
+        for token_key in _changed(self._prices, prices_usd):
+            dirty |= self._token_groups.get(token_key, set())
+        self._update_exposures(dirty, snapshot.balances, tokens, prices_usd, now)
+        self._allowances, self._balances = snapshot.allowances, snapshot.balances
+        self._prices = prices_usd
+
+        fresh = fresh_approvals(
+            snapshot,
+            recent_events,
+            tokens=tokens,
+            spenders=self._spenders,
+            window=timedelta(hours=self._settings.fresh_approval_hours),
+            now=now,
+        )
+        ignore = self._settings.ignore
+        return RiskReport(
+            findings=(
+                *self._head,
+                *self._at_risk_out,
+                *self._tail,
+                *sorted((suppress(f, ignore, now=now) for f in fresh), key=finding_order),
+            ),
+            exposures=self._exposures_out,
+        )
+
+    # -- per-approval rules -------------------------------------------------------------------
+
+    def _update_approvals(
+        self, allowances: Mapping[AllowanceKey, int], tokens: TokenIndex, now: datetime
+    ) -> set[Group]:
+        """Re-run the per-approval rules for the changed approvals; the groups they touch."""
+        threshold = self._settings.unlimited_threshold
+        ignore = self._settings.ignore
+        dirty: set[Group] = set()
+        touched: set[Bucket] = set()
+        buckets = self._buckets
+        for key in _changed(self._allowances, allowances):
+            chain_id, wallet, token, spender = key
+            if is_native(chain_id, token, tokens):
+                continue
+            for severity, rule in _PER_APPROVAL_RULES:
+                bucket = (-severity.rank, rule.value, chain_id, wallet)
+                found_before = buckets.get(bucket)
+                if (
+                    found_before is not None
+                    and found_before.pop((spender, token), None) is not None
+                ):
+                    touched.add(bucket)
+            allowance = allowances.get(key, 0)
+            group = (chain_id, wallet, spender)
+            dirty.add(group)
+            if allowance > 0:
+                for found in (
+                    exploited_finding(key, allowance, tokens, self._spenders, self._exploits),
+                    unlimited_finding(key, allowance, tokens, self._spenders, threshold),
+                    untrusted_finding(key, allowance, tokens, self._spenders),
+                ):
+                    if found is not None:
+                        bucket = (-found.severity.rank, found.rule.value, chain_id, wallet)
+                        found = suppress(found, ignore, now=now)
+                        buckets.setdefault(bucket, {})[(spender, token)] = found
+                        touched.add(bucket)
+                self._approve(group, token, allowance)
+            else:
+                self._unapprove(group, token)
+        if touched:
+            reorder = False
+            for bucket in touched:
+                inner = buckets[bucket]
+                if inner:
+                    reorder |= bucket not in self._sorted
+                    self._sorted[bucket] = [inner[k] for k in sorted(inner)]
+                else:
+                    del buckets[bucket], self._sorted[bucket]
+                    reorder = True
+            if reorder:
+                self._bucket_order = sorted(self._sorted)
+            order = self._bucket_order
+            split = bisect.bisect_left(order, _VALUE_AT_RISK_AT)
+            lists = self._sorted
+            self._head = tuple(chain.from_iterable(map(lists.__getitem__, order[:split])))
+            self._tail = tuple(chain.from_iterable(map(lists.__getitem__, order[split:])))
+        return dirty
+
+    def _approve(self, group: Group, token: str, allowance: int) -> None:
+        approved = self._groups.get(group)
+        if approved is None:
+            approved = self._groups[group] = {}
+            self._wallet_spenders.setdefault(group[:2], set()).add(group[2])
+        approved[token] = allowance
+        self._token_groups.setdefault((group[0], token), set()).add(group)
+
+    def _unapprove(self, group: Group, token: str) -> None:
+        approved = self._groups.get(group)
+        if approved is None or approved.pop(token, None) is None:
+            return
+        self._token_groups[(group[0], token)].discard(group)
+        if not approved:
+            del self._groups[group]
+            self._wallet_spenders[group[:2]].discard(group[2])
+
+    # -- exposures and value at risk ----------------------------------------------------------
+
+    def _update_exposures(
+        self,
+        dirty: set[Group],
+        balances: Mapping[BalanceKey, int],
+        tokens: TokenIndex,
+        prices_usd: Mapping[tuple[int, str], Decimal],
+        now: datetime,
+    ) -> None:
+        if not dirty:
+            return
+        valuations = token_valuations(tokens, prices_usd)
+        reorder = False
+        for group in dirty:
+            approved = self._groups.get(group)
+            self._at_risk.pop(group, None)
+            if approved is None:
+                reorder |= self._exposures.pop(group, None) is not None
+                continue
+            exposure = group_exposure(group, approved, balances, valuations)
+            reorder |= group not in self._exposures
+            self._exposures[group] = exposure
+            for found in value_at_risk(
+                (exposure,),
+                tokens=tokens,
+                spenders=self._spenders,
+                threshold_usd=self._settings.value_at_risk_usd,
+            ):
+                self._at_risk[group] = suppress(found, self._settings.ignore, now=now)
+        if reorder:
+            self._exposure_order = sorted(self._exposures)
+        self._exposures_out = tuple(self._exposures[g] for g in self._exposure_order)
+        self._at_risk_out = tuple(
+            self._at_risk[g] for g in self._exposure_order if g in self._at_risk
+        )
+
+
+def _changed(old: Mapping[K, object], new: Mapping[K, object]) -> set[K]:
+    """The keys whose value differs (absent counts as a value), in C where possible."""
+    if old is new or old == new:
+        return set()
+    return {key for key, _ in old.items() ^ new.items()}

@@ -1,0 +1,188 @@
+"""The incremental evaluator gives exactly the report of the full one, poll after poll."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from monitor.config.model import RiskSettings, Suppression
+from monitor.domain.addresses import NATIVE_TOKEN
+from monitor.domain.model import UINT256_MAX, Token
+from monitor.domain.snapshot import AllowanceKey, BalanceKey, Snapshot, diff_snapshots
+from monitor.risk.incremental import RiskEvaluator
+from monitor.risk.rules import evaluate
+from tests.test_risk_rules import (
+    EXPLOITS,
+    FURUCOMBO,
+    MYSTERY,
+    NOW,
+    PRICES,
+    ROUTER,
+    SPENDERS,
+    STRANGER,
+    TOKENS,
+    UNI,
+    USDC,
+    VENDOR,
+    W1,
+    W2,
+    WETH,
+    StoredEvent,
+)
+
+WALLETS = (W1, W2)
+TOKEN_ADDRESSES = (USDC, WETH, UNI, MYSTERY, NATIVE_TOKEN)
+SPENDER_ADDRESSES = (ROUTER, VENDOR, STRANGER, FURUCOMBO)
+AMOUNTS = st.sampled_from([0, 0, 1, 5 * 10**6, 10**18, 2**96 - 1, UINT256_MAX])
+
+allowance_maps = st.dictionaries(
+    st.tuples(
+        st.sampled_from([1, 10]),
+        st.sampled_from(WALLETS),
+        st.sampled_from(TOKEN_ADDRESSES),
+        st.sampled_from(SPENDER_ADDRESSES),
+    ),
+    AMOUNTS,
+    max_size=25,
+)
+balance_maps = st.dictionaries(
+    st.tuples(st.sampled_from([1, 10]), st.sampled_from(WALLETS), st.sampled_from(TOKEN_ADDRESSES)),
+    AMOUNTS,
+    max_size=12,
+)
+price_maps = st.dictionaries(
+    st.tuples(st.just(1), st.sampled_from(TOKEN_ADDRESSES)),
+    st.sampled_from([Decimal("1.00"), Decimal("1"), Decimal("3500"), Decimal("0.000001")]),
+    max_size=4,
+)
+steps = st.tuples(
+    st.none() | allowance_maps,  # None: the allowances of the previous poll
+    st.none() | balance_maps,
+    st.one_of(st.just(PRICES), price_maps),
+    st.booleans(),  # rename a token (what is known of tokens changed)
+    st.integers(min_value=0, max_value=50),  # minutes since the previous poll
+)
+
+SUPPRESSIONS = (
+    Suppression(reason="vendor is audited", spender=VENDOR, until=NOW + timedelta(minutes=40)),
+    Suppression(reason="W2 is a test wallet", wallet=W2, rule="untrusted_spender"),
+    Suppression(reason="accepted", rule="value_at_risk", until=NOW + timedelta(minutes=90)),
+)
+
+
+def _snapshot(allowances: dict[AllowanceKey, int], balances: dict[BalanceKey, int]) -> Snapshot:
+    # Snapshots hold non-zero amounts only.
+    return Snapshot(
+        allowances={k: v for k, v in allowances.items() if v},
+        balances={k: v for k, v in balances.items() if v},
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(history=st.lists(steps, min_size=1, max_size=8), suppress=st.booleans())
+def test_each_report_equals_the_full_evaluation(
+    history: list[
+        tuple[dict[AllowanceKey, int] | None, dict[BalanceKey, int] | None, dict, bool, int]
+    ],
+    suppress: bool,
+) -> None:
+    risk = RiskSettings(
+        value_at_risk_usd=Decimal(100),
+        ignore=SUPPRESSIONS if suppress else (),
+        unlimited_threshold=2**96 - 1,
+    )
+    evaluator = RiskEvaluator(spenders=SPENDERS, exploits=EXPLOITS, settings=risk)
+    previous = Snapshot()
+    events: list[StoredEvent] = []
+    now = NOW
+    tokens: dict[tuple[int, str], Token] = {
+        **TOKENS,
+        **{(10, k[1]): replace(t, chain_id=10) for k, t in TOKENS.items()},
+    }
+    for poll_id, (allowances, balances, prices, rename, minutes) in enumerate(history, start=1):
+        now += timedelta(minutes=minutes)
+        current = _snapshot(
+            dict(previous.allowances) if allowances is None else allowances,
+            dict(previous.balances) if balances is None else balances,
+        )
+        events += [
+            StoredEvent(poll_id=poll_id, observed_at=now, event=e)
+            for e in diff_snapshots(previous, current)
+        ]
+        if rename:
+            key = (1, UNI)
+            tokens[key] = replace(tokens[key], symbol=tokens[key].symbol + "x")
+        expected = evaluate(
+            current,
+            tokens=tokens,
+            spenders=SPENDERS,
+            exploits=EXPLOITS,
+            prices_usd=prices,
+            recent_events=events,
+            settings=risk,
+            now=now,
+        )
+        got = evaluator.evaluate(
+            current, tokens=dict(tokens), prices_usd=prices, recent_events=events, now=now
+        )
+        assert got.findings == expected.findings
+        assert got.exposures == expected.exposures
+        previous = current
+
+
+def test_an_unchanged_poll_reuses_the_previous_findings() -> None:
+    """The point of the evaluator: nothing changed, nothing is re-derived."""
+    allowances = {(1, W1, USDC, VENDOR): UINT256_MAX, (1, W1, WETH, FURUCOMBO): 5 * 10**18}
+    snapshot = Snapshot(allowances=allowances, balances={(1, W1, WETH): 10**19})
+    evaluator = RiskEvaluator(spenders=SPENDERS, exploits=EXPLOITS, settings=RiskSettings())
+    first = evaluator.evaluate(
+        snapshot, tokens=TOKENS, prices_usd=PRICES, recent_events=(), now=NOW
+    )
+    again = evaluator.evaluate(
+        Snapshot(allowances=dict(allowances), balances=dict(snapshot.balances)),
+        tokens=dict(TOKENS),
+        prices_usd=dict(PRICES),
+        recent_events=(),
+        now=NOW + timedelta(minutes=5),
+    )
+    assert [f.rule for f in first.findings] == [
+        "exploited_spender",
+        "value_at_risk",
+        "unlimited_approval",
+        "untrusted_spender",
+        "untrusted_spender",
+    ]
+    assert all(a is b for a, b in zip(first.findings, again.findings, strict=True))
+    assert all(a is b for a, b in zip(first.exposures, again.exposures, strict=True))
+
+
+def test_a_suppression_running_out_is_noticed_without_any_change() -> None:
+    until = NOW + timedelta(minutes=10)
+    risk = RiskSettings(ignore=(Suppression(reason="audited", spender=VENDOR, until=until),))
+    snapshot = Snapshot(allowances={(1, W1, USDC, VENDOR): 5})
+    evaluator = RiskEvaluator(spenders=SPENDERS, exploits=EXPLOITS, settings=risk)
+    before = evaluator.evaluate(
+        snapshot, tokens=TOKENS, prices_usd=PRICES, recent_events=(), now=NOW
+    )
+    after = evaluator.evaluate(
+        snapshot, tokens=TOKENS, prices_usd=PRICES, recent_events=(), now=until
+    )
+    assert [f.suppressed for f in before.findings] == [True]
+    assert [f.suppressed for f in after.findings] == [False]
+
+
+def test_now_must_be_timezone_aware() -> None:
+    evaluator = RiskEvaluator(spenders=SPENDERS, exploits=EXPLOITS, settings=RiskSettings())
+    with pytest.raises(ValueError, match="timezone"):
+        evaluator.evaluate(
+            Snapshot(),
+            tokens=TOKENS,
+            prices_usd=PRICES,
+            recent_events=(),
+            now=NOW.replace(tzinfo=None),
+        )
