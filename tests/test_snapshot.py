@@ -7,7 +7,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from monitor.domain.addresses import NATIVE_TOKEN
-from monitor.domain.model import UINT256_MAX, Coverage, Position, Token
+from monitor.domain.model import (
+    DEFAULT_UNLIMITED_THRESHOLD,
+    UINT256_MAX,
+    Coverage,
+    Position,
+    Token,
+)
 from monitor.domain.snapshot import (
     EMPTY_SNAPSHOT,
     Change,
@@ -16,6 +22,7 @@ from monitor.domain.snapshot import (
     classify,
     diff_snapshots,
     observe,
+    observe_changes,
 )
 
 W1, W2 = "0x" + "a1" * 20, "0x" + "b2" * 20
@@ -199,3 +206,90 @@ def test_observe_changes_nothing_outside_coverage(
     for bkey, value in a.balances.items():
         if (bkey[0], bkey[1]) not in covered_wallets:
             assert after.balances[bkey] == value
+
+
+# -- observe_changes is observe followed by diff_snapshots, computed in one pass ---------------
+
+chains = st.sampled_from([1, 8453])
+poll_tokens = st.sampled_from([T1, T2, T3, NATIVE_TOKEN])
+token_sets = st.frozensets(poll_tokens, max_size=2)
+any_snapshots = st.builds(
+    lambda a, b: Snapshot(
+        allowances={k: v for k, v in a.items() if v}, balances={k: v for k, v in b.items() if v}
+    ),
+    st.dictionaries(
+        st.tuples(chains, st.sampled_from([W1, W2]), poll_tokens, st.sampled_from([S1, S2])),
+        amounts,
+        max_size=16,
+    ),
+    st.dictionaries(
+        st.tuples(chains, st.sampled_from([W1, W2]), poll_tokens), amounts, max_size=10
+    ),
+)
+# Positions need not lie inside a coverage: a failed batch's wallets are simply not covered.
+poll_positions = st.lists(
+    st.builds(
+        lambda c, w, t, s, bal, allow: position(w, t, s, bal, allow, chain_id=c),
+        chains,
+        st.sampled_from([W1, W2]),
+        poll_tokens,
+        st.sampled_from([S1, S2]),
+        amounts,
+        amounts,
+    ),
+    max_size=16,
+)
+poll_coverages = st.lists(
+    st.builds(
+        lambda c, s, wallets, tokens, except_tokens: Coverage(
+            chain_id=c, spender=s, wallets=wallets, tokens=tokens, except_tokens=except_tokens
+        ),
+        chains,
+        st.sampled_from([S1, S2]),
+        st.frozensets(st.sampled_from([W1, W2]), min_size=1),
+        st.none() | token_sets,
+        token_sets,
+    ),
+    max_size=4,
+)
+
+
+@given(
+    any_snapshots,
+    poll_positions,
+    poll_coverages,
+    st.sampled_from([DEFAULT_UNLIMITED_THRESHOLD, 10**18, UINT256_MAX]),
+)
+def test_observe_changes_is_observe_then_diff(
+    previous: Snapshot, positions: list[Position], coverages: list[Coverage], threshold: int
+) -> None:
+    expected = observe(previous, positions, coverages)
+    current, events = observe_changes(previous, positions, coverages, threshold=threshold)
+    assert current == expected
+    assert events == diff_snapshots(previous, expected, threshold=threshold)
+
+
+@given(any_snapshots, poll_positions, poll_coverages)
+def test_observe_changes_leaves_its_inputs_alone(
+    previous: Snapshot, positions: list[Position], coverages: list[Coverage]
+) -> None:
+    before = (dict(previous.allowances), dict(previous.balances))
+    current, _ = observe_changes(previous, positions, coverages)
+    assert (previous.allowances, previous.balances) == before
+    assert current.allowances is not previous.allowances
+    assert current.balances is not previous.balances
+
+
+def test_observe_changes_orders_events_like_diff_snapshots() -> None:
+    # A grant to W1 (sorts first) is seen after a revoke to W2 in the poll's own order.
+    after, events = observe_changes(
+        BEFORE,
+        [position(W2, T1, S1, 9, 0), position(W1, T3, S1, 7, 4), position(W1, T1, S1, 7, 100)],
+        [covering(S1, W1, W2)],
+    )
+    assert [(e.wallet, e.token, e.spender, e.change) for e in events] == [
+        (W1, T3, S1, Change.GRANTED),
+        (W2, T1, S1, Change.REVOKED),
+        (W1, T3, None, Change.BALANCE_CHANGED),
+    ]
+    assert events == diff_snapshots(BEFORE, after)

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select, text
+from sqlalchemy import event, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from monitor.domain.model import UINT256_MAX, BatchOutcome
 from monitor.domain.snapshot import EMPTY_SNAPSHOT, Change, Snapshot, apply_events
 from monitor.errors import StoreError
+from monitor.store import migrate
+from monitor.store.engine import create_engine
 from monitor.store.invariants import store_invariants
 from monitor.store.schema import AllowanceVersion, BalanceVersion, ChangeEventRow, Poll, PollScope
-from monitor.store.snapshots import SqlSnapshotStore
+from monitor.store.snapshots import POLL_LOCK_KEY, SqlSnapshotStore
+from tests.databases import postgres_database
 from tests.store_helpers import S1, S2, T0, TK1, TK2, W1, W2, batch, clear, count, poll, pos
 
 
@@ -151,6 +157,102 @@ async def test_two_writers_never_duplicate_events(migrated_engine: AsyncEngine) 
     )
     assert sorted(len(r.events) for r in results) == [0, 2]  # one grant + one balance change
     assert await count(migrated_engine, ChangeEventRow) == 2
+
+
+@contextlib.contextmanager
+def version_reads(engine: AsyncEngine) -> Iterator[list[str]]:
+    """The SELECTs on ``engine`` that read value versions, meanwhile."""
+    reads: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        text = statement.strip().lower()
+        if text.startswith("select") and "_versions" in text:
+            reads.append(text)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield reads
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+async def test_the_first_poll_after_a_restart_reuses_the_snapshot_latest_read(
+    migrated_engine: AsyncEngine,
+) -> None:
+    positions = [pos(W1, TK1, S1, 5, 10), pos(W2, TK2, S1, 7, UINT256_MAX)]
+    await SqlSnapshotStore(migrated_engine).record_poll(poll(1, batch(S1, (W1, W2), positions)))
+    restarted = SqlSnapshotStore(migrated_engine)
+    with version_reads(migrated_engine) as reads:
+        restored = await restarted.latest()
+        assert reads  # read once, here
+        reads.clear()
+        assert await restarted.latest() == restored  # still the head: no second read
+        unchanged = await restarted.record_poll(poll(2, batch(S1, (W1, W2), positions)))
+        changed = await restarted.record_poll(
+            poll(3, batch(S1, (W1, W2), [pos(W1, TK1, S1, 5, 0), positions[1]]))
+        )
+    assert reads == []
+    assert restored.allowances == {(1, W1, TK1, S1): 10, (1, W2, TK2, S1): UINT256_MAX}
+    assert (unchanged.events, unchanged.versions_written) == ((), 0)
+    assert [(e.wallet, e.change) for e in changed.events] == [(W1, Change.REVOKED)]
+
+
+async def test_latest_follows_another_writer(migrated_engine: AsyncEngine) -> None:
+    reader, writer = SqlSnapshotStore(migrated_engine), SqlSnapshotStore(migrated_engine)
+    assert await reader.latest() == EMPTY_SNAPSHOT
+    await writer.record_poll(poll(1, batch(S1, (W1,), [pos(W1, TK1, S1, 5, 10)])))
+    assert (await reader.latest()).allowances == {(1, W1, TK1, S1): 10}
+    # The reader's cache is now the writer's poll: its own next poll diffs against it.
+    recorded = await reader.record_poll(poll(2, batch(S1, (W1,), [pos(W1, TK1, S1, 5, 12)])))
+    assert [(e.change, e.old, e.new) for e in recorded.events] == [(Change.INCREASED, 10, 12)]
+
+
+async def test_latest_waits_for_a_poll_being_recorded_on_postgresql() -> None:
+    with postgres_database() as url:
+        engine = create_engine(url)
+        try:
+            await migrate.upgrade(engine)
+            await _latest_waits_for_a_poll_being_recorded(engine)
+        finally:
+            await engine.dispose()
+
+
+async def _latest_waits_for_a_poll_being_recorded(engine: AsyncEngine) -> None:
+    store = SqlSnapshotStore(engine)
+    await store.record_poll(poll(1, batch(S1, (W1,), [pos(W1, TK1, S1, 5, 10)])))
+    # A poll being recorded (under the writers' lock, not committed yet) and then a failed
+    # poll committed with a higher id: the head is visible before the values below it.
+    async with engine.connect() as recording:
+        await recording.execute(select(func.pg_advisory_xact_lock(POLL_LOCK_KEY)))
+        poll_id = await recording.scalar(
+            insert(Poll)
+            .values(started_at=T0, finished_at=T0, outcome="ok", batches=1, batches_failed=0,
+                    positions=1, events=1, versions_written=1)
+            .returning(Poll.id)
+        )  # fmt: skip
+        await recording.execute(
+            insert(AllowanceVersion).values(
+                chain_id=1, wallet=W1, token=TK1, spender=S1, poll_id=poll_id, amount=20
+            )
+        )
+        await store.record_failed_poll(started_at=T0, finished_at=T0, error="timed out")
+        restarted = SqlSnapshotStore(engine)
+        reading = asyncio.create_task(restarted.latest())
+        async with engine.connect() as watcher:
+            waiting = (
+                select(func.count())
+                .select_from(text("pg_locks"))
+                .where(text("locktype = 'advisory' AND NOT granted"))
+            )
+            for _ in range(500):
+                if await watcher.scalar(waiting):
+                    break
+                await asyncio.sleep(0.01)  # polling for the lock wait, not for time to pass
+        assert not reading.done()
+        await recording.commit()
+    assert (await reading).allowances == {(1, W1, TK1, S1): 20}
+    recorded = await restarted.record_poll(poll(3, batch(S1, (W1,), [pos(W1, TK1, S1, 5, 20)])))
+    assert recorded.events == ()
 
 
 async def test_events_are_stored_with_their_poll_and_filterable(

@@ -13,7 +13,7 @@ the previous value stands. That is how a revoke and a failed batch are told apar
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -68,7 +68,123 @@ class ChangeEvent:
 def observe(
     previous: Snapshot, positions: Iterable[Position], coverages: Iterable[Coverage]
 ) -> Snapshot:
-    """The snapshot after a poll: ``previous`` updated only where a batch succeeded."""
+    """The snapshot after a poll: ``previous`` updated only where a batch succeeded.
+
+    The plain definition; ``observe_changes`` computes the same snapshot with its events.
+    """
+    allowance_covered, balance_covered = _coverage_tests(coverages)
+    allowances = {k: v for k, v in previous.allowances.items() if not allowance_covered(k)}
+    balances = {k: v for k, v in previous.balances.items() if not balance_covered(k)}
+    seen_balances: set[BalanceKey] = set()
+    for p in positions:
+        if not p.token.is_native and p.allowance:
+            allowances[p.key] = p.allowance
+        balance_key = (p.chain_id, p.wallet, p.token.address)
+        # Every spender's answer repeats the balance; the first one observed wins.
+        if balance_key not in seen_balances:
+            seen_balances.add(balance_key)
+            if p.balance:
+                balances[balance_key] = p.balance
+    return Snapshot(allowances=allowances, balances=balances)
+
+
+def observe_changes(
+    previous: Snapshot,
+    positions: Iterable[Position],
+    coverages: Iterable[Coverage],
+    *,
+    threshold: int = DEFAULT_UNLIMITED_THRESHOLD,
+) -> tuple[Snapshot, tuple[ChangeEvent, ...]]:
+    """``observe`` and ``diff_snapshots`` in one pass: the snapshot after a poll and its
+    events, in ``diff_snapshots`` order.
+
+    One Python-level pass over the positions; beyond it the work grows with what changed
+    (copying the previous snapshot, and finding the previous keys a poll did not return when
+    there are any, are done by dict and set operations in C). Only changed keys are sorted.
+    """
+    old_allowances, old_balances = previous.allowances, previous.balances
+    old_allowance = old_allowances.get
+    polled_allowances: dict[AllowanceKey, int] = {}
+    first_balances: dict[BalanceKey, int] = {}
+    changed_allowances: set[AllowanceKey] = set()
+    for p in positions:
+        token = p.token
+        allowance = p.allowance
+        if allowance and not token.is_native:
+            key = (p.chain_id, p.wallet, token.address, p.spender)
+            polled_allowances[key] = allowance
+            if old_allowance(key) != allowance:
+                changed_allowances.add(key)
+        # Every spender's answer repeats the balance; the first one observed wins.
+        first_balances.setdefault((p.chain_id, p.wallet, token.address), p.balance)
+    old_balance = old_balances.get
+    polled_balances = {k: v for k, v in first_balances.items() if v}
+    changed_balances = {k for k, v in polled_balances.items() if old_balance(k) != v}
+
+    allowances = dict(old_allowances)
+    allowances.update(polled_allowances)
+    balances = dict(old_balances)
+    balances.update(polled_balances)
+    # Only a previous value the poll did not return can have been observed as zero. Which
+    # ones there are is worth computing only when the poll returned fewer previous keys than
+    # there are: the keys it added are among the changed ones.
+    added_allowances = sum(1 for k in changed_allowances if k not in old_allowances)
+    added_balances = sum(1 for k in changed_balances if k not in old_balances)
+    unset_allowances: Iterable[AllowanceKey] = ()
+    unset_balances: Iterable[BalanceKey] = ()
+    if len(polled_allowances) - added_allowances < len(old_allowances):
+        unset_allowances = old_allowances.keys() - polled_allowances.keys()
+    if len(polled_balances) - added_balances < len(old_balances):
+        unset_balances = old_balances.keys() - polled_balances.keys()
+    if unset_allowances or unset_balances:
+        allowance_covered, balance_covered = _coverage_tests(coverages)
+        for key in unset_allowances:
+            if allowance_covered(key):
+                del allowances[key]
+                changed_allowances.add(key)
+        for balance_key in unset_balances:
+            if balance_covered(balance_key):
+                del balances[balance_key]
+                changed_balances.add(balance_key)
+
+    events: list[ChangeEvent] = []
+    for key in sorted(changed_allowances):
+        before, after = old_allowances.get(key, 0), allowances.get(key, 0)
+        if before != after:
+            chain_id, wallet, address, spender = key
+            events.append(
+                ChangeEvent(
+                    chain_id=chain_id,
+                    wallet=wallet,
+                    token=address,
+                    spender=spender,
+                    change=classify(before, after, threshold),
+                    old=before,
+                    new=after,
+                )
+            )
+    for balance_key in sorted(changed_balances):
+        before, after = old_balances.get(balance_key, 0), balances.get(balance_key, 0)
+        if before != after:
+            chain_id, wallet, address = balance_key
+            events.append(
+                ChangeEvent(
+                    chain_id=chain_id,
+                    wallet=wallet,
+                    token=address,
+                    spender=None,
+                    change=Change.BALANCE_CHANGED,
+                    old=before,
+                    new=after,
+                )
+            )
+    return Snapshot(allowances=allowances, balances=balances), tuple(events)
+
+
+def _coverage_tests(
+    coverages: Iterable[Coverage],
+) -> tuple[Callable[[AllowanceKey], bool], Callable[[BalanceKey], bool]]:
+    """Whether a successful batch observed an allowance key, and a balance key."""
     allowance_cover: dict[tuple[int, str, str], list[Coverage]] = {}
     balance_cover: dict[tuple[int, str], list[Coverage]] = {}
     for coverage in coverages:
@@ -87,19 +203,7 @@ def observe(
         chain_id, wallet, token = key
         return any(c.covers_token(token) for c in balance_cover.get((chain_id, wallet), ()))
 
-    allowances = {k: v for k, v in previous.allowances.items() if not allowance_covered(k)}
-    balances = {k: v for k, v in previous.balances.items() if not balance_covered(k)}
-    seen_balances: set[BalanceKey] = set()
-    for p in positions:
-        if not p.token.is_native and p.allowance:
-            allowances[p.key] = p.allowance
-        balance_key = (p.chain_id, p.wallet, p.token.address)
-        # Every spender's answer repeats the balance; the first one observed wins.
-        if balance_key not in seen_balances:
-            seen_balances.add(balance_key)
-            if p.balance:
-                balances[balance_key] = p.balance
-    return Snapshot(allowances=allowances, balances=balances)
+    return allowance_covered, balance_covered
 
 
 def classify(old: int, new: int, threshold: int = DEFAULT_UNLIMITED_THRESHOLD) -> Change:

@@ -2,17 +2,23 @@
 
 Suppressed findings are stored like the others (with ``suppressed`` set): suppression hides
 a finding from metrics and alerts, never from the database.
+
+A sync writes only what changed. The open findings are indexed in memory between syncs
+(``FindingsLedger``), so that a sync compares the new evaluation with the index instead of
+reading every open finding back from the database.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from monitor.errors import StoreError
 from monitor.risk.rules import Finding
@@ -20,6 +26,20 @@ from monitor.store.schema import FindingRow
 
 FindingKey = tuple[str, int, str, str, str]
 """(rule, chain_id, wallet, spender, token or "")."""
+
+OpenFinding = tuple[int, str, str, bool]
+"""An open finding as stored: (row id, severity, detail, suppressed)."""
+
+Marker = tuple[int, int]
+"""(highest finding id, number of open findings): moves whenever a finding is opened or
+resolved, by this process or another."""
+
+WRITE_CHUNK = 5_000
+"""Rows per statement: each chunk is one await, so that binding the parameters of a large
+sync does not hold the event loop for long."""
+
+COMPARE_IN_THREAD = 10_000
+"""From this many findings (found plus open) the comparison runs off the event loop."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,65 +63,237 @@ class FindingChanges:
     updated: int
 
 
-def _key(rule: str, chain_id: int, wallet: str, spender: str, token: str | None) -> FindingKey:
-    return (rule, chain_id, wallet, spender, token or "")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FindingPlan:
+    """The writes that bring the open findings in line with an evaluation."""
+
+    opened: list[tuple[FindingKey, Finding]]
+    updated: list[tuple[FindingKey, int, Finding]]
+    """(key, row id, finding with the new severity, detail and suppression)."""
+    resolved: list[tuple[FindingKey, int]]
+    """(key, row id)."""
 
 
-async def sync_findings(
-    engine: AsyncEngine, findings: Iterable[Finding], *, now: datetime
-) -> FindingChanges:
-    """Open new findings, resolve vanished ones, update changed ones, in one transaction."""
-    current = {_key(f.rule, f.chain_id, f.wallet, f.spender, f.token): f for f in findings}
-    opened = resolved = updated = 0
-    try:
-        async with engine.begin() as conn:
-            rows = (
-                await conn.execute(select(FindingRow).where(FindingRow.resolved_at.is_(None)))
-            ).all()
-            open_rows = {_key(r.rule, r.chain_id, r.wallet, r.spender, r.token): r for r in rows}
-            for key, row in open_rows.items():
-                finding = current.get(key)
-                if finding is None:
-                    await conn.execute(
-                        update(FindingRow).where(FindingRow.id == row.id).values(resolved_at=now)
-                    )
-                    resolved += 1
-                elif (finding.severity, finding.detail, finding.suppressed) != (
-                    row.severity,
-                    row.detail,
-                    row.suppressed,
-                ):
-                    await conn.execute(
-                        update(FindingRow)
-                        .where(FindingRow.id == row.id)
-                        .values(
-                            severity=finding.severity,
-                            detail=finding.detail,
-                            suppressed=finding.suppressed,
-                        )
-                    )
-                    updated += 1
-            new = [
-                {
-                    "rule": f.rule,
-                    "severity": f.severity,
-                    "chain_id": f.chain_id,
-                    "wallet": f.wallet,
-                    "spender": f.spender,
-                    "token": f.token or "",
-                    "detail": f.detail,
-                    "suppressed": f.suppressed,
-                    "opened_at": now,
-                }
-                for key, f in current.items()
-                if key not in open_rows
-            ]
-            if new:
-                await conn.execute(insert(FindingRow), new)
-                opened = len(new)
-    except (SQLAlchemyError, OSError) as exc:
-        raise StoreError(f"could not record findings: {type(exc).__name__}") from exc
-    return FindingChanges(opened=opened, resolved=resolved, updated=updated)
+@dataclass(slots=True, kw_only=True)
+class OpenFindings:
+    """The open findings of the database as of ``marker``, by key.
+
+    Should the database hold two open rows for one key (syncs that took no lock could write
+    them, racing each other), the newest is tracked and the other left alone.
+    """
+
+    rows: dict[FindingKey, OpenFinding]
+    marker: Marker
+
+    def apply(self, plan: FindingPlan, new_ids: Mapping[FindingKey, int]) -> None:
+        """Take in ``plan`` once it is committed; ``new_ids`` are its opened rows' ids."""
+        rows = self.rows
+        for key, _ in plan.resolved:
+            del rows[key]
+        for key, row_id, f in plan.updated:
+            rows[key] = (row_id, f.severity, f.detail, f.suppressed)
+        for key, f in plan.opened:
+            rows[key] = (new_ids[key], f.severity, f.detail, f.suppressed)
+        highest, open_count = self.marker
+        self.marker = (
+            max([highest, *new_ids.values()]),
+            open_count + len(plan.opened) - len(plan.resolved),
+        )
+
+
+def plan_sync(open_rows: Mapping[FindingKey, OpenFinding], found: Iterable[Finding]) -> FindingPlan:
+    """What to write so that the open findings are exactly ``found`` (the last of several
+    findings with one key wins)."""
+    # One pass over every finding is unavoidable; it allocates as little as it can, because
+    # on a large heap each allocation brings the next garbage collection closer.
+    current = {(f.rule, f.chain_id, f.wallet, f.spender, f.token or ""): f for f in found}
+    opened: list[tuple[FindingKey, Finding]] = []
+    updated: list[tuple[FindingKey, int, Finding]] = []
+    row_of = open_rows.get
+    for key, f in current.items():
+        row = row_of(key)
+        if row is None:
+            opened.append((key, f))
+        elif row[1] != f.severity or row[2] != f.detail or row[3] != f.suppressed:
+            updated.append((key, row[0], f))
+    resolved: list[tuple[FindingKey, int]] = []
+    if len(current) - len(opened) < len(open_rows):  # some open finding was not found
+        resolved = sorted(
+            ((key, open_rows[key][0]) for key in open_rows.keys() - current.keys()),
+            key=lambda item: item[1],
+        )
+    return FindingPlan(opened=opened, updated=updated, resolved=resolved)
+
+
+async def read_marker(conn: AsyncConnection) -> Marker:
+    highest = select(func.max(FindingRow.id)).scalar_subquery()
+    open_count = (
+        select(func.count()).select_from(FindingRow).where(FindingRow.resolved_at.is_(None))
+    ).scalar_subquery()
+    row = (await conn.execute(select(highest, open_count))).one()
+    return (int(row[0] or 0), int(row[1]))
+
+
+async def load_open_findings(conn: AsyncConnection, marker: Marker) -> OpenFindings:
+    """Every open finding (only the columns a sync compares: no timestamps to convert), as of
+    ``marker``, read just before on ``conn``."""
+    result = await conn.execute(
+        select(
+            FindingRow.rule,
+            FindingRow.chain_id,
+            FindingRow.wallet,
+            FindingRow.spender,
+            FindingRow.token,
+            FindingRow.id,
+            FindingRow.severity,
+            FindingRow.detail,
+            FindingRow.suppressed,
+        )
+        .where(FindingRow.resolved_at.is_(None))
+        .order_by(FindingRow.id)
+    )
+    # The index lives as long as the process: one object per distinct string (addresses,
+    # rules and details repeat across findings) instead of one per row and field.
+    shared: dict[str, str] = {}
+    same = shared.setdefault
+    rows = {
+        (
+            same(rule, rule),
+            chain_id,
+            same(wallet, wallet),
+            same(spender, spender),
+            same(token, token) or "",
+        ): (
+            row_id,
+            same(severity, severity),
+            same(detail, detail),
+            suppressed,
+        )
+        for rule, chain_id, wallet, spender, token, row_id, severity, detail, suppressed in result
+    }
+    return OpenFindings(rows=rows, marker=marker)
+
+
+async def write_plan(
+    conn: AsyncConnection, plan: FindingPlan, *, now: datetime
+) -> dict[FindingKey, int]:
+    """Execute ``plan`` on ``conn``: one statement per chunk of rows. Returns the ids of the
+    opened rows."""
+    by_id = FindingRow.id == bindparam("row_id")
+    await _execute_chunked(
+        conn,
+        update(FindingRow).where(by_id).values(resolved_at=now),
+        [{"row_id": row_id} for _, row_id in plan.resolved],
+    )
+    await _execute_chunked(
+        conn,
+        update(FindingRow).where(by_id),
+        [
+            {
+                "row_id": row_id,
+                "severity": f.severity,
+                "detail": f.detail,
+                "suppressed": f.suppressed,
+            }
+            for _, row_id, f in plan.updated
+        ],
+    )
+    # Each new row's id comes back with its key: SQLite cannot keep RETURNING in parameter
+    # order without inserting row by row.
+    opening = insert(FindingRow).returning(
+        FindingRow.rule,
+        FindingRow.chain_id,
+        FindingRow.wallet,
+        FindingRow.spender,
+        FindingRow.token,
+        FindingRow.id,
+    )
+    new_ids: dict[FindingKey, int] = {}
+    rows = [
+        {
+            "rule": f.rule,
+            "severity": f.severity,
+            "chain_id": f.chain_id,
+            "wallet": f.wallet,
+            "spender": f.spender,
+            "token": f.token or "",
+            "detail": f.detail,
+            "suppressed": f.suppressed,
+            "opened_at": now,
+        }
+        for _, f in plan.opened
+    ]
+    for start in range(0, len(rows), WRITE_CHUNK):
+        result = await conn.execute(opening, rows[start : start + WRITE_CHUNK])
+        for rule, chain_id, wallet, spender, token, row_id in result:
+            new_ids[(rule, chain_id, wallet, spender, token)] = row_id
+    if len(new_ids) != len(rows):
+        raise StoreError(f"inserted {len(rows)} findings but {len(new_ids)} ids came back")
+    return new_ids
+
+
+async def _execute_chunked(
+    conn: AsyncConnection, statement: Any, rows: Sequence[dict[str, Any]]
+) -> None:
+    for start in range(0, len(rows), WRITE_CHUNK):
+        await conn.execute(statement, list(rows[start : start + WRITE_CHUNK]))
+
+
+class FindingsLedger:
+    """The stored findings of one writer, with an index of the open ones kept between syncs.
+
+    The index is read on first use and trusted while nothing else moved: each sync checks,
+    in its transaction and under ``lock``, that the highest finding id and the number of open
+    findings are what the index expects, and reads the index again if not (another writer
+    opened or resolved findings). A writer that only changed the severity, detail or
+    suppression of open findings moves neither: ``invalidate`` is for whoever learns of such
+    a writer by other means (the snapshot store does when another process recorded a poll).
+    The index is dropped when a sync fails and replaced only once a sync has committed.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        lock: Callable[[AsyncConnection], Awaitable[None]] | None = None,
+    ) -> None:
+        self._engine = engine
+        self._lock = lock
+        self._open: OpenFindings | None = None
+        self._generation = 0
+        """Counts syncs and invalidations: a sync keeps its index only if none came between."""
+
+    def invalidate(self) -> None:
+        """Read the open findings from the database again at the next sync."""
+        self._open = None
+        self._generation += 1
+
+    async def sync(self, findings: Iterable[Finding], *, now: datetime) -> FindingChanges:
+        """Open new findings, resolve vanished ones, update changed ones, in one transaction."""
+        found = tuple(findings)
+        index = self._open
+        self.invalidate()  # until this transaction commits, nothing is known for sure
+        generation = self._generation
+        try:
+            async with self._engine.begin() as conn:
+                if self._lock is not None:
+                    await self._lock(conn)
+                marker = await read_marker(conn)
+                if index is None or index.marker != marker:
+                    index = await load_open_findings(conn, marker)
+                if len(found) + len(index.rows) >= COMPARE_IN_THREAD:
+                    plan = await asyncio.to_thread(plan_sync, index.rows, found)
+                else:
+                    plan = plan_sync(index.rows, found)
+                new_ids = await write_plan(conn, plan, now=now)
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreError(f"could not record findings: {type(exc).__name__}") from exc
+        index.apply(plan, new_ids)
+        if generation == self._generation:
+            self._open = index
+        return FindingChanges(
+            opened=len(plan.opened), resolved=len(plan.resolved), updated=len(plan.updated)
+        )
 
 
 async def list_findings(

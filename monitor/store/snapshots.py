@@ -22,19 +22,25 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import aliased
 
-from monitor.domain.model import DEFAULT_UNLIMITED_THRESHOLD, PollResult, Token
+from monitor.domain.model import (
+    DEFAULT_UNLIMITED_THRESHOLD,
+    Coverage,
+    PollResult,
+    Position,
+    Token,
+)
 from monitor.domain.snapshot import (
+    EMPTY_SNAPSHOT,
     BalanceKey,
     Change,
     ChangeEvent,
     Snapshot,
-    diff_snapshots,
-    observe,
+    observe_changes,
 )
 from monitor.errors import StoreError
 from monitor.risk.rules import Finding
 from monitor.store import findings, queries
-from monitor.store.findings import FindingChanges, StoredFinding
+from monitor.store.findings import FindingChanges, FindingsLedger, StoredFinding
 from monitor.store.schema import (
     AllowanceVersion,
     BalanceVersion,
@@ -101,8 +107,9 @@ def poll_outcome(result: PollResult) -> str:
 class SqlSnapshotStore:
     """Snapshot history in SQLite or PostgreSQL (the schema must be migrated to head).
 
-    The latest snapshot is cached in memory; before each write the store checks, under a
-    lock, that no other process wrote a poll since, and reloads if one did.
+    The latest snapshot and the open findings are cached in memory; before each write the
+    store checks, under a lock, that no other process wrote a poll since, and reloads if one
+    did (the findings at their next sync).
     """
 
     def __init__(
@@ -113,6 +120,7 @@ class SqlSnapshotStore:
         self._snapshot: Snapshot | None = None
         self._last_poll_id: int | None = None
         self._tokens: dict[tuple[int, str], tuple[str, str, int | None, str]] | None = None
+        self._findings = FindingsLedger(engine, lock=self._lock)
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -160,16 +168,18 @@ class SqlSnapshotStore:
 
     async def _record(self, result: PollResult) -> RecordedPoll:
         outcome = poll_outcome(result)
+        positions = result.positions
         async with self._engine.begin() as conn:
             await self._lock(conn)
             previous_poll_id = await conn.scalar(select(func.max(Poll.id)))
             if self._snapshot is None or previous_poll_id != self._last_poll_id:
                 self._snapshot = await queries.latest_snapshot(conn)
                 self._tokens = await queries.load_tokens(conn)
+                self._findings.invalidate()  # whoever wrote that poll may have synced findings
             previous = self._snapshot
             # Pure CPU work over every position: off the loop, which keeps serving meanwhile.
             current, events, (allowance_rows, balance_rows) = await asyncio.to_thread(
-                _changes, previous, result, self._threshold
+                _changes, previous, positions, result.coverages(), self._threshold
             )
             poll_id = int(
                 (
@@ -181,7 +191,7 @@ class SqlSnapshotStore:
                             outcome=outcome,
                             batches=len(result.batches),
                             batches_failed=len(result.failures),
-                            positions=len(result.positions),
+                            positions=len(positions),
                             events=len(events),
                             versions_written=len(allowance_rows) + len(balance_rows),
                             error=_errors(result),
@@ -198,7 +208,7 @@ class SqlSnapshotStore:
             await _insert_chunked(
                 conn, ChangeEventRow, [_event_row(e, poll_id, result.finished_at) for e in events]
             )
-            await self._upsert_tokens(conn, result)
+            await self._upsert_tokens(conn, positions)
         self._snapshot = current
         self._last_poll_id = poll_id
         return RecordedPoll(
@@ -218,11 +228,17 @@ class SqlSnapshotStore:
             # both diff against the same previous poll.
             await conn.execute(text("DELETE FROM polls WHERE 0"))
 
-    async def _upsert_tokens(self, conn: AsyncConnection, result: PollResult) -> None:
+    async def _upsert_tokens(self, conn: AsyncConnection, positions: Iterable[Position]) -> None:
         known = self._tokens if self._tokens is not None else await queries.load_tokens(conn)
         changed: dict[tuple[int, str], dict[str, Any]] = {}
-        for position in result.positions:
+        # A batch's positions share its Token objects: each is judged once, and judging it
+        # again could only come to the same answer.
+        considered: set[int] = set()
+        for position in positions:
             token = position.token
+            if id(token) in considered:
+                continue
+            considered.add(id(token))
             key = (token.chain_id, token.address)
             if key in changed:
                 continue
@@ -259,9 +275,27 @@ class SqlSnapshotStore:
     # -- reading ------------------------------------------------------------------------------
 
     async def latest(self) -> Snapshot:
-        """The newest snapshot (empty before the first poll)."""
-        async with self._engine.connect() as conn:
-            return await queries.latest_snapshot(conn)
+        """The newest snapshot (empty before the first poll).
+
+        It becomes the cache the next poll is compared with, so that the first poll after a
+        restart does not read it again.
+        """
+        async with self._engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # A poll being recorded may hold an id below the visible head (failed polls
+                # take no lock): wait for it, or the cache would miss its values for good.
+                await conn.execute(select(func.pg_advisory_xact_lock_shared(POLL_LOCK_KEY)))
+            # (SQLite commits writers one at a time, so every poll up to the head is complete;
+            # the values at or before it do not change, whatever commits meanwhile.)
+            head = await conn.scalar(select(func.max(Poll.id)))
+            if self._snapshot is not None and head == self._last_poll_id:
+                return self._snapshot
+            snapshot = (
+                EMPTY_SNAPSHOT if head is None else await queries.snapshot_at_poll(conn, head)
+            )
+            tokens = await queries.load_tokens(conn)
+        self._snapshot, self._last_poll_id, self._tokens = snapshot, head, tokens
+        return snapshot
 
     async def snapshot_at(self, at: datetime) -> StoredSnapshot:
         """The snapshot as known at ``at``: the state after the last poll finished by then."""
@@ -386,8 +420,9 @@ class SqlSnapshotStore:
             return await queries.upstream_status(conn)
 
     async def sync_findings(self, found: Iterable[Finding], *, now: datetime) -> FindingChanges:
-        """Open, update and resolve stored findings to match ``found``."""
-        return await findings.sync_findings(self._engine, found, now=now)
+        """Open, update and resolve stored findings to match ``found``, writing only what
+        changed (see ``FindingsLedger``)."""
+        return await self._findings.sync(found, now=now)
 
     async def findings(self, *, include_resolved: bool = False) -> list[StoredFinding]:
         return await findings.list_findings(self._engine, include_resolved=include_resolved)
@@ -462,26 +497,33 @@ async def _insert_chunked(
 
 
 def _changes(
-    previous: Snapshot, result: PollResult, threshold: int
+    previous: Snapshot, positions: Iterable[Position], coverages: Iterable[Coverage], threshold: int
 ) -> tuple[Snapshot, tuple[ChangeEvent, ...], tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
-    current = observe(previous, result.positions, result.coverages())
-    events = diff_snapshots(previous, current, threshold=threshold)
-    return current, events, _version_rows(previous, current)
+    current, events = observe_changes(previous, positions, coverages, threshold=threshold)
+    return current, events, _version_rows(events)
 
 
 def _version_rows(
-    previous: Snapshot, current: Snapshot
+    events: Iterable[ChangeEvent],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    allowances = [
-        {"chain_id": k[0], "wallet": k[1], "token": k[2], "spender": k[3], "amount": amount}
-        for k in previous.allowances.keys() | current.allowances.keys()
-        if (amount := current.allowance(k)) != previous.allowance(k)
-    ]
-    balances = [
-        {"chain_id": k[0], "wallet": k[1], "token": k[2], "amount": amount}
-        for k in previous.balances.keys() | current.balances.keys()
-        if (amount := current.balance(k)) != previous.balance(k)
-    ]
+    """One new version per changed value, which is one per event."""
+    allowances: list[dict[str, Any]] = []
+    balances: list[dict[str, Any]] = []
+    for e in events:
+        if e.spender is None:
+            balances.append(
+                {"chain_id": e.chain_id, "wallet": e.wallet, "token": e.token, "amount": e.new}
+            )
+        else:
+            allowances.append(
+                {
+                    "chain_id": e.chain_id,
+                    "wallet": e.wallet,
+                    "token": e.token,
+                    "spender": e.spender,
+                    "amount": e.new,
+                }
+            )
     return allowances, balances
 
 

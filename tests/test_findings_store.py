@@ -1,0 +1,273 @@
+"""Stored findings across syncs, on SQLite and PostgreSQL: only differences are written, and
+the in-memory index of open findings never drifts from the database.
+
+Expected behaviour with several writers on one database: a writer notices another writer's
+opened or resolved findings at its next sync (the highest finding id or the number of open
+findings moved), and any change at all once the other writer recorded a poll (its own next
+poll sees the head move). Only a writer that re-rates open findings without polling goes
+unnoticed until then; the next sync still writes every difference from its own index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import delete, event, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from monitor.errors import StoreError
+from monitor.risk.model import Finding, RuleName, Severity
+from monitor.store import findings as findings_module
+from monitor.store.findings import FindingChanges
+from monitor.store.schema import FindingRow
+from monitor.store.snapshots import SqlSnapshotStore
+from tests.store_helpers import S1, S2, T0, TK1, TK2, W1, W2, batch, poll, pos
+
+TK3 = "0x" + "03" * 20
+
+
+def finding(
+    token: str | None = TK1,
+    *,
+    wallet: str = W1,
+    spender: str = S1,
+    severity: Severity = Severity.WARNING,
+    detail: str = "unlimited",
+    suppressed: bool = False,
+) -> Finding:
+    return Finding(
+        rule=RuleName.VALUE_AT_RISK if token is None else RuleName.UNLIMITED_APPROVAL,
+        severity=severity,
+        chain_id=1,
+        wallet=wallet,
+        spender=spender,
+        token=token,
+        detail=detail,
+        suppressed=suppressed,
+    )
+
+
+def changes(opened: int = 0, updated: int = 0, resolved: int = 0) -> FindingChanges:
+    return FindingChanges(opened=opened, updated=updated, resolved=resolved)
+
+
+async def stored_rows(engine: AsyncEngine) -> list[tuple[Any, ...]]:
+    """Every finding row: (id, token, wallet, severity, detail, suppressed, opened, resolved)."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(
+                FindingRow.id,
+                FindingRow.token,
+                FindingRow.wallet,
+                FindingRow.severity,
+                FindingRow.detail,
+                FindingRow.suppressed,
+                FindingRow.opened_at,
+                FindingRow.resolved_at,
+            ).order_by(FindingRow.id)
+        )
+        return [tuple(r) for r in rows]
+
+
+async def open_state(store: SqlSnapshotStore) -> set[tuple[str, str, str, str, bool]]:
+    return {
+        (f.wallet, f.token or "", f.severity, f.detail, f.suppressed)
+        for f in await store.findings()
+    }
+
+
+def expected_state(found: list[Finding]) -> set[tuple[str, str, str, str, bool]]:
+    return {(f.wallet, f.token or "", f.severity, f.detail, f.suppressed) for f in found}
+
+
+async def test_findings_follow_several_syncs(migrated_engine: AsyncEngine) -> None:
+    store = SqlSnapshotStore(migrated_engine)
+    t1, t2, t3, t4 = (T0 + timedelta(minutes=m) for m in range(1, 5))
+    first = [finding(TK1), finding(TK2), finding(None, detail="$10")]
+    assert await store.sync_findings(first, now=t1) == changes(opened=3)
+    assert await store.sync_findings(first, now=t2) == changes()
+    second = [finding(TK1, severity=Severity.CRITICAL), finding(None, detail="$20"), finding(TK3)]
+    assert await store.sync_findings(second, now=t3) == changes(opened=1, updated=2, resolved=1)
+    assert await open_state(store) == expected_state(second)
+    # A finding that comes back after being resolved is a new one, opened anew.
+    third = [*second, finding(TK2)]
+    assert await store.sync_findings(third, now=t4) == changes(opened=1)
+    assert await open_state(store) == expected_state(third)
+    rows = await stored_rows(migrated_engine)
+    assert [(r[1], r[6], r[7]) for r in rows if r[1] == TK2] == [(TK2, t1, t3), (TK2, t4, None)]
+    # A writer that reads everything from the database agrees there is nothing left to do.
+    assert await SqlSnapshotStore(migrated_engine).sync_findings(third, now=t4) == changes()
+
+
+async def test_large_syncs_are_written_in_chunks_with_the_right_ids(
+    migrated_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(findings_module, "WRITE_CHUNK", 3)
+    monkeypatch.setattr(findings_module, "COMPARE_IN_THREAD", 4)
+    store = SqlSnapshotStore(migrated_engine)
+    tokens = ["0x" + f"{i:040x}" for i in range(1, 12)]
+    found = [finding(t, detail=f"d{t}") for t in tokens]
+    assert await store.sync_findings(found, now=T0) == changes(opened=11)
+    # Every row id the index took from RETURNING must be its own row's: update and resolve
+    # through those ids, then check each row by its key.
+    rerated = [finding(t, detail=f"d{t}", suppressed=True) for t in tokens[:7]]
+    assert await store.sync_findings(rerated, now=T0 + timedelta(minutes=1)) == changes(
+        updated=7, resolved=4
+    )
+    rows = await stored_rows(migrated_engine)
+    assert [(r[1], r[4], r[5], r[7] is None) for r in rows] == [
+        (t, f"d{t}", i < 7, i < 7) for i, t in enumerate(tokens)
+    ]
+
+
+async def test_a_failed_sync_writes_nothing_and_the_next_one_catches_up(
+    migrated_engine: AsyncEngine,
+) -> None:
+    store = SqlSnapshotStore(migrated_engine)
+    assert await store.sync_findings([finding(TK1), finding(TK2)], now=T0) == changes(opened=2)
+    before = await stored_rows(migrated_engine)
+    # A resolve and an update go in before the row that cannot be stored (no wallet) fails.
+    unstorable = finding(TK3, wallet=None)  # type: ignore[arg-type]
+    wanted = [finding(TK2, suppressed=True), finding(TK3)]
+    with pytest.raises(StoreError, match="could not record findings"):
+        await store.sync_findings([*wanted, unstorable], now=T0 + timedelta(minutes=1))
+    assert await stored_rows(migrated_engine) == before
+    # Had the index taken in the failed sync's changes, this one would write nothing.
+    later = T0 + timedelta(minutes=2)
+    assert await store.sync_findings(wanted, now=later) == changes(opened=1, updated=1, resolved=1)
+    assert await open_state(store) == expected_state(wanted)
+    everything = await store.findings(include_resolved=True)
+    assert [(f.token, f.resolved_at) for f in everything if f.token == TK1] == [(TK1, later)]
+
+
+async def test_a_failed_update_is_written_by_the_next_sync(migrated_engine: AsyncEngine) -> None:
+    store = SqlSnapshotStore(migrated_engine)
+    await store.sync_findings([finding(TK1), finding(TK2)], now=T0)
+
+    def refuse_updates(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE FINDINGS"):
+            raise ConnectionResetError("connection lost")
+
+    # Only an update: neither the highest id nor the open count would tell a stale index.
+    rerated = [finding(TK1, suppressed=True), finding(TK2)]
+    event.listen(migrated_engine.sync_engine, "before_cursor_execute", refuse_updates)
+    try:
+        with pytest.raises(StoreError, match="could not record findings"):
+            await store.sync_findings(rerated, now=T0 + timedelta(minutes=1))
+    finally:
+        event.remove(migrated_engine.sync_engine, "before_cursor_execute", refuse_updates)
+    assert await open_state(store) == expected_state([finding(TK1), finding(TK2)])
+    assert await store.sync_findings(rerated, now=T0 + timedelta(minutes=2)) == changes(updated=1)
+    assert await open_state(store) == expected_state(rerated)
+
+
+async def test_findings_opened_and_resolved_by_another_writer_are_noticed(
+    migrated_engine: AsyncEngine,
+) -> None:
+    first, second = SqlSnapshotStore(migrated_engine), SqlSnapshotStore(migrated_engine)
+    assert await first.sync_findings([finding(TK1), finding(TK2)], now=T0) == changes(opened=2)
+    resolved_at = T0 + timedelta(minutes=1)
+    assert await second.sync_findings([finding(TK2), finding(TK3)], now=resolved_at) == changes(
+        opened=1, resolved=1
+    )
+    # The first writer's index still holds TK1 open and no TK3: it must read them again
+    # instead of resolving TK1 a second time and opening a duplicate TK3.
+    assert (
+        await first.sync_findings([finding(TK2), finding(TK3)], now=T0 + timedelta(minutes=2))
+        == changes()
+    )
+    rows = await stored_rows(migrated_engine)
+    assert [(r[1], r[7]) for r in rows] == [(TK1, resolved_at), (TK2, None), (TK3, None)]
+
+
+async def test_findings_rerated_by_another_writer_after_its_poll_are_noticed(
+    migrated_engine: AsyncEngine,
+) -> None:
+    first, second = SqlSnapshotStore(migrated_engine), SqlSnapshotStore(migrated_engine)
+    positions = [pos(W1, TK1, S1, 5, 10)]
+    await first.record_poll(poll(1, batch(S1, (W1,), positions)))
+    assert await first.sync_findings([finding(TK1)], now=T0) == changes(opened=1)
+    await second.record_poll(poll(2, batch(S1, (W1,), positions)))
+    assert await second.sync_findings([finding(TK1, suppressed=True)], now=T0) == changes(updated=1)
+    # Neither the highest id nor the open count moved; the poll head did.
+    await first.record_poll(poll(3, batch(S1, (W1,), positions)))
+    assert await first.sync_findings([finding(TK1)], now=T0) == changes(updated=1)
+    assert await open_state(first) == expected_state([finding(TK1)])
+
+
+async def test_syncs_read_the_open_findings_only_when_needed(
+    migrated_engine: AsyncEngine,
+) -> None:
+    store = SqlSnapshotStore(migrated_engine)
+    with count_statements(migrated_engine) as statements:
+        await store.sync_findings([finding(TK1), finding(TK2)], now=T0)
+        await store.sync_findings([finding(TK1)], now=T0 + timedelta(minutes=1))
+        await store.sync_findings([finding(TK1), finding(TK3)], now=T0 + timedelta(minutes=2))
+    full_reads = [s for s in statements if s.startswith("SELECT") and "FINDINGS.DETAIL" in s]
+    assert len(full_reads) == 1  # the first sync's; the later ones trust the index
+    updates = [s for s in statements if s.startswith("UPDATE")]
+    assert len(updates) == 1  # one statement for the resolved row, none for unchanged rows
+
+
+@contextlib.contextmanager
+def count_statements(engine: AsyncEngine) -> Iterator[list[str]]:
+    """The SQL statements executed on ``engine`` meanwhile (upper-cased, stripped)."""
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement.strip().upper())
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+# -- any sequence of evaluations: the open findings are the last one, the counts are right ----
+
+evaluations = st.lists(
+    st.lists(
+        st.builds(
+            finding,
+            st.sampled_from([TK1, TK2, TK3, None]),
+            wallet=st.sampled_from([W1, W2]),
+            spender=st.sampled_from([S1, S2]),
+            severity=st.sampled_from(list(Severity)),
+            detail=st.sampled_from(["a", "b"]),
+            suppressed=st.booleans(),
+        ),
+        max_size=8,
+    ),
+    min_size=1,
+    max_size=5,
+)
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(sequence=evaluations)
+async def test_any_sequence_of_syncs_leaves_exactly_the_last_evaluation_open(
+    migrated_engine: AsyncEngine, sequence: list[list[Finding]]
+) -> None:
+    async with migrated_engine.begin() as conn:
+        await conn.execute(delete(FindingRow))
+    store = SqlSnapshotStore(migrated_engine)
+    model: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    for minute, found in enumerate(sequence):
+        current = {f.key: (f.severity, f.detail, f.suppressed) for f in found}
+        expected = changes(
+            opened=len(current.keys() - model.keys()),
+            updated=sum(1 for k, v in current.items() if k in model and model[k] != v),
+            resolved=len(model.keys() - current.keys()),
+        )
+        assert await store.sync_findings(found, now=T0 + timedelta(minutes=minute)) == expected
+        model = current
+        assert await open_state(store) == expected_state(list({f.key: f for f in found}.values()))
