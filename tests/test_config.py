@@ -14,6 +14,7 @@ import yaml
 
 from monitor.config import (
     ApiKey,
+    MetricsSettings,
     PriceSettings,
     RiskSettings,
     Suppression,
@@ -57,6 +58,9 @@ def test_example_config_loads_and_matches_the_documented_defaults() -> None:
     assert config.api.requests_per_second == 1
     assert config.api.max_wallets_per_request == 50
     assert config.metrics.host == "127.0.0.1"
+    defaults = MetricsSettings()
+    assert config.metrics.max_position_series == defaults.max_position_series
+    assert config.metrics.max_finding_series == defaults.max_finding_series
     assert [c.id for c in config.chains] == [1, 8453]
     assert len(config.wallets) == 3
     cold = config.wallets[2]
@@ -79,6 +83,7 @@ def test_minimal_config_gets_sane_defaults(tmp_path: Path, monkeypatch: pytest.M
         30,
     )
     assert config.metrics.max_position_series == 50_000
+    assert config.metrics.max_finding_series == 10_000
     assert config.metrics.ready_after_intervals == 3
     assert (config.metrics.host, config.metrics.port) == ("127.0.0.1", 9751)
     assert config.database.url == f"sqlite+aiosqlite:///{tmp_path}/exposure-monitor.sqlite"
@@ -163,6 +168,9 @@ BAD_CASES = [
     ("poll.timeout_s", 400, "poll.timeout_s", "at most 300"),
     ("poll.jitter_s", -1, "poll.jitter_s", "at least 0"),
     ("metrics.max_position_series", -5, "metrics.max_position_series", "between 0 and"),
+    ("metrics.max_finding_series", -1, "metrics.max_finding_series", "between 0 and"),
+    ("metrics.max_finding_series", 1.5, "metrics.max_finding_series", "whole number"),
+    ("metrics.max_finding_series", "all", "metrics.max_finding_series", "whole number"),
     ("metrics.ready_after_intervals", 0.5, "metrics.ready_after_intervals", "at least 1"),
     ("poll.interval_s", "5m", "poll.interval_s", "expected a number"),
     ("metrics.listen", "9751", "metrics.listen", "expected HOST:PORT"),

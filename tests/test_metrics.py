@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import gzip
 import math
+import random
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from monitor.daemon import metrics
 from monitor.daemon.http import render_status
-from monitor.daemon.metrics import Instruments, position_series, render_state
+from monitor.daemon.metrics import (
+    Instruments,
+    PositionSeries,
+    RenderedState,
+    finding_series,
+    position_families,
+    position_series,
+    render_state,
+)
 from monitor.daemon.view import MonitorView
 from monitor.domain.addresses import NATIVE_TOKEN
 from monitor.domain.model import UINT256_MAX, Token
@@ -81,10 +93,23 @@ def view(**overrides: object) -> MonitorView:
     return replace(base, **overrides)  # type: ignore[arg-type]
 
 
-def scrape(v: MonitorView, max_series: int = 1000) -> dict[str, list[tuple[dict[str, str], float]]]:
+def rendered(
+    v: MonitorView,
+    max_series: int = 1000,
+    max_findings: int = 1000,
+    previous: RenderedState | None = None,
+) -> RenderedState:
+    return render_state(
+        v, max_position_series=max_series, max_finding_series=max_findings, previous=previous
+    )
+
+
+def scrape(
+    v: MonitorView, max_series: int = 1000, max_findings: int = 1000
+) -> dict[str, list[tuple[dict[str, str], float]]]:
     registry = CollectorRegistry()
     Instruments(registry, version="9.9.9")
-    text = generate_latest(registry) + render_state(v, max_series).text
+    text = generate_latest(registry) + bytes(rendered(v, max_series, max_findings).text)
     out: dict[str, list[tuple[dict[str, str], float]]] = {}
     for family in text_string_to_metric_families(text.decode()):
         for sample in family.samples:
@@ -127,10 +152,17 @@ def test_freshness_risk_and_build_info() -> None:
     assert metrics["exposure_monitor_build_info"] == [({"version": "9.9.9"}, 1.0)]
 
 
+def samples_of(series: PositionSeries) -> dict[str, list[tuple[tuple[str, ...], float]]]:
+    return {name: list(samples) for name, _, _, samples in position_families(series)}
+
+
 def test_the_series_cap_keeps_unlimited_approvals_first() -> None:
     series = position_series(view(), max_series=2)
-    assert series.unlimited and series.allowance[0][1] == math.inf
-    assert series.balance == ()
+    assert series.unlimited == ((1, W, USDC, S),)
+    samples = samples_of(series)
+    assert [value for _, value in samples["allowance"]] == [math.inf]
+    assert [value for _, value in samples["allowance_unlimited"]] == [1.0]
+    assert samples["balance"] == []
     assert series.dropped == 3  # DAI allowance and two balances
     assert position_series(view(), max_series=1000).dropped == 0
 
@@ -151,19 +183,130 @@ def test_label_values_are_escaped_in_the_exposition() -> None:
     assert 'a"b\\c\nd' in symbols
 
 
-def test_unchanged_positions_reuse_the_rendered_text() -> None:
-    first = render_state(view(), 1000)
+def test_unchanged_positions_and_findings_reuse_the_rendered_text() -> None:
+    first = rendered(view())
     later = view(last_success={(1, S): NOW.replace(hour=13)})
-    second = render_state(later, 1000, first)
-    assert second.position_text is first.position_text
+    second = rendered(later, previous=first)
+    assert second.positions is first.positions
+    assert second.findings is first.findings
     stamps = [
         sample.value
-        for family in text_string_to_metric_families(second.text.decode())
+        for family in text_string_to_metric_families(bytes(second.text).decode())
         for sample in family.samples
         if sample.name == "exposure_monitor_last_successful_poll_timestamp_seconds"
     ]
     assert stamps == [NOW.replace(hour=13).timestamp()]  # the new poll time is rendered
     changed = view(snapshot=Snapshot(allowances={(1, W, DAI, S): 5}, balances={}))
-    third = render_state(changed, 1000, second)
-    assert third.position_text is not second.position_text
-    assert b"allowance_unlimited{" not in third.text
+    third = rendered(changed, previous=second)
+    assert third.positions is not second.positions
+    assert third.findings is second.findings
+    assert b"allowance_unlimited{" not in bytes(third.text)
+    resolved = rendered(replace(changed, findings=()), previous=third)
+    assert resolved.findings is not third.findings
+    assert b"exposure_monitor_finding{" not in bytes(resolved.text)
+
+
+def test_a_changed_cap_renders_again() -> None:
+    first = rendered(view())
+    assert rendered(view(), max_series=2, previous=first).positions.dropped == 3
+    assert rendered(view(), max_findings=0, previous=first).findings.dropped == 1
+
+
+def finding(rule: RuleName, severity: Severity, wallet: str, chain_id: int = 1) -> Finding:
+    return Finding(
+        rule=rule,
+        severity=severity,
+        chain_id=chain_id,
+        wallet=wallet,
+        spender=S,
+        token=None if rule is RuleName.VALUE_AT_RISK else USDC,
+        detail="",
+    )
+
+
+MANY_FINDINGS = (
+    # In the view's order (as evaluate() gives it), but info and warning before critical here
+    # so that the cap's own ordering is what is tested.
+    finding(RuleName.FRESH_APPROVAL, Severity.INFO, "0x" + "01" * 20),
+    finding(RuleName.UNLIMITED_APPROVAL, Severity.WARNING, "0x" + "02" * 20),
+    finding(RuleName.UNTRUSTED_SPENDER, Severity.WARNING, "0x" + "03" * 20),
+    finding(RuleName.VALUE_AT_RISK, Severity.CRITICAL, "0x" + "04" * 20, chain_id=8453),
+    finding(RuleName.UNLIMITED_APPROVAL, Severity.WARNING, "0x" + "05" * 20),
+    finding(RuleName.EXPLOITED_SPENDER, Severity.CRITICAL, "0x" + "06" * 20),
+    replace(
+        finding(RuleName.EXPLOITED_SPENDER, Severity.CRITICAL, "0x" + "07" * 20),
+        suppressed=True,
+        suppression_reason="known",
+    ),
+)
+
+
+def test_the_finding_cap_keeps_critical_then_warning_then_info_in_the_views_order() -> None:
+    wallets = [f.wallet[2:4] for f in finding_series(view(findings=MANY_FINDINGS), 4).findings]
+    assert wallets == ["04", "06", "02", "03"]
+    everything = finding_series(view(findings=MANY_FINDINGS), 1000)
+    assert [f.wallet[2:4] for f in everything.findings] == [
+        "04", "06", "02", "03", "05", "01"
+    ]  # fmt: skip
+    assert everything.dropped == 0
+    assert finding_series(view(findings=MANY_FINDINGS), 4).dropped == 2  # suppressed: not counted
+    assert finding_series(view(findings=MANY_FINDINGS), 0).findings == ()
+
+
+def test_open_findings_are_counted_whatever_the_cap() -> None:
+    expected = {
+        ("exploited_spender", "critical", "1"): 1.0,  # the suppressed one is not counted
+        ("fresh_approval", "info", "1"): 1.0,
+        ("unlimited_approval", "warning", "1"): 2.0,
+        ("untrusted_spender", "warning", "1"): 1.0,
+        ("value_at_risk", "critical", "8453"): 1.0,
+    }
+    for cap in (0, 1, 1000):
+        metrics = scrape(view(findings=MANY_FINDINGS), max_findings=cap)
+        counts = {
+            (labels["rule"], labels["severity"], labels["chain_id"]): value
+            for labels, value in metrics["exposure_monitor_open_findings"]
+        }
+        assert counts == expected
+        assert len(metrics.get("exposure_monitor_finding", [])) == min(cap, 6)
+    assert "exposure_monitor_open_findings" not in scrape(view(findings=()))
+
+
+def test_the_state_text_is_one_gzip_stream_of_the_whole_exposition() -> None:
+    state = rendered(view(findings=MANY_FINDINGS)).text
+    assert len(state.members) == 3
+    stream = b"".join(state.gzip_chunks())
+    assert len(stream) == state.gzip_size
+    text = gzip.decompress(stream)  # every member, not just the first
+    assert text == bytes(state)
+    assert len(text) == state.text_size
+    assert text.index(b"# HELP exposure_monitor_allowance ") == 0
+    assert b"# HELP exposure_monitor_upstream_up " in text
+    for size in (1, 7, 4096):  # inflated piece by piece, nothing is lost between pieces
+        pieces = list(state.text_chunks(size))
+        assert b"".join(pieces) == text
+        assert max(len(piece) for piece in pieces) <= size
+
+
+def test_positions_are_kept_and_written_in_key_order_whatever_the_slices(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = random.Random(5)
+    wallets = [f"0x{rng.getrandbits(160):040x}" for _ in range(50)]
+    allowances = {
+        (1, w, token, S): UINT256_MAX if rng.random() < 0.3 else rng.randrange(1, 10**9)
+        for w in wallets
+        for token in (USDC, DAI)
+    }
+    balances = {(1, w, USDC): rng.randrange(1, 10**9) for w in wallets}
+    shuffled = view(snapshot=Snapshot(allowances=allowances, balances=balances))
+    whole = position_series(shuffled, max_series=120)
+    monkeypatch.setattr(metrics, "SORT_SLICE", 3)
+    assert position_series(shuffled, max_series=120) == whole
+    unlimited = sorted(k for k, amount in allowances.items() if amount == UINT256_MAX)
+    finite = sorted(k for k, amount in allowances.items() if amount != UINT256_MAX)
+    assert list(whole.unlimited) == unlimited
+    assert list(whole.finite) == finite[: 120 - 2 * len(unlimited)]
+    written = [labels[1:4] for labels, _ in samples_of(whole)["allowance"]]
+    assert written == [k[1:] for k in unlimited + finite][: 120 - len(unlimited)]
+    assert whole.dropped == 2 * len(unlimited) + len(finite) + len(balances) - 120

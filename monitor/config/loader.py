@@ -365,6 +365,11 @@ def _parse_metrics(section: _Section, source: Path | None) -> MetricsSettings:
             _integer(minimum=0, maximum=10_000_000),
             defaults.max_position_series,
         ),
+        max_finding_series=section.take(
+            "max_finding_series",
+            _integer(minimum=0, maximum=10_000_000),
+            defaults.max_finding_series,
+        ),
         ready_after_intervals=section.take(
             "ready_after_intervals",
             _number(minimum=1, maximum=1000),

@@ -56,6 +56,8 @@ class MetricsSettings:
     port: int = DEFAULT_METRICS_PORT
     max_position_series: int = 50_000
     """Cap on allowance, unlimited and balance series; unlimited approvals are kept first."""
+    max_finding_series: int = 10_000
+    """Cap on finding series; critical ones are kept first. 0 exports none (counts remain)."""
     ready_after_intervals: float = 3.0
     """/readyz fails once the last successful poll is older than this many intervals."""
     web_config_file: Path | None = None

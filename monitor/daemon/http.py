@@ -11,7 +11,8 @@ import binascii
 import hashlib
 import hmac
 import html
-from collections.abc import Awaitable, Callable, Mapping
+import itertools
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
 
@@ -21,6 +22,7 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from monitor import __version__
+from monitor.daemon.metrics import StateText, gzip_compress
 from monitor.daemon.view import MonitorView
 from monitor.domain.addresses import to_checksum
 from monitor.timespec import iso
@@ -32,7 +34,7 @@ def make_app(
     *,
     registry: CollectorRegistry,
     view: Callable[[], MonitorView],
-    state_text: Callable[[], bytes],
+    state_text: Callable[[], StateText],
     clock: Clock,
     ready_max_age_s: float,
     users: Mapping[str, bytes] | None = None,
@@ -44,9 +46,8 @@ def make_app(
     """
     app = web.Application(middlewares=[basic_auth_middleware(users)] if users else [])
 
-    async def metrics(_: web.Request) -> web.Response:
-        body = generate_latest(registry) + state_text()
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        return await serve_metrics(request, generate_latest(registry), state_text())
 
     app.router.add_get("/metrics", metrics)
 
@@ -72,6 +73,50 @@ def make_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/", status_page)
     return app
+
+
+async def serve_metrics(request: web.Request, live: bytes, state: StateText) -> web.StreamResponse:
+    """Write ``live`` (the registry's few kilobytes) and then ``state``, never joined.
+
+    A client that accepts gzip (Prometheus always does) gets ``live`` compressed as one gzip
+    member followed by the state's members as they are kept: one gzip stream. Any other
+    client gets the text, the state inflated piece by piece as it is written.
+    """
+    response = web.StreamResponse(
+        headers={"Content-Type": CONTENT_TYPE_LATEST, "Vary": "Accept-Encoding"}
+    )
+    chunks: Iterable[bytes]
+    if accepts_gzip(request.headers.get("Accept-Encoding", "")):
+        head = gzip_compress(live)
+        response.headers["Content-Encoding"] = "gzip"
+        response.content_length = len(head) + state.gzip_size
+        chunks = (head, *state.gzip_chunks())
+    else:
+        response.content_length = len(live) + state.text_size
+        chunks = itertools.chain((live,), state.text_chunks())
+    await response.prepare(request)
+    if request.method != "HEAD":
+        for chunk in chunks:
+            await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header names gzip with a non-zero weight (RFC 9110, 12.5.3)."""
+    for item in accept_encoding.split(","):
+        coding, *params = (part.strip() for part in item.split(";"))
+        if coding.lower() not in ("gzip", "x-gzip"):
+            continue
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    return float(value) > 0
+                except ValueError:
+                    return False
+        return True
+    return False
 
 
 def _e(text: object) -> str:

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from monitor.config import Config
-from monitor.daemon.metrics import Instruments, render_state
+from monitor.daemon.metrics import Instruments, StateText, render_state
 from monitor.daemon.view import MonitorView
 from monitor.domain.model import PollResult, Token
 from monitor.domain.snapshot import Snapshot
@@ -25,8 +25,9 @@ from monitor.errors import StoreError
 from monitor.oneinch.client import BalanceClient
 from monitor.poller import poll_once
 from monitor.risk.exploits import ExploitList
+from monitor.risk.incremental import RiskEvaluator
 from monitor.risk.prices import PriceSource
-from monitor.risk.rules import FRESH_CHANGES, RiskReport, evaluate, spender_index
+from monitor.risk.rules import FRESH_CHANGES, RiskReport, spender_index
 from monitor.store.snapshots import RecordedPoll, SqlSnapshotStore
 
 log = logging.getLogger(__name__)
@@ -53,12 +54,14 @@ class Monitor:
         self._client = client
         self._store = store
         self._prices = prices
-        self._exploits = exploits
         self._instruments = instruments
         self._clock = clock
         self._poll_timeout_s = poll_timeout_s
         self._tokens: dict[tuple[int, str], Token] = {}
         self._spenders = spender_index(config.chains)
+        self._evaluator = RiskEvaluator(
+            spenders=self._spenders, exploits=exploits, settings=config.risk
+        )
         self._view = MonitorView(
             wallet_labels={w.address: w.label for w in config.wallets if w.label},
             spender_labels={
@@ -66,7 +69,11 @@ class Monitor:
             },
             unlimited_threshold=config.risk.unlimited_threshold,
         )
-        self._rendered = render_state(self._view, config.metrics.max_position_series)
+        self._rendered = render_state(
+            self._view,
+            max_position_series=config.metrics.max_position_series,
+            max_finding_series=config.metrics.max_finding_series,
+        )
         self._stopping = False
         self.last_progress_monotonic = time.monotonic()
         """When a cycle last finished (successfully or not): the watchdog's evidence."""
@@ -79,18 +86,26 @@ class Monitor:
         return self._view
 
     @property
-    def state_text(self) -> bytes:
-        """The state metrics of the published view, rendered (Prometheus text format)."""
+    def state_text(self) -> StateText:
+        """The state metrics of the published view, rendered (Prometheus text format) and
+        kept gzip-compressed; ``bytes()`` of it inflates the text (not for the scrape path)."""
         return self._rendered.text
 
     async def _publish(self, view: MonitorView) -> None:
         # Rendering hundreds of thousands of series is CPU work: off the loop, so that scrapes
         # and the poll itself keep being served meanwhile.
         rendered = await asyncio.to_thread(
-            render_state, view, self._config.metrics.max_position_series, self._rendered
+            render_state,
+            view,
+            max_position_series=self._config.metrics.max_position_series,
+            max_finding_series=self._config.metrics.max_finding_series,
+            previous=self._rendered,
         )
-        if rendered.series is not self._rendered.series and rendered.series.dropped:
-            self._instruments.position_series_dropped.inc(rendered.series.dropped)
+        # Counted once per view built, not again while a part is reused.
+        if rendered.positions is not self._rendered.positions and rendered.positions.dropped:
+            self._instruments.position_series_dropped.inc(rendered.positions.dropped)
+        if rendered.findings is not self._rendered.findings and rendered.findings.dropped:
+            self._instruments.finding_series_dropped.inc(rendered.findings.dropped)
         # No await between the two: readers see the old view and text or the new ones.
         self._view, self._rendered = view, rendered
 
@@ -180,8 +195,7 @@ class Monitor:
             return
         for event in recorded.events:
             self._instruments.allowance_changes.labels(change=event.change.value).inc()
-        for position in result.positions:
-            self._tokens[(position.chain_id, position.token.address)] = position.token
+        self._tokens.update(await asyncio.to_thread(_tokens_of, result))
         now = self._clock()
         report = await self._evaluate(recorded.snapshot, now)
         try:
@@ -220,25 +234,21 @@ class Monitor:
         except StoreError as exc:
             log.warning("recent changes unavailable for the fresh-approval rule: %s", exc)
             recent = []
+        # Re-derives only what changed since the previous evaluation (the same report as
+        # rules.evaluate), in a worker thread all the same: a first poll is all change.
         return await asyncio.to_thread(
-            evaluate,
+            self._evaluator.evaluate,
             snapshot,
             tokens=dict(self._tokens),
-            spenders=self._spenders,
-            exploits=self._exploits,
             prices_usd=prices,
             recent_events=recent,
-            settings=self._config.risk,
             now=now,
         )
 
     async def _usd_prices(self, snapshot: Snapshot) -> Mapping[tuple[int, str], Decimal]:
         if self._prices is None:
             return {}
-        wanted: dict[int, set[str]] = {}
-        for chain_id, wallet, token, _spender in snapshot.allowances:
-            if snapshot.balance((chain_id, wallet, token)):
-                wanted.setdefault(chain_id, set()).add(token)
+        wanted = await asyncio.to_thread(_tokens_at_risk, snapshot)
         prices: dict[tuple[int, str], Decimal] = {}
         for chain_id, tokens in sorted(wanted.items()):
             found = await self._prices.usd_prices(chain_id, sorted(tokens))
@@ -291,6 +301,21 @@ class Monitor:
             result.events_deleted,
             days,
         )
+
+
+def _tokens_of(result: PollResult) -> dict[tuple[int, str], Token]:
+    return {(p.chain_id, p.token.address): p.token for p in result.positions}
+
+
+def _tokens_at_risk(snapshot: Snapshot) -> dict[int, set[str]]:
+    """The tokens, by chain, that some wallet both holds and has approved: those worth a
+    price (a scan of every allowance, so it runs in a worker thread)."""
+    wanted: dict[int, set[str]] = {}
+    balances = snapshot.balances
+    for chain_id, wallet, token, _spender in snapshot.allowances:
+        if (chain_id, wallet, token) in balances:
+            wanted.setdefault(chain_id, set()).add(token)
+    return wanted
 
 
 def _scope_outcomes(result: PollResult) -> dict[tuple[int, str], bool]:
