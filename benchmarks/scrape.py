@@ -13,6 +13,7 @@ own. Scrapes are sequential (like Prometheus'), at most ``max_per_poll`` during 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import http.client
 import os
 import signal
@@ -53,18 +54,22 @@ def _value(body: bytes, name: bytes) -> float | None:
     return float(body[at + len(name) : end])
 
 
-def scrape_once(host: str, port: int, path: str, timeout_s: float) -> tuple[float, bytes]:
-    """GET ``path``; the latency is to the last byte of the body (what a scraper waits)."""
+def scrape_once(host: str, port: int, path: str, timeout_s: float) -> tuple[float, int, bytes]:
+    """GET ``path`` asking for gzip, as Prometheus does; the latency is to the last byte of the
+    body (what a scraper waits). Returns the latency, the bytes on the wire, the text."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
     try:
         started = time.perf_counter()
-        conn.request("GET", path)
+        conn.request("GET", path, headers={"Accept-Encoding": "gzip"})
         response = conn.getresponse()
         body = response.read()
         latency_ms = (time.perf_counter() - started) * 1000
         if response.status != 200:
             raise OSError(f"{path}: HTTP {response.status}")
-        return latency_ms, body
+        wire = len(body)
+        if response.getheader("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        return latency_ms, wire, body
     finally:
         conn.close()
 
@@ -139,7 +144,7 @@ def scrape_polls(
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         try:
-            latency_ms, body = scrape_once(host, port, "/metrics", timeout_s)
+            latency_ms, wire, body = scrape_once(host, port, "/metrics", timeout_s)
         except OSError:
             log.failures += 1
             time.sleep(pause_s)
@@ -154,7 +159,7 @@ def scrape_polls(
         poll = running or previous_running
         state = f"poll {poll}" if poll is not None else "idle"
         if len(log.latencies_ms.get(state, [])) < max_per_poll:
-            log.add(state, latency_ms, len(body))
+            log.add(state, latency_ms, wire)
         previous_running = running
         if done >= polls and len(log.latencies_ms.get("idle", [])) >= idle_after:
             break

@@ -51,10 +51,9 @@ from monitor import __version__
 from monitor.config import Config, parse_config
 from monitor.daemon.metrics import Instruments
 from monitor.daemon.service import Monitor
-from monitor.oneinch import BalanceClient, RateLimiter
-from monitor.oneinch.client import RetryPolicy
 from monitor.risk.exploits import load_exploits
 from monitor.risk.prices import SpotPriceSource
+from monitor.runtime import open_client
 from monitor.store import migrate
 from monitor.store.engine import create_engine
 from monitor.store.snapshots import SqlSnapshotStore
@@ -327,26 +326,14 @@ async def run_phase(
     starts: list[float] = []
     gc_pauses = GcPauses()
     profile_dir = Path(spec["profile_dir"]) if spec.get("profile_dir") else None
-    # The same wiring as monitor.runtime.open_client and monitor.daemon.run.run_daemon, with
-    # a session whose responses are spooled for the floor.
-    async with aiohttp.ClientSession(
-        headers={"User-Agent": f"exposure-monitor/{__version__}"},
+    # The same wiring as monitor.daemon.run.run_daemon, with a session whose responses are
+    # spooled for the floor.
+    async with open_client(
+        config,
+        None,
         response_class=capturing_response(spool),
         trace_configs=[request_starts(starts)],
-    ) as session:
-        client = BalanceClient(
-            session,
-            base_url=api.base_url,
-            api_key=None,
-            limiter=RateLimiter(api.requests_per_second),
-            timeout_s=api.timeout_s,
-            retry=RetryPolicy(
-                max_attempts=api.max_attempts,
-                backoff_initial_s=api.backoff_initial_s,
-                backoff_max_s=api.backoff_max_s,
-                retry_after_max_s=api.retry_after_max_s,
-            ),
-        )
+    ) as client:
         prices = (
             TimedPrices(
                 SpotPriceSource(client, ttl_s=config.risk.prices.ttl_s), lambda: store.marks

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import aiohttp
 
@@ -22,11 +22,19 @@ async def open_client(
     api_key: ApiKey | None,
     *,
     on_request: Callable[[RequestRecord], None] | None = None,
+    response_class: type[aiohttp.ClientResponse] = aiohttp.ClientResponse,
+    trace_configs: Sequence[aiohttp.TraceConfig] = (),
 ) -> AsyncIterator[BalanceClient]:
-    """A client for ``config.api`` with its own session and rate limiter."""
+    """A client for ``config.api`` with its own session and rate limiter.
+
+    ``response_class`` and ``trace_configs`` go to the session (the benchmarks observe the
+    answers' bytes and the request starts through them).
+    """
     api = config.api
     async with aiohttp.ClientSession(
-        headers={"User-Agent": f"exposure-monitor/{__version__}"}
+        headers={"User-Agent": f"exposure-monitor/{__version__}"},
+        response_class=response_class,
+        trace_configs=list(trace_configs) or None,
     ) as session:
         yield BalanceClient(
             session,
