@@ -134,6 +134,7 @@ def test_alerts_name_the_wallet_spender_token_and_symbol_their_series_have() -> 
         "ExposureMonitorExploitedSpender": per_approval,
         "ExposureMonitorValueAtRisk": per_wallet_and_spender,
         "ExposureMonitorDataStale": {"chain_id", "spender", "instance"},
+        "ExposureMonitorFindingsNotExported": {"instance"},
         "ExposureMonitorUpstreamDown": {"chain_id", "instance"},
         "ExposureMonitorDown": {"instance"},
         "ExposureMonitorApprovalGranted": {"instance"},
