@@ -48,11 +48,15 @@ Group = tuple[int, str, str]
 
 K = TypeVar("K")
 
-_PER_APPROVAL_RULES = (
-    (Severity.CRITICAL, RuleName.EXPLOITED_SPENDER),
-    (Severity.WARNING, RuleName.UNLIMITED_APPROVAL),
-    (Severity.WARNING, RuleName.UNTRUSTED_SPENDER),
-)
+_BUCKET_PREFIX = {
+    rule: (-severity.rank, rule.value)
+    for severity, rule in (
+        (Severity.CRITICAL, RuleName.EXPLOITED_SPENDER),
+        (Severity.WARNING, RuleName.UNLIMITED_APPROVAL),
+        (Severity.WARNING, RuleName.UNTRUSTED_SPENDER),
+    )
+}
+"""The per-approval rules, with the start of their buckets."""
 # Findings sort most severe first, then by rule: value_at_risk findings go right after the
 # exploited_spender ones, before every warning.
 _VALUE_AT_RISK_AT = (-Severity.CRITICAL.rank, RuleName.VALUE_AT_RISK.value)
@@ -154,18 +158,20 @@ class RiskEvaluator:
         dirty: set[Group] = set()
         touched: set[Bucket] = set()
         buckets = self._buckets
-        for key in _changed(self._allowances, allowances):
+        previous = self._allowances
+        for key in _changed(previous, allowances):
             chain_id, wallet, token, spender = key
             if is_native(chain_id, token, tokens):
                 continue
-            for severity, rule in _PER_APPROVAL_RULES:
-                bucket = (-severity.rank, rule.value, chain_id, wallet)
-                found_before = buckets.get(bucket)
-                if (
-                    found_before is not None
-                    and found_before.pop((spender, token), None) is not None
-                ):
-                    touched.add(bucket)
+            if key in previous:  # only an approval that was there can have findings to drop
+                for rank, rule in _BUCKET_PREFIX.values():
+                    bucket = (rank, rule, chain_id, wallet)
+                    found_before = buckets.get(bucket)
+                    if (
+                        found_before is not None
+                        and found_before.pop((spender, token), None) is not None
+                    ):
+                        touched.add(bucket)
             allowance = allowances.get(key, 0)
             group = (chain_id, wallet, spender)
             dirty.add(group)
@@ -176,8 +182,9 @@ class RiskEvaluator:
                     untrusted_finding(key, allowance, tokens, self._spenders),
                 ):
                     if found is not None:
-                        bucket = (-found.severity.rank, found.rule.value, chain_id, wallet)
-                        found = suppress(found, ignore, now=now)
+                        bucket = (*_BUCKET_PREFIX[found.rule], chain_id, wallet)
+                        if ignore:
+                            found = suppress(found, ignore, now=now)
                         buckets.setdefault(bucket, {})[(spender, token)] = found
                         touched.add(bucket)
                 self._approve(group, token, allowance)
