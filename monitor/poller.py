@@ -99,30 +99,40 @@ async def _aggregated_batch(
         )
     except UpstreamError as exc:
         return _failed(chain_id, spender, wallets, "aggregated", exc, None, custom_tokens)
-    asked = set(wallets)
+    asked = frozenset(wallets)
     # A token whose wallets came back null was not observed: leave it out of the coverage, so
     # that its values stand instead of being read as zeros.
     unobserved = frozenset(e.token.address for e in reply.value if not e.wallets_known)
-    positions = [
-        Position(
-            chain_id=chain_id,
-            wallet=wallet,
-            spender=spender,
-            token=entry.token,
-            balance=amounts.balance,
-            allowance=amounts.allowance,
-        )
-        for entry in reply.value
-        for wallet, amounts in entry.wallets.items()
-        if wallet in asked
-    ]
+    # The hot loop of a poll, once per (token, wallet) of the answer: ``_keep`` is inlined, and
+    # the wallet strings are the config's own (the client maps every spelling of an asked
+    # wallet to it), so the snapshot's keys share them.
+    positions: list[Position] = []
+    keep = positions.append
+    for entry in reply.value:
+        token = entry.token
+        native = token.is_native
+        for wallet, amounts in entry.wallets.items():
+            if wallet not in asked:
+                continue
+            balance, allowance = amounts.balance, amounts.allowance
+            if balance > 0 or (allowance > 0 and not native):
+                keep(
+                    Position(
+                        chain_id=chain_id,
+                        wallet=wallet,
+                        spender=spender,
+                        token=token,
+                        balance=balance,
+                        allowance=allowance,
+                    )
+                )
     return BatchOutcome(
         chain_id=chain_id,
         spender=spender,
         wallets=wallets,
         kind="aggregated",
         except_tokens=custom_tokens | unobserved,
-        positions=tuple(p for p in positions if _keep(p)),
+        positions=tuple(positions),
         request_id=reply.request_id,
     )
 

@@ -97,3 +97,33 @@ async def test_bearer_header_carries_the_key_and_no_query_parameter_does() -> No
         (((_, url), (call,)),) = http.requests.items()
     assert call.kwargs["headers"]["Authorization"] == "Bearer sk-canary-1"
     assert "sk-canary-1" not in str(url)
+
+
+async def test_aggregated_answers_key_wallets_by_the_strings_asked_for() -> None:
+    sleeps = Sleeps()
+    asked = "".join(list(WALLET.lower()))  # a string of its own, as the config's is
+    spellings = [WALLET, "0x" + WALLET[2:].upper()]
+    answer = [
+        {
+            "address": address,
+            "symbol": "X",
+            "decimals": 18,
+            "wallets": {spelled: {"balance": "1", "allowance": "2"}},
+        }
+        for address, spelled in zip(
+            [
+                "0xeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee",
+                "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48",
+            ],
+            spellings,
+            strict=True,
+        )
+    ]
+    with mocked_http() as http:
+        http.get(AGGREGATED, payload=answer)
+        async with aiohttp.ClientSession() as session:
+            reply = await client(session, sleeps).aggregated_balances_and_allowances(
+                1, SPENDER, [asked]
+            )
+    assert [list(entry.wallets) for entry in reply.value] == [[asked], [asked]]
+    assert all(key is asked for entry in reply.value for key in entry.wallets)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitor.domain.model import UINT256_MAX
+from monitor.domain.model import UINT256_MAX, parse_amount
 from monitor.oneinch import parse
 
 W1 = "0x1C17622cfa9B6fD2043A76DfC39A5B5a109aa708"
@@ -205,3 +206,101 @@ def test_token_shaped_fuzz_parses_or_raises_value_error(data: list[dict[str, Any
         for amounts_ in entry.wallets.values():
             assert 0 <= amounts_.balance <= UINT256_MAX
             assert 0 <= amounts_.allowance <= UINT256_MAX
+
+
+# -- the wallets asked about (issue 7: one string per wallet, not one per token) ---------------
+
+
+def fresh(text: str) -> str:
+    """An equal string that is a new object (as a config loader's would be)."""
+    return "".join(list(text))
+
+
+@pytest.mark.parametrize("key_case", [str, str.lower, str.upper])
+def test_asked_wallets_come_back_as_the_callers_own_strings(key_case: Any) -> None:
+    doc = copy.deepcopy(SDK_FIXTURE)
+    for token in doc:
+        token["wallets"] = {("0x" + key_case(w[2:])): v for w, v in token["wallets"].items()}
+    asked = [fresh(W1.lower()), fresh(W2.lower())]
+    tokens = parse.parse_aggregated(doc, chain_id=1, wallets=asked)
+    for entry in tokens:
+        assert len(entry.wallets) == 2
+        assert all(any(key is w for w in asked) for key in entry.wallets)
+    assert tokens[0].wallets[W1.lower()].balance == 18920076738417670657
+
+
+def test_unasked_and_checksum_cased_asked_wallets_are_lowercased() -> None:
+    tokens = parse.parse_aggregated(SDK_FIXTURE, chain_id=1, wallets=[W1])
+    assert set(tokens[1].wallets) == {W1.lower(), W2.lower()}
+
+
+@pytest.mark.parametrize("first", [W1, W1.lower()])
+def test_one_wallet_in_two_letter_cases_is_refused_when_it_was_asked_for(first: str) -> None:
+    doc = copy.deepcopy(SDK_FIXTURE)
+    entry = {"balance": "1", "allowance": "1"}
+    doc[1]["wallets"] = {first: entry, (W1.lower() if first == W1 else W1): entry}
+    with pytest.raises(ValueError, match=r"\[1\]\.wallets: .* appears twice"):
+        parse.parse_aggregated(doc, chain_id=1, wallets=[W1.lower(), W2.lower()])
+
+
+def test_a_malformed_wallet_key_is_refused_even_if_it_was_asked_for() -> None:
+    doc = copy.deepcopy(SDK_FIXTURE)
+    doc[1]["wallets"]["0xnope"] = {"balance": "1", "allowance": "1"}
+    with pytest.raises(ValueError, match=r"\[1\]\.wallets key: not an address"):
+        parse.parse_aggregated(doc, chain_id=1, wallets=[W1.lower(), "0xnope"])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [MAX, str(UINT256_MAX + 1), "9" * 78, "0" * 78, "0" * 79, "9" * 77, "007", "0", "",
+     "\u0663", "\u00b2", "1_000", "+1", " 1", "1 ", "\uff11"],
+)  # fmt: skip
+def test_amounts_parse_exactly_as_parse_amount_says(text: str) -> None:
+    doc = copy.deepcopy(SDK_FIXTURE)
+    doc[1]["wallets"][W1]["balance"] = text
+    doc[1]["wallets"][W2]["allowance"] = text
+    try:
+        expected = parse_amount(text)
+    except ValueError as exc:
+        with pytest.raises(ValueError, match=re.escape(f"{W1.lower()}].balance: {exc}")):
+            parse.parse_aggregated(doc, chain_id=1, wallets=[W1.lower()])
+        doc[1]["wallets"][W1]["balance"] = "1"
+        with pytest.raises(ValueError, match=re.escape(f"{W2.lower()}].allowance: {exc}")):
+            parse.parse_aggregated(doc, chain_id=1, wallets=[W1.lower()])
+        return
+    bend = parse.parse_aggregated(doc, chain_id=1, wallets=[W1.lower()])[1]
+    assert bend.wallets[W1.lower()].balance == expected
+    assert bend.wallets[W2.lower()].allowance == expected
+
+
+@given(amounts | st.text(max_size=80) | st.from_regex(r"[0-9]{76,79}", fullmatch=True))
+def test_any_amount_text_parses_as_parse_amount_says(text: str) -> None:
+    doc = copy.deepcopy(SDK_FIXTURE)
+    doc[0]["wallets"][W2]["allowance"] = text
+    try:
+        expected = parse_amount(text)
+    except ValueError:
+        with pytest.raises(ValueError, match="allowance"):
+            parse.parse_aggregated(doc, chain_id=1)
+        return
+    parsed = parse.parse_aggregated(doc, chain_id=1)
+    assert parsed[0].wallets[W2.lower()].allowance == expected
+
+
+@given(st.lists(token_objects, max_size=4), st.data())
+def test_naming_the_wallets_asked_for_changes_no_outcome(
+    data: list[dict[str, Any]], draw: st.DataObject
+) -> None:
+    keys = sorted({k for t in data if isinstance(t["wallets"], dict) for k in t["wallets"]})
+    asked = draw.draw(st.lists(st.sampled_from(keys), unique=True)) if keys else []
+    asked += draw.draw(st.lists(addresses | st.text(max_size=44), max_size=2))
+
+    def outcome(**kwargs: Any) -> object:
+        try:
+            return parse.parse_aggregated(data, chain_id=1, **kwargs)
+        except ValueError as exc:
+            return str(exc)
+
+    expected = outcome()
+    assert outcome(wallets=asked) == expected
+    assert outcome(wallets=[a.lower() for a in asked]) == expected

@@ -172,3 +172,21 @@ async def test_same_positions_whatever_filter_empty_and_key_casing_upstream_uses
     )
     assert observed == reference
     assert any(key[0][2] == DAI for key in reference)
+
+
+@pytest.mark.parametrize("key_case", ["checksum", "lower", "echo"])
+async def test_positions_share_the_configs_wallet_strings(
+    http_session: aiohttp.ClientSession, default_scenario: Scenario, key_case: str
+) -> None:
+    """Issue 7: one string per wallet, not a fresh copy per (token, spender) in every poll."""
+    scenario = replace(
+        default_scenario, behaviour=replace(default_scenario.behaviour, wallet_key_case=key_case)
+    )
+    async with run_simulator(scenario) as sim:
+        config = monitor_config(scenario, sim.base_url, max_wallets_per_request=2)
+        result = await poll_once(fast_client(http_session, sim.base_url), config)
+    assert result.ok
+    configured = {id(w.address) for w in config.wallets}
+    aggregated = [p for b in result.batches if b.kind == "aggregated" for p in b.positions]
+    assert len(aggregated) > len(config.wallets)
+    assert {id(p.wallet) for p in aggregated} <= configured

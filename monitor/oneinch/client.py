@@ -97,7 +97,11 @@ class BalanceClient:
     async def aggregated_balances_and_allowances(
         self, chain_id: int, spender: str, wallets: Sequence[str], *, filter_empty: bool = True
     ) -> Reply[tuple[AggregatedToken, ...]]:
-        """Endpoint 1: balances and allowances of many wallets for one spender."""
+        """Endpoint 1: balances and allowances of many wallets for one spender.
+
+        Wallet keys of the answer that spell one of ``wallets`` come back as that very string
+        when it is lowercase (see ``parse.parse_aggregated``), others lowercase.
+        """
         if not wallets:
             raise ValueError("wallets must not be empty")
         params = {"wallets": ",".join(wallets), "filterEmpty": "true" if filter_empty else "false"}
@@ -105,7 +109,7 @@ class BalanceClient:
             "aggregated",
             "GET",
             f"/balance/v1.2/{chain_id}/aggregatedBalancesAndAllowances/{spender}",
-            lambda data: parse.parse_aggregated(data, chain_id=chain_id),
+            lambda data: parse.parse_aggregated(data, chain_id=chain_id, wallets=wallets),
             params=params,
         )
 

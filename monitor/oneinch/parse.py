@@ -7,12 +7,14 @@ hide risk (amounts, addresses, duplicate keys).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from monitor.domain.addresses import is_address
-from monitor.domain.model import Token, parse_amount
+from monitor.domain.model import UINT256_MAX, Token, parse_amount
+
+_UINT256_MAX_TEXT = str(UINT256_MAX)  # 78 digits
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,10 +99,25 @@ def _lower_keys(mapping: Mapping[str, object], where: str) -> dict[str, object]:
     return out
 
 
-def parse_aggregated(data: object, *, chain_id: int) -> tuple[AggregatedToken, ...]:
-    """Parse endpoint 1, ``GET aggregatedBalancesAndAllowances/{spender}``."""
+def parse_aggregated(
+    data: object, *, chain_id: int, wallets: Iterable[str] = ()
+) -> tuple[AggregatedToken, ...]:
+    """Parse endpoint 1, ``GET aggregatedBalancesAndAllowances/{spender}``.
+
+    ``wallets`` are the addresses asked about. An answer's wallet key that spells one of them,
+    in any letter case, comes back as that very string when it is lowercase (as the config's
+    are), so that a poll's positions share the config's strings instead of holding a fresh
+    copy per token. Every other key is validated and lowercased as usual.
+    """
     if not isinstance(data, list):
         raise ValueError(f"expected a JSON array of tokens, got {type(data).__name__}")
+    # Spelling as sent -> canonical lowercase string, learnt once per answer (1inch repeats
+    # every wallet key for every token); it only ever holds validated addresses.
+    canonical: dict[str, str] = {}
+    for wallet in wallets:
+        if is_address(wallet):
+            lower = wallet.lower()
+            canonical[lower] = wallet if wallet == lower else lower
     tokens: list[AggregatedToken] = []
     seen: set[str] = set()
     for i, item in enumerate(data):
@@ -119,29 +136,65 @@ def parse_aggregated(data: object, *, chain_id: int) -> tuple[AggregatedToken, .
             tags=_tags(obj.get("tags"), f"{where}.tags"),
         )
         raw_wallets = obj.get("wallets")
-        wallets: dict[str, BalanceAllowance] = {}
+        amounts: dict[str, BalanceAllowance] = {}
         if raw_wallets is not None:
-            for wallet, entry in _lower_keys(
-                _object(raw_wallets, f"{where}.wallets"), f"{where}.wallets"
-            ).items():
-                at = f"{where}.wallets[{wallet}]"
-                values = _object(entry, at)
-                wallets[wallet] = BalanceAllowance(
-                    balance=_amount(values.get("balance"), f"{at}.balance"),
-                    allowance=_amount(values.get("allowance"), f"{at}.allowance"),
-                )
+            raw = _object(raw_wallets, f"{where}.wallets")
+            amounts = _wallet_amounts(raw, canonical, where)
         is_custom = obj.get("isCustom")
         tracked = obj.get("tracked")
         tokens.append(
             AggregatedToken(
                 token=token,
-                wallets=wallets,
+                wallets=amounts,
                 wallets_known=raw_wallets is not None,
                 is_custom=is_custom if isinstance(is_custom, bool) else False,
                 tracked=tracked if isinstance(tracked, bool) else None,
             )
         )
     return tuple(tokens)
+
+
+def _wallet_amounts(
+    raw: Mapping[str, object], canonical: dict[str, str], where: str
+) -> dict[str, BalanceAllowance]:
+    """One token's ``wallets`` map: the hot loop of a poll, once per wallet and token.
+
+    Error texts are built only on error. Amounts that are plainly fine (ASCII decimal digits
+    up to 2^256-1, compared as text: equally long digit strings order as their numbers do)
+    skip ``parse_amount``, which judges all the others.
+    """
+    out: dict[str, BalanceAllowance] = {}
+    for key, entry in raw.items():
+        wallet = canonical.get(key)
+        if wallet is None:
+            lower = _address(key, f"{where}.wallets key")
+            wallet = canonical.setdefault(lower, lower)
+            canonical[key] = wallet
+        if wallet in out:
+            raise ValueError(f"{where}.wallets: {wallet} appears twice (in different letter case)")
+        values = entry if type(entry) is dict else _object(entry, f"{where}.wallets[{wallet}]")
+        balance = values.get("balance")
+        if (
+            type(balance) is str
+            and balance.isdigit()
+            and balance.isascii()
+            and (len(balance) < 78 or (len(balance) == 78 and balance <= _UINT256_MAX_TEXT))
+        ):
+            balance_units = int(balance)
+        else:
+            balance_units = _amount(balance, f"{where}.wallets[{wallet}].balance")
+        allowance = values.get("allowance")
+        if (
+            type(allowance) is str
+            and allowance.isdigit()
+            and allowance.isascii()
+            and (len(allowance) < 78 or (len(allowance) == 78 and allowance <= _UINT256_MAX_TEXT))
+        ):
+            allowance_units = int(allowance)
+        else:
+            allowance_units = _amount(allowance, f"{where}.wallets[{wallet}].allowance")
+        out[wallet] = BalanceAllowance(balance=balance_units, allowance=allowance_units)
+    return out
 
 
 def parse_amount_map(data: object) -> dict[str, int]:
