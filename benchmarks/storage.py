@@ -65,10 +65,16 @@ class RowCounter:
         verb = match.group(1).split()[0].lower()
         table = match.group(2).lower()
         rowcount = getattr(cursor, "rowcount", -1)
-        if verb == "insert":
+        if verb == "insert" and executemany and parameters and _is_flat(parameters):
+            # SQLAlchemy's "insertmanyvalues" (INSERT ... VALUES (...), (...) RETURNING):
+            # one statement whose parameters are every row's, flattened.
+            rows = statement.partition(" VALUES ")[2].count("), (") + 1
+        elif verb == "insert":
             rows = len(parameters) if executemany else (rowcount if rowcount >= 0 else 1)
-        else:
-            rows = max(rowcount, 0)
+        elif rowcount >= 0:
+            rows = rowcount
+        else:  # asyncpg reports no rowcount for executemany: one row per parameter set
+            rows = len(parameters) if executemany else 0
         self.counts[(verb, table)] += rows
 
     def take(self) -> Counter[tuple[str, str]]:
@@ -228,3 +234,8 @@ class PostgresProbe(Probe):
     def close(self) -> None:
         self._conn.execute("DROP TABLE IF EXISTS bench_floor")
         self._conn.close()
+
+
+def _is_flat(parameters: Any) -> bool:
+    """Parameters of one multi-row statement (scalars), not a list of rows (tuples, dicts)."""
+    return not isinstance(parameters[0], tuple | list | dict)
