@@ -204,7 +204,7 @@ def test_random_stalls_cost_much_less_than_without_catch_up(
 @pytest.mark.parametrize(("margin_s", "closing"), [(0.01, 1.01), (0.0, 1.0)])
 async def test_a_window_with_early_starts_keeps_a_margin(margin_s: float, closing: float) -> None:
     clock = StallingClock([(0.2, 0.6)])
-    limiter = RateLimiter(4, margin_s=margin_s, clock=clock, sleep=clock.sleep)
+    limiter = RateLimiter(4, catch_up_s=1.0, margin_s=margin_s, clock=clock, sleep=clock.sleep)
     starts = await start_times(limiter, clock, 6)
     # the slot at 0.25 starts late; the next two start early (a quarter interval apart at the
     # closest), so the window that holds them closes margin_s late; the start four places after
@@ -212,9 +212,15 @@ async def test_a_window_with_early_starts_keeps_a_margin(margin_s: float, closin
     assert starts == pytest.approx([0, 0.6, 0.6625, 0.75, closing, 0.6 + closing])
 
 
+async def test_by_default_a_stall_is_not_caught_up() -> None:
+    clock = StallingClock([(0.2, 0.6)])
+    limiter = RateLimiter(4, clock=clock, sleep=clock.sleep)
+    assert await start_times(limiter, clock, 4) == pytest.approx([0, 0.6, 0.85, 1.1])
+
+
 async def test_the_free_plan_never_catches_up() -> None:
     clock = StallingClock([(0.5, 1.7)])
-    limiter = RateLimiter(1, clock=clock, sleep=clock.sleep)
+    limiter = RateLimiter(1, catch_up_s=1.0, clock=clock, sleep=clock.sleep)
     assert await start_times(limiter, clock, 4) == pytest.approx([0, 1.7, 2.7, 3.7])
 
 
