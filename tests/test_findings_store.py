@@ -215,6 +215,34 @@ async def test_syncs_read_the_open_findings_only_when_needed(
     assert len(updates) == 1  # one statement for the resolved row, none for unchanged rows
 
 
+async def test_the_same_evaluation_handed_again_is_not_compared(
+    migrated_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unchanged evaluation hands back its previous tuple: nothing to compare, unless
+    another writer changed the findings meanwhile."""
+    store = SqlSnapshotStore(migrated_engine)
+    found = (finding(TK1), finding(TK2))
+    assert await store.sync_findings(found, now=T0) == changes(opened=2)
+    compared: list[int] = []
+    real_plan_sync = findings_module.plan_sync
+
+    def spy(*args: Any) -> Any:
+        compared.append(1)
+        return real_plan_sync(*args)
+
+    monkeypatch.setattr(findings_module, "plan_sync", spy)
+    assert await store.sync_findings(found, now=T0) == changes()
+    assert compared == []
+    equal = (*found,)  # equal, not the same: compared
+    assert await store.sync_findings(equal, now=T0) == changes()
+    assert compared == [1]
+    # Another writer resolves TK2: the same tuple again is compared, and TK2 opened anew.
+    other = SqlSnapshotStore(migrated_engine)
+    assert await other.sync_findings((finding(TK1),), now=T0) == changes(resolved=1)
+    assert await store.sync_findings(equal, now=T0) == changes(opened=1)
+    assert await open_state(store) == expected_state(list(found))
+
+
 @contextlib.contextmanager
 def count_statements(engine: AsyncEngine) -> Iterator[list[str]]:
     """The SQL statements executed on ``engine`` meanwhile (upper-cased, stripped)."""

@@ -98,6 +98,10 @@ class RiskEvaluator:
         self._exposure_order: list[Group] = []
         self._exposures_out: tuple[SpenderExposure, ...] = ()
         self._at_risk_out: tuple[Finding, ...] = ()
+        # The last report, and what its findings were made of.
+        self._report: RiskReport | None = None
+        self._parts: tuple[tuple[Finding, ...], ...] = ()
+        self._fresh_out: tuple[Finding, ...] = ()
 
     def evaluate(
         self,
@@ -137,15 +141,23 @@ class RiskEvaluator:
             now=now,
         )
         ignore = self._settings.ignore
-        return RiskReport(
-            findings=(
-                *self._head,
-                *self._at_risk_out,
-                *self._tail,
-                *sorted((suppress(f, ignore, now=now) for f in fresh), key=finding_order),
-            ),
-            exposures=self._exposures_out,
-        )
+        fresh_out = tuple(sorted((suppress(f, ignore, now=now) for f in fresh), key=finding_order))
+        parts = (self._head, self._at_risk_out, self._tail)
+        if (
+            self._report is None
+            or any(a is not b for a, b in zip(parts, self._parts, strict=True))
+            or fresh_out != self._fresh_out
+        ):
+            # Something changed: a new tuple. Otherwise the same one, so that whoever keeps
+            # the previous findings (the store, the metrics) can tell nothing changed at once.
+            self._report = RiskReport(
+                findings=(*self._head, *self._at_risk_out, *self._tail, *fresh_out),
+                exposures=self._exposures_out,
+            )
+            self._parts, self._fresh_out = parts, fresh_out
+        elif self._report.exposures is not self._exposures_out:
+            self._report = RiskReport(findings=self._report.findings, exposures=self._exposures_out)
+        return self._report
 
     # -- per-approval rules -------------------------------------------------------------------
 

@@ -84,6 +84,9 @@ class OpenFindings:
 
     rows: dict[FindingKey, OpenFinding]
     marker: Marker
+    synced: tuple[Finding, ...] | None = None
+    """The findings (that very tuple) the rows were last brought in line with: handed the
+    same tuple again, with the marker unchanged, there is nothing to compare."""
 
     def apply(self, plan: FindingPlan, new_ids: Mapping[FindingKey, int]) -> None:
         """Take in ``plan`` once it is committed; ``new_ids`` are its opened rows' ids."""
@@ -281,7 +284,10 @@ class FindingsLedger:
                 marker = await read_marker(conn)
                 if index is None or index.marker != marker:
                     index = await load_open_findings(conn, marker)
-                if len(found) + len(index.rows) >= COMPARE_IN_THREAD:
+                if found is index.synced:
+                    # An evaluation that changed nothing hands back its previous tuple.
+                    plan = FindingPlan(opened=[], updated=[], resolved=[])
+                elif len(found) + len(index.rows) >= COMPARE_IN_THREAD:
                     plan = await asyncio.to_thread(plan_sync, index.rows, found)
                 else:
                     plan = plan_sync(index.rows, found)
@@ -289,6 +295,7 @@ class FindingsLedger:
         except (SQLAlchemyError, OSError) as exc:
             raise StoreError(f"could not record findings: {type(exc).__name__}") from exc
         index.apply(plan, new_ids)
+        index.synced = found
         if generation == self._generation:
             self._open = index
         return FindingChanges(
