@@ -295,6 +295,9 @@ class SqlSnapshotStore:
             )
             tokens = await queries.load_tokens(conn)
         self._snapshot, self._last_poll_id, self._tokens = snapshot, head, tokens
+        # As in _record: whoever wrote the polls since may have synced findings, and the next
+        # poll will not see the head move any more.
+        self._findings.invalidate()
         return snapshot
 
     async def snapshot_at(self, at: datetime) -> StoredSnapshot:
