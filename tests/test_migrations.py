@@ -471,3 +471,22 @@ async def test_amounts_order_and_compare_numerically(migrated_engine: AsyncEngin
             sa.select(amount).where(amount >= 10, amount <= 2**96 - 1).order_by(amount)
         ) == [a for a in AMOUNTS if 10 <= a <= 2**96 - 1]
         assert (await conn.execute(sa.select(sa.func.max(amount)))).scalar() == UINT256_MAX
+
+
+async def test_engines_opening_a_new_sqlite_file_at_once_all_connect(tmp_path: Path) -> None:
+    """Switching a new file to WAL from several connections at once can deadlock on its
+    lock; SQLite then fails one at once, busy timeout or not. Every one must connect."""
+    for attempt in range(15):
+        url = f"sqlite+aiosqlite:///{tmp_path / f'new-{attempt}.sqlite'}"
+        engines = [create_engine(url) for _ in range(6)]
+        try:
+
+            async def connect(engine: AsyncEngine) -> str:
+                async with engine.connect() as conn:
+                    mode = await conn.exec_driver_sql("PRAGMA journal_mode")
+                    return str(mode.scalar_one())
+
+            assert await asyncio.gather(*(connect(e) for e in engines)) == ["wal"] * 6
+        finally:
+            for engine in engines:
+                await engine.dispose()
