@@ -147,38 +147,16 @@ def observe_changes(
                 del balances[balance_key]
                 changed_balances.add(balance_key)
 
-    events: list[ChangeEvent] = []
-    for key in sorted(changed_allowances):
-        before, after = old_allowances.get(key, 0), allowances.get(key, 0)
-        if before != after:
-            chain_id, wallet, address, spender = key
-            events.append(
-                ChangeEvent(
-                    chain_id=chain_id,
-                    wallet=wallet,
-                    token=address,
-                    spender=spender,
-                    change=classify(before, after, threshold),
-                    old=before,
-                    new=after,
-                )
-            )
-    for balance_key in sorted(changed_balances):
-        before, after = old_balances.get(balance_key, 0), balances.get(balance_key, 0)
-        if before != after:
-            chain_id, wallet, address = balance_key
-            events.append(
-                ChangeEvent(
-                    chain_id=chain_id,
-                    wallet=wallet,
-                    token=address,
-                    spender=None,
-                    change=Change.BALANCE_CHANGED,
-                    old=before,
-                    new=after,
-                )
-            )
-    return Snapshot(allowances=allowances, balances=balances), tuple(events)
+    events = _events(
+        old_allowances,
+        allowances,
+        changed_allowances,
+        old_balances,
+        balances,
+        changed_balances,
+        threshold,
+    )
+    return Snapshot(allowances=allowances, balances=balances), events
 
 
 def _coverage_tests(
@@ -225,9 +203,31 @@ def diff_snapshots(
     old: Snapshot, new: Snapshot, *, threshold: int = DEFAULT_UNLIMITED_THRESHOLD
 ) -> tuple[ChangeEvent, ...]:
     """Every difference between ``old`` and ``new`` as a typed event, in a stable order."""
+    return _events(
+        old.allowances,
+        new.allowances,
+        old.allowances.keys() | new.allowances.keys(),
+        old.balances,
+        new.balances,
+        old.balances.keys() | new.balances.keys(),
+        threshold,
+    )
+
+
+def _events(
+    old_allowances: Mapping[AllowanceKey, int],
+    new_allowances: Mapping[AllowanceKey, int],
+    allowance_keys: Iterable[AllowanceKey],
+    old_balances: Mapping[BalanceKey, int],
+    new_balances: Mapping[BalanceKey, int],
+    balance_keys: Iterable[BalanceKey],
+    threshold: int,
+) -> tuple[ChangeEvent, ...]:
+    """The events of the given keys whose value differs (absent is zero): allowances, then
+    balances, each in key order."""
     events: list[ChangeEvent] = []
-    for key in sorted(old.allowances.keys() | new.allowances.keys()):
-        before, after = old.allowance(key), new.allowance(key)
+    for key in sorted(allowance_keys):
+        before, after = old_allowances.get(key, 0), new_allowances.get(key, 0)
         if before != after:
             chain_id, wallet, token, spender = key
             events.append(
@@ -241,8 +241,8 @@ def diff_snapshots(
                     new=after,
                 )
             )
-    for bkey in sorted(old.balances.keys() | new.balances.keys()):
-        before, after = old.balance(bkey), new.balance(bkey)
+    for bkey in sorted(balance_keys):
+        before, after = old_balances.get(bkey, 0), new_balances.get(bkey, 0)
         if before != after:
             chain_id, wallet, token = bkey
             events.append(
