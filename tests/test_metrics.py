@@ -49,6 +49,8 @@ TOKENS = {
 
 def view(**overrides: object) -> MonitorView:
     base = MonitorView(
+        unlimited_threshold=2**96 - 1,
+        poll_interval_s=300,
         snapshot=Snapshot(
             allowances={(1, W, USDC, S): UINT256_MAX, (1, W, DAI, S): 1_500 * 10**18},
             balances={(1, W, USDC): 2_500_000, (1, W, NATIVE_TOKEN): 10**18},

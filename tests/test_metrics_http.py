@@ -66,7 +66,7 @@ async def serve(
     Instruments(registry, version="9.9.9").polls.inc(3)
     app = make_app(
         registry=registry,
-        view=lambda: MonitorView(),
+        view=lambda: MonitorView(unlimited_threshold=2**96 - 1, poll_interval_s=300),
         state_text=lambda: state,
         clock=lambda: NOW,
         ready_max_age_s=900,

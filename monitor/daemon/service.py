@@ -68,6 +68,7 @@ class Monitor:
                 (c.id, s.address): s.label for c in config.chains for s in c.spenders if s.label
             },
             unlimited_threshold=config.risk.unlimited_threshold,
+            poll_interval_s=config.poll.interval_s,
         )
         self._rendered = render_state(
             self._view,

@@ -13,6 +13,7 @@ from datetime import datetime
 from monitor.domain.model import Token
 from monitor.domain.snapshot import EMPTY_SNAPSHOT, Snapshot
 from monitor.risk.rules import Finding, SpenderExposure
+from monitor.store.snapshots import StoredEvent
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -29,7 +30,12 @@ class MonitorView:
     last_poll_outcome: str | None = None
     wallet_labels: Mapping[str, str] = field(default_factory=dict)
     spender_labels: Mapping[tuple[int, str], str] = field(default_factory=dict)
-    unlimited_threshold: int = 2**96 - 1
+    unlimited_threshold: int
+    """``risk.unlimited_threshold``: at or above it an allowance is unlimited."""
+    poll_interval_s: float
+    """``poll.interval_s``: the status page refreshes at this pace."""
+    recent_changes: tuple[StoredEvent, ...] = ()
+    """Changes recorded in the last 24 hours, newest first (the status page lists them)."""
 
     def newest_success(self) -> datetime | None:
         return max(self.last_success.values(), default=None)
