@@ -49,6 +49,7 @@ from benchmarks.storage import (
 )
 from monitor import __version__
 from monitor.config import Config, parse_config
+from monitor.config.model import RiskSettings
 from monitor.daemon.metrics import Instruments
 from monitor.daemon.service import Monitor
 from monitor.risk.exploits import load_exploits
@@ -544,8 +545,11 @@ async def main_async(spec: dict[str, Any]) -> dict[str, Any]:
     started_rss = rss_mib()
     engine = create_engine(spec["db_url"])
     await migrate.upgrade(engine)
+    threshold = RiskSettings().unlimited_threshold  # the workloads keep the default
     database = Database(
-        engine=engine, store=TimedStore(SqlSnapshotStore(engine)), counter=RowCounter(engine)
+        engine=engine,
+        store=TimedStore(SqlSnapshotStore(engine, unlimited_threshold=threshold)),
+        counter=RowCounter(engine),
     )
     probe = make_probe(spec)
     floor = FloorState()

@@ -8,13 +8,7 @@ from typing import TextIO
 
 from monitor.config import Config
 from monitor.domain.addresses import to_checksum
-from monitor.domain.model import (
-    DEFAULT_UNLIMITED_THRESHOLD,
-    Position,
-    Token,
-    format_units,
-    is_unlimited,
-)
+from monitor.domain.model import Position, Token, format_units, is_unlimited
 from monitor.store.snapshots import StoredEvent
 from monitor.timespec import iso
 
@@ -27,7 +21,7 @@ def safe_text(text: str, limit: int = _MAX_SYMBOL) -> str:
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
 
 
-def position_json(position: Position, config: Config | None = None) -> dict[str, object]:
+def position_json(position: Position, config: Config) -> dict[str, object]:
     """The JSON fields of one position (amounts as exact decimal strings of base units)."""
     return row_json(
         position.token,
@@ -46,7 +40,7 @@ def row_json(
     spender: str | None,
     balance: int,
     allowance: int,
-    config: Config | None = None,
+    config: Config,
 ) -> dict[str, object]:
     """One output row; ``spender`` None for a balance no allowance row shows."""
     data: dict[str, object] = {
@@ -58,19 +52,18 @@ def row_json(
         "spender": spender,
         "balance": str(balance),
         "allowance": str(allowance),
-        "unlimited": not token.is_native and allowance >= DEFAULT_UNLIMITED_THRESHOLD,
+        "unlimited": not token.is_native and allowance >= config.risk.unlimited_threshold,
         "native": token.is_native,
     }
-    if config is not None:
-        wallet_config = config.wallet(wallet)
-        spender_config = config.spender(token.chain_id, spender) if spender else None
-        data["wallet_label"] = wallet_config.label if wallet_config else None
-        data["spender_label"] = spender_config.label if spender_config else None
+    wallet_config = config.wallet(wallet)
+    spender_config = config.spender(token.chain_id, spender) if spender else None
+    data["wallet_label"] = wallet_config.label if wallet_config else None
+    data["spender_label"] = spender_config.label if spender_config else None
     return data
 
 
 def event_json(
-    stored: StoredEvent, tokens: Mapping[tuple[int, str], Token], config: Config | None = None
+    stored: StoredEvent, tokens: Mapping[tuple[int, str], Token], config: Config
 ) -> dict[str, object]:
     """One change event: ``observed_at`` ISO 8601 UTC, amounts as exact decimal strings."""
     event = stored.event
@@ -88,11 +81,10 @@ def event_json(
         "old": str(event.old),
         "new": str(event.new),
     }
-    if config is not None:
-        wallet_config = config.wallet(event.wallet)
-        spender_config = config.spender(event.chain_id, event.spender) if event.spender else None
-        data["wallet_label"] = wallet_config.label if wallet_config else None
-        data["spender_label"] = spender_config.label if spender_config else None
+    wallet_config = config.wallet(event.wallet)
+    spender_config = config.spender(event.chain_id, event.spender) if event.spender else None
+    data["wallet_label"] = wallet_config.label if wallet_config else None
+    data["spender_label"] = spender_config.label if spender_config else None
     return data
 
 
@@ -102,9 +94,10 @@ def write_events(
     tokens: Mapping[tuple[int, str], Token],
     *,
     fmt: str,
-    config: Config | None = None,
+    config: Config,
 ) -> None:
     """Change events as JSON lines, or as one readable line each."""
+    threshold = config.risk.unlimited_threshold
     for stored in events:
         if fmt == "json":
             out.write(json.dumps(event_json(stored, tokens, config), ensure_ascii=True) + "\n")
@@ -115,10 +108,8 @@ def write_events(
         symbol = (
             safe_text(token.symbol) if token and token.symbol else to_checksum(event.token)[:10]
         )
-        wallet = config.wallet(event.wallet) if config else None
-        spender = (
-            config.spender(event.chain_id, event.spender) if config and event.spender else None
-        )
+        wallet = config.wallet(event.wallet)
+        spender = config.spender(event.chain_id, event.spender) if event.spender else None
         who = safe_text(wallet.display if wallet else to_checksum(event.wallet), 42)
         if event.spender is None:
             target = "balance"
@@ -126,20 +117,21 @@ def write_events(
             target = "-> " + safe_text(
                 spender.display if spender else to_checksum(event.spender), 42
             )
+        old = _amount_text(event.old, decimals, event.spender, threshold)
+        new = _amount_text(event.new, decimals, event.spender, threshold)
         out.write(
             f"{iso(stored.observed_at)}  chain {event.chain_id}  {who}  {symbol} {target}  "
-            f"{event.change.value}: {_amount_text(event.old, decimals, event.spender)} -> "
-            f"{_amount_text(event.new, decimals, event.spender)}\n"
+            f"{event.change.value}: {old} -> {new}\n"
         )
 
 
-def _wallet_name(config: Config | None, wallet: str) -> str:
-    found = config.wallet(wallet) if config else None
+def _wallet_name(config: Config, wallet: str) -> str:
+    found = config.wallet(wallet)
     return safe_text(found.display if found else to_checksum(wallet), 42)
 
 
-def _spender_name(config: Config | None, chain_id: int, spender: str) -> str:
-    found = config.spender(chain_id, spender) if config else None
+def _spender_name(config: Config, chain_id: int, spender: str) -> str:
+    found = config.spender(chain_id, spender)
     return safe_text(found.display if found else to_checksum(spender), 42)
 
 
@@ -147,8 +139,8 @@ def _symbol(token: Token | None, address: str) -> str:
     return safe_text(token.symbol) if token and token.symbol else to_checksum(address)[:10]
 
 
-def _amount_text(amount: int, decimals: int | None, spender: str | None) -> str:
-    if spender is not None and amount >= DEFAULT_UNLIMITED_THRESHOLD:
+def _amount_text(amount: int, decimals: int | None, spender: str | None, threshold: int) -> str:
+    if spender is not None and amount >= threshold:
         return "unlimited"
     return format_units(amount, decimals)
 
@@ -157,20 +149,18 @@ def _sort_key(p: Position) -> tuple[str, int, str, str]:
     return (p.wallet, p.chain_id, p.token.symbol.lower(), p.spender)
 
 
-def write_json_lines(
-    positions: Iterable[Position], out: TextIO, config: Config | None = None
-) -> None:
+def write_json_lines(positions: Iterable[Position], out: TextIO, config: Config) -> None:
     for position in sorted(positions, key=_sort_key):
         out.write(json.dumps(position_json(position, config), ensure_ascii=True) + "\n")
 
 
-def write_table(positions: Iterable[Position], out: TextIO, config: Config | None = None) -> None:
+def write_table(positions: Iterable[Position], out: TextIO, config: Config) -> None:
     header = ("WALLET", "CHAIN", "TOKEN", "SPENDER", "BALANCE", "ALLOWANCE", "UNLIMITED")
     rows: list[tuple[str, ...]] = []
     for p in sorted(positions, key=_sort_key):
         if p.token.is_native:
             allowance, unlimited = "n/a (native)", "-"
-        elif is_unlimited(p):
+        elif is_unlimited(p, config.risk.unlimited_threshold):
             allowance, unlimited = "unlimited", "yes"
         else:
             allowance, unlimited = format_units(p.allowance, p.token.decimals), "no"

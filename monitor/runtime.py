@@ -61,6 +61,6 @@ async def open_store(
     try:
         if config.database.migrate_on_start if migrate_schema is None else migrate_schema:
             await migrate.upgrade(engine)
-        yield SqlSnapshotStore(engine)
+        yield SqlSnapshotStore(engine, unlimited_threshold=config.risk.unlimited_threshold)
     finally:
         await engine.dispose()

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, event, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from monitor.config.model import DEFAULT_UNLIMITED_THRESHOLD as T
 from monitor.errors import StoreError
 from monitor.risk.model import Finding, RuleName, Severity
 from monitor.store import findings as findings_module
@@ -87,7 +88,7 @@ def expected_state(found: list[Finding]) -> set[tuple[str, str, str, str, bool]]
 
 
 async def test_findings_follow_several_syncs(migrated_engine: AsyncEngine) -> None:
-    store = SqlSnapshotStore(migrated_engine)
+    store = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
     t1, t2, t3, t4 = (T0 + timedelta(minutes=m) for m in range(1, 5))
     first = [finding(TK1), finding(TK2), finding(None, detail="$10")]
     assert await store.sync_findings(first, now=t1) == changes(opened=3)
@@ -102,7 +103,10 @@ async def test_findings_follow_several_syncs(migrated_engine: AsyncEngine) -> No
     rows = await stored_rows(migrated_engine)
     assert [(r[1], r[6], r[7]) for r in rows if r[1] == TK2] == [(TK2, t1, t3), (TK2, t4, None)]
     # A writer that reads everything from the database agrees there is nothing left to do.
-    assert await SqlSnapshotStore(migrated_engine).sync_findings(third, now=t4) == changes()
+    assert (
+        await SqlSnapshotStore(migrated_engine, unlimited_threshold=T).sync_findings(third, now=t4)
+        == changes()
+    )
 
 
 async def test_large_syncs_are_written_in_chunks_with_the_right_ids(
@@ -110,7 +114,7 @@ async def test_large_syncs_are_written_in_chunks_with_the_right_ids(
 ) -> None:
     monkeypatch.setattr(findings_module, "WRITE_CHUNK", 3)
     monkeypatch.setattr(findings_module, "COMPARE_IN_THREAD", 4)
-    store = SqlSnapshotStore(migrated_engine)
+    store = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
     tokens = ["0x" + f"{i:040x}" for i in range(1, 12)]
     found = [finding(t, detail=f"d{t}") for t in tokens]
     assert await store.sync_findings(found, now=T0) == changes(opened=11)
@@ -129,7 +133,7 @@ async def test_large_syncs_are_written_in_chunks_with_the_right_ids(
 async def test_a_failed_sync_writes_nothing_and_the_next_one_catches_up(
     migrated_engine: AsyncEngine,
 ) -> None:
-    store = SqlSnapshotStore(migrated_engine)
+    store = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
     assert await store.sync_findings([finding(TK1), finding(TK2)], now=T0) == changes(opened=2)
     before = await stored_rows(migrated_engine)
     # A resolve and an update go in before the row that cannot be stored (no wallet) fails.
@@ -147,7 +151,7 @@ async def test_a_failed_sync_writes_nothing_and_the_next_one_catches_up(
 
 
 async def test_a_failed_update_is_written_by_the_next_sync(migrated_engine: AsyncEngine) -> None:
-    store = SqlSnapshotStore(migrated_engine)
+    store = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
     await store.sync_findings([finding(TK1), finding(TK2)], now=T0)
 
     def refuse_updates(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
@@ -170,7 +174,10 @@ async def test_a_failed_update_is_written_by_the_next_sync(migrated_engine: Asyn
 async def test_findings_opened_and_resolved_by_another_writer_are_noticed(
     migrated_engine: AsyncEngine,
 ) -> None:
-    first, second = SqlSnapshotStore(migrated_engine), SqlSnapshotStore(migrated_engine)
+    first, second = (
+        SqlSnapshotStore(migrated_engine, unlimited_threshold=T),
+        SqlSnapshotStore(migrated_engine, unlimited_threshold=T),
+    )
     assert await first.sync_findings([finding(TK1), finding(TK2)], now=T0) == changes(opened=2)
     resolved_at = T0 + timedelta(minutes=1)
     assert await second.sync_findings([finding(TK2), finding(TK3)], now=resolved_at) == changes(
@@ -189,7 +196,10 @@ async def test_findings_opened_and_resolved_by_another_writer_are_noticed(
 async def test_findings_rerated_by_another_writer_after_its_poll_are_noticed(
     migrated_engine: AsyncEngine,
 ) -> None:
-    first, second = SqlSnapshotStore(migrated_engine), SqlSnapshotStore(migrated_engine)
+    first, second = (
+        SqlSnapshotStore(migrated_engine, unlimited_threshold=T),
+        SqlSnapshotStore(migrated_engine, unlimited_threshold=T),
+    )
     positions = [pos(W1, TK1, S1, 5, 10)]
     await first.record_poll(poll(1, batch(S1, (W1,), positions)))
     assert await first.sync_findings([finding(TK1)], now=T0) == changes(opened=1)
@@ -204,7 +214,7 @@ async def test_findings_rerated_by_another_writer_after_its_poll_are_noticed(
 async def test_syncs_read_the_open_findings_only_when_needed(
     migrated_engine: AsyncEngine,
 ) -> None:
-    store = SqlSnapshotStore(migrated_engine)
+    store = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
     with count_statements(migrated_engine) as statements:
         await store.sync_findings([finding(TK1), finding(TK2)], now=T0)
         await store.sync_findings([finding(TK1)], now=T0 + timedelta(minutes=1))
@@ -220,7 +230,7 @@ async def test_the_same_evaluation_handed_again_is_not_compared(
 ) -> None:
     """An unchanged evaluation hands back its previous tuple: nothing to compare, unless
     another writer changed the findings meanwhile."""
-    store = SqlSnapshotStore(migrated_engine)
+    store = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
     found = (finding(TK1), finding(TK2))
     assert await store.sync_findings(found, now=T0) == changes(opened=2)
     compared: list[int] = []
@@ -237,7 +247,7 @@ async def test_the_same_evaluation_handed_again_is_not_compared(
     assert await store.sync_findings(equal, now=T0) == changes()
     assert compared == [1]
     # Another writer resolves TK2: the same tuple again is compared, and TK2 opened anew.
-    other = SqlSnapshotStore(migrated_engine)
+    other = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
     assert await other.sync_findings((finding(TK1),), now=T0) == changes(resolved=1)
     assert await store.sync_findings(equal, now=T0) == changes(opened=1)
     assert await open_state(store) == expected_state(list(found))
@@ -287,7 +297,7 @@ async def test_any_sequence_of_syncs_leaves_exactly_the_last_evaluation_open(
 ) -> None:
     async with migrated_engine.begin() as conn:
         await conn.execute(delete(FindingRow))
-    store = SqlSnapshotStore(migrated_engine)
+    store = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
     model: dict[tuple[Any, ...], tuple[Any, ...]] = {}
     for minute, found in enumerate(sequence):
         current = {f.key: (f.severity, f.detail, f.suppressed) for f in found}

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from monitor.config import Config, parse_config
+from monitor.config.model import DEFAULT_UNLIMITED_THRESHOLD as T
 from monitor.domain.addresses import NATIVE_TOKEN
 from monitor.domain.model import UINT256_MAX, is_unlimited
 from monitor.oneinch import BalanceClient, RateLimiter
@@ -84,12 +85,12 @@ async def test_positions_carry_unlimited_finite_and_native(
     _, client, config = polled
     positions = {p.key: p for p in (await poll_once(client, config)).positions}
     usdc = positions[(1, TREASURY, USDC, ROUTER)]
-    assert usdc.allowance == UINT256_MAX and is_unlimited(usdc)
+    assert usdc.allowance == UINT256_MAX and is_unlimited(usdc, T)
     assert usdc.token.decimals == 6
     native = positions[(1, TREASURY, NATIVE_TOKEN, ROUTER)]
-    assert native.token.is_native and not is_unlimited(native)
+    assert native.token.is_native and not is_unlimited(native, T)
     weth = positions[(1, OPS, WETH, ROUTER)]
-    assert weth.balance == 0 and is_unlimited(weth)  # approved with nothing held yet
+    assert weth.balance == 0 and is_unlimited(weth, T)  # approved with nothing held yet
     local = positions[(1, TREASURY, LOCAL, ROUTER)]
     assert (local.token.symbol, local.token.decimals) == ("LOCAL", 18)
     assert 0 < local.allowance < UINT256_MAX

@@ -13,9 +13,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitor.config.model import ChainConfig, RiskSettings, SpenderConfig, Suppression
+from monitor.config.model import (
+    DEFAULT_UNLIMITED_THRESHOLD,
+    ChainConfig,
+    RiskSettings,
+    SpenderConfig,
+    Suppression,
+)
 from monitor.domain.addresses import NATIVE_TOKEN
-from monitor.domain.model import DEFAULT_UNLIMITED_THRESHOLD, UINT256_MAX, Token
+from monitor.domain.model import UINT256_MAX, Token
 from monitor.domain.snapshot import AllowanceKey, BalanceKey, Change, ChangeEvent, Snapshot
 from monitor.risk.exploits import ExploitList, bundled_exploits
 from monitor.risk.exposure import spender_exposures, token_value_usd

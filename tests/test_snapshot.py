@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from monitor.config.model import DEFAULT_UNLIMITED_THRESHOLD as T
 from monitor.domain.addresses import NATIVE_TOKEN
 from monitor.domain.model import (
-    DEFAULT_UNLIMITED_THRESHOLD,
     UINT256_MAX,
     Coverage,
     Position,
@@ -68,7 +68,7 @@ def test_a_failed_batch_is_not_a_revoke() -> None:
 
 def test_a_token_dropped_by_filter_empty_is_recorded_as_zero() -> None:
     after = observe(BEFORE, [position(W2, T1, S1, 9, UINT256_MAX)], [covering(S1, W1, W2)])
-    events = diff_snapshots(BEFORE, after)
+    events = diff_snapshots(BEFORE, after, threshold=T)
     assert [(e.wallet, e.token, e.spender, e.change, e.old, e.new) for e in events] == [
         (W1, T1, S1, Change.REVOKED, 100, 0),
         (W1, T1, None, Change.BALANCE_CHANGED, 7, 0),
@@ -130,12 +130,12 @@ def test_balance_observed_through_any_spender() -> None:
     ],
 )
 def test_classify(old: int, new: int, change: Change) -> None:
-    assert classify(old, new) is change
+    assert classify(old, new, T) is change
 
 
 def test_classify_refuses_no_change() -> None:
     with pytest.raises(ValueError, match="unchanged"):
-        classify(3, 3)
+        classify(3, 3, T)
 
 
 amounts = st.one_of(
@@ -161,17 +161,17 @@ snapshots = st.builds(
 
 @given(snapshots, snapshots)
 def test_applying_the_diff_yields_the_target(a: Snapshot, b: Snapshot) -> None:
-    assert apply_events(a, diff_snapshots(a, b)) == b
+    assert apply_events(a, diff_snapshots(a, b, threshold=T)) == b
 
 
 @given(snapshots)
 def test_diff_of_a_snapshot_with_itself_is_empty(a: Snapshot) -> None:
-    assert diff_snapshots(a, a) == ()
+    assert diff_snapshots(a, a, threshold=T) == ()
 
 
 @given(snapshots, snapshots)
 def test_every_event_is_a_real_typed_change(a: Snapshot, b: Snapshot) -> None:
-    for event in diff_snapshots(a, b):
+    for event in diff_snapshots(a, b, threshold=T):
         assert event.old != event.new
         assert (event.spender is None) == (event.change is Change.BALANCE_CHANGED)
         if event.change is Change.GRANTED:
@@ -258,7 +258,7 @@ poll_coverages = st.lists(
     any_snapshots,
     poll_positions,
     poll_coverages,
-    st.sampled_from([DEFAULT_UNLIMITED_THRESHOLD, 10**18, UINT256_MAX]),
+    st.sampled_from([T, 10**18, UINT256_MAX]),
 )
 def test_observe_changes_is_observe_then_diff(
     previous: Snapshot, positions: list[Position], coverages: list[Coverage], threshold: int
@@ -274,7 +274,7 @@ def test_observe_changes_leaves_its_inputs_alone(
     previous: Snapshot, positions: list[Position], coverages: list[Coverage]
 ) -> None:
     before = (dict(previous.allowances), dict(previous.balances))
-    current, _ = observe_changes(previous, positions, coverages)
+    current, _ = observe_changes(previous, positions, coverages, threshold=T)
     assert (previous.allowances, previous.balances) == before
     assert current.allowances is not previous.allowances
     assert current.balances is not previous.balances
@@ -286,10 +286,11 @@ def test_observe_changes_orders_events_like_diff_snapshots() -> None:
         BEFORE,
         [position(W2, T1, S1, 9, 0), position(W1, T3, S1, 7, 4), position(W1, T1, S1, 7, 100)],
         [covering(S1, W1, W2)],
+        threshold=T,
     )
     assert [(e.wallet, e.token, e.spender, e.change) for e in events] == [
         (W1, T3, S1, Change.GRANTED),
         (W2, T1, S1, Change.REVOKED),
         (W1, T3, None, Change.BALANCE_CHANGED),
     ]
-    assert events == diff_snapshots(BEFORE, after)
+    assert events == diff_snapshots(BEFORE, after, threshold=T)

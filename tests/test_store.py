@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from sqlalchemy import event, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from monitor.config.model import DEFAULT_UNLIMITED_THRESHOLD as T
 from monitor.domain.model import UINT256_MAX, BatchOutcome
 from monitor.domain.snapshot import EMPTY_SNAPSHOT, Change, Snapshot, apply_events
 from monitor.errors import StoreError
@@ -27,18 +28,20 @@ from tests.store_helpers import S1, S2, T0, TK1, TK2, W1, W2, batch, clear, coun
 
 
 async def test_uint256_max_round_trips_exactly(migrated_engine: AsyncEngine) -> None:
-    store = SqlSnapshotStore(migrated_engine)
+    store = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
     await store.record_poll(
         poll(1, batch(S1, (W1,), [pos(W1, TK1, S1, UINT256_MAX - 1, UINT256_MAX)]))
     )
-    stored = await SqlSnapshotStore(migrated_engine).snapshot_at(T0 + timedelta(minutes=1))
+    stored = await SqlSnapshotStore(migrated_engine, unlimited_threshold=T).snapshot_at(
+        T0 + timedelta(minutes=1)
+    )
     assert stored.snapshot.allowances[(1, W1, TK1, S1)] == UINT256_MAX
     assert stored.snapshot.balances[(1, W1, TK1)] == UINT256_MAX - 1
     assert stored.tokens[(1, TK1)].decimals == 18
 
 
 async def test_an_unchanged_poll_adds_no_position_rows(migrated_engine: AsyncEngine) -> None:
-    store = SqlSnapshotStore(migrated_engine)
+    store = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
     positions = [pos(W1, TK1, S1, 5, UINT256_MAX), pos(W2, TK2, S1, 7, 0)]
     first = await store.record_poll(poll(1, batch(S1, (W1, W2), positions)))
     assert first.versions_written == 3
@@ -60,7 +63,7 @@ async def test_an_unchanged_poll_adds_no_position_rows(migrated_engine: AsyncEng
 
 
 async def test_a_change_writes_only_the_changed_values(migrated_engine: AsyncEngine) -> None:
-    store = SqlSnapshotStore(migrated_engine)
+    store = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
     await store.record_poll(
         poll(1, batch(S1, (W1, W2), [pos(W1, TK1, S1, 5, 10), pos(W2, TK1, S1, 7, 20)]))
     )
@@ -74,7 +77,7 @@ async def test_a_change_writes_only_the_changed_values(migrated_engine: AsyncEng
 
 
 async def test_a_failed_batch_is_never_recorded_as_a_revoke(migrated_engine: AsyncEngine) -> None:
-    store = SqlSnapshotStore(migrated_engine)
+    store = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
     await store.record_poll(
         poll(
             1,
@@ -97,7 +100,7 @@ async def test_a_failed_batch_is_never_recorded_as_a_revoke(migrated_engine: Asy
 async def test_a_token_dropped_by_filter_empty_is_a_recorded_revoke(
     migrated_engine: AsyncEngine,
 ) -> None:
-    store = SqlSnapshotStore(migrated_engine)
+    store = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
     await store.record_poll(poll(1, batch(S1, (W1,), [pos(W1, TK1, S1, 5, 10)])))
     recorded = await store.record_poll(poll(2, batch(S1, (W1,), [])))
     assert {(e.change, e.old, e.new) for e in recorded.events} == {
@@ -111,7 +114,7 @@ async def test_a_token_dropped_by_filter_empty_is_a_recorded_revoke(
 async def test_a_poll_whose_every_batch_failed_changes_nothing(
     migrated_engine: AsyncEngine,
 ) -> None:
-    store = SqlSnapshotStore(migrated_engine)
+    store = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
     await store.record_poll(poll(1, batch(S1, (W1,), [pos(W1, TK1, S1, 5, 10)])))
     recorded = await store.record_poll(poll(2, batch(S1, (W1,), [], failed=True)))
     assert recorded.outcome == "failed"
@@ -122,7 +125,7 @@ async def test_a_poll_whose_every_batch_failed_changes_nothing(
 async def test_a_poll_failing_half_way_writes_only_its_failed_poll_row(
     migrated_engine: AsyncEngine,
 ) -> None:
-    store = SqlSnapshotStore(migrated_engine)
+    store = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
     await store.record_poll(poll(1, batch(S1, (W1,), [pos(W1, TK1, S1, 5, 10)])))
     before = {
         t: await count(migrated_engine, t)
@@ -147,7 +150,10 @@ async def test_a_poll_failing_half_way_writes_only_its_failed_poll_row(
 
 
 async def test_two_writers_never_duplicate_events(migrated_engine: AsyncEngine) -> None:
-    first, second = SqlSnapshotStore(migrated_engine), SqlSnapshotStore(migrated_engine)
+    first, second = (
+        SqlSnapshotStore(migrated_engine, unlimited_threshold=T),
+        SqlSnapshotStore(migrated_engine, unlimited_threshold=T),
+    )
     await first.latest()
     await second.latest()
     granted = [pos(W1, TK1, S1, 5, UINT256_MAX)]
@@ -180,8 +186,10 @@ async def test_the_first_poll_after_a_restart_reuses_the_snapshot_latest_read(
     migrated_engine: AsyncEngine,
 ) -> None:
     positions = [pos(W1, TK1, S1, 5, 10), pos(W2, TK2, S1, 7, UINT256_MAX)]
-    await SqlSnapshotStore(migrated_engine).record_poll(poll(1, batch(S1, (W1, W2), positions)))
-    restarted = SqlSnapshotStore(migrated_engine)
+    await SqlSnapshotStore(migrated_engine, unlimited_threshold=T).record_poll(
+        poll(1, batch(S1, (W1, W2), positions))
+    )
+    restarted = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
     with version_reads(migrated_engine) as reads:
         restored = await restarted.latest()
         assert reads  # read once, here
@@ -198,7 +206,10 @@ async def test_the_first_poll_after_a_restart_reuses_the_snapshot_latest_read(
 
 
 async def test_latest_follows_another_writer(migrated_engine: AsyncEngine) -> None:
-    reader, writer = SqlSnapshotStore(migrated_engine), SqlSnapshotStore(migrated_engine)
+    reader, writer = (
+        SqlSnapshotStore(migrated_engine, unlimited_threshold=T),
+        SqlSnapshotStore(migrated_engine, unlimited_threshold=T),
+    )
     assert await reader.latest() == EMPTY_SNAPSHOT
     await writer.record_poll(poll(1, batch(S1, (W1,), [pos(W1, TK1, S1, 5, 10)])))
     assert (await reader.latest()).allowances == {(1, W1, TK1, S1): 10}
@@ -218,7 +229,7 @@ async def test_latest_waits_for_a_poll_being_recorded_on_postgresql() -> None:
 
 
 async def _latest_waits_for_a_poll_being_recorded(engine: AsyncEngine) -> None:
-    store = SqlSnapshotStore(engine)
+    store = SqlSnapshotStore(engine, unlimited_threshold=T)
     await store.record_poll(poll(1, batch(S1, (W1,), [pos(W1, TK1, S1, 5, 10)])))
     # A poll being recorded (under the writers' lock, not committed yet) and then a failed
     # poll committed with a higher id: the head is visible before the values below it.
@@ -236,7 +247,7 @@ async def _latest_waits_for_a_poll_being_recorded(engine: AsyncEngine) -> None:
             )
         )
         await store.record_failed_poll(started_at=T0, finished_at=T0, error="timed out")
-        restarted = SqlSnapshotStore(engine)
+        restarted = SqlSnapshotStore(engine, unlimited_threshold=T)
         reading = asyncio.create_task(restarted.latest())
         async with engine.connect() as watcher:
             waiting = (
@@ -258,7 +269,7 @@ async def _latest_waits_for_a_poll_being_recorded(engine: AsyncEngine) -> None:
 async def test_events_are_stored_with_their_poll_and_filterable(
     migrated_engine: AsyncEngine,
 ) -> None:
-    store = SqlSnapshotStore(migrated_engine)
+    store = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
     await store.record_poll(
         poll(1, batch(S1, (W1, W2), [pos(W1, TK1, S1, 5, 10), pos(W2, TK1, S1, 0, 3)]))
     )
@@ -277,7 +288,7 @@ async def test_events_are_stored_with_their_poll_and_filterable(
 
 
 async def test_events_by_kind_after_the_baseline_poll(migrated_engine: AsyncEngine) -> None:
-    store = SqlSnapshotStore(migrated_engine)
+    store = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
     first = await store.record_poll(poll(1, batch(S1, (W1,), [pos(W1, TK1, S1, 5, 10)])))
     await store.record_poll(
         poll(2, batch(S1, (W1,), [pos(W1, TK1, S1, 5, 10), pos(W1, TK2, S1, 0, 3)]))
@@ -300,7 +311,7 @@ async def test_events_by_kind_after_the_baseline_poll(migrated_engine: AsyncEngi
 
 
 async def test_snapshot_before_history_is_an_error(migrated_engine: AsyncEngine) -> None:
-    store = SqlSnapshotStore(migrated_engine)
+    store = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
     with pytest.raises(StoreError, match="no polls yet"):
         await store.snapshot_at(T0)
     await store.record_poll(poll(5, batch(S1, (W1,), [])))
@@ -311,7 +322,7 @@ async def test_snapshot_before_history_is_an_error(migrated_engine: AsyncEngine)
 async def test_prune_keeps_the_retained_window_reconstructable(
     migrated_engine: AsyncEngine,
 ) -> None:
-    store = SqlSnapshotStore(migrated_engine)
+    store = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
     amounts = [10, 20, 20, 30, 0, 40]
     for minute, amount in enumerate(amounts, start=1):
         await store.record_poll(
@@ -337,14 +348,14 @@ async def test_prune_keeps_the_retained_window_reconstructable(
 
 
 async def test_token_metadata_follows_upstream(migrated_engine: AsyncEngine) -> None:
-    store = SqlSnapshotStore(migrated_engine)
+    store = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
     await store.record_poll(poll(1, batch(S1, (W1,), [pos(W1, TK1, S1, 5, 10, symbol="OLD")])))
     await store.record_poll(poll(2, batch(S1, (W1,), [pos(W1, TK1, S1, 5, 10, symbol="NEW")])))
     assert (await store.tokens())[(1, TK1)].symbol == "NEW"
 
 
 async def test_record_failed_poll_writes_one_row(migrated_engine: AsyncEngine) -> None:
-    store = SqlSnapshotStore(migrated_engine)
+    store = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
     await store.record_failed_poll(started_at=T0, finished_at=T0, error="poll timed out after 50s")
     async with migrated_engine.connect() as conn:
         row = (await conn.execute(select(Poll))).one()
@@ -379,7 +390,7 @@ async def test_reconstruct_at_any_poll_equals_what_was_observed(
     migrated_engine: AsyncEngine, sequence: list[list[BatchOutcome]]
 ) -> None:
     await clear(migrated_engine)
-    store = SqlSnapshotStore(migrated_engine)
+    store = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
     observed: list[Snapshot] = []
     for minute, batches in enumerate(sequence, start=1):
         observed.append((await store.record_poll(poll(minute, *batches))).snapshot)
@@ -393,7 +404,7 @@ async def test_reconstruct_at_any_poll_equals_what_was_observed(
 
 
 async def _history(engine: AsyncEngine) -> SqlSnapshotStore:
-    store = SqlSnapshotStore(engine)
+    store = SqlSnapshotStore(engine, unlimited_threshold=T)
     for minute, amount in enumerate([10, 20, 0, 30], start=1):
         await store.record_poll(poll(minute, batch(S1, (W1,), [pos(W1, TK1, S1, 1, amount)])))
     assert await store_invariants(engine) == []
@@ -444,7 +455,7 @@ async def test_a_repeated_value_is_a_violation(migrated_engine: AsyncEngine) -> 
 async def test_findings_are_opened_updated_and_resolved(migrated_engine: AsyncEngine) -> None:
     from monitor.risk.model import Finding, RuleName, Severity
 
-    store = SqlSnapshotStore(migrated_engine)
+    store = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
 
     def finding(token: str, *, suppressed: bool = False) -> Finding:
         return Finding(

@@ -73,7 +73,9 @@ async def show_diff(
         tokens = await store.tokens()
     events = [
         StoredEvent(poll_id=after.poll_id, observed_at=after.observed_at, event=event)
-        for event in diff_snapshots(before.snapshot, after.snapshot)
+        for event in diff_snapshots(
+            before.snapshot, after.snapshot, threshold=config.risk.unlimited_threshold
+        )
     ]
     write_events(events, out, tokens, fmt=fmt, config=config)
     if fmt != "json" and not events:

@@ -9,12 +9,17 @@ from pathlib import Path
 
 from monitor.config.webconfig import WebConfig
 from monitor.domain.addresses import to_checksum
-from monitor.domain.model import DEFAULT_UNLIMITED_THRESHOLD
 from monitor.risk.exploits import ExploitEntry
 
 DEFAULT_BASE_URL = "https://api.1inch.dev"
 DEFAULT_METRICS_PORT = 9751
 DEFAULT_SQLITE_NAME = "exposure-monitor.sqlite"
+
+
+DEFAULT_UNLIMITED_THRESHOLD = 2**96 - 1
+"""At or above this an approval counts as unlimited: it catches the uint256, uint160 (Permit2)
+and uint96 (UNI, COMP) "infinite" conventions, and infinite allowances that a token
+decrements on each transfer."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -141,13 +141,7 @@ class PollResult:
         )
 
 
-DEFAULT_UNLIMITED_THRESHOLD = 2**96 - 1
-"""At or above this an approval counts as unlimited: it catches the uint256, uint160 (Permit2)
-and uint96 (UNI, COMP) "infinite" conventions, and infinite allowances that a token
-decrements on each transfer."""
-
-
-def is_unlimited(position: Position, threshold: int = DEFAULT_UNLIMITED_THRESHOLD) -> bool:
+def is_unlimited(position: Position, threshold: int) -> bool:
     """True for an unlimited approval. The native coin needs no approval, so never."""
     return not position.token.is_native and position.allowance >= threshold
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from monitor.domain.model import DEFAULT_UNLIMITED_THRESHOLD, Coverage, Position
+from monitor.domain.model import Coverage, Position
 
 AllowanceKey = tuple[int, str, str, str]
 """(chain_id, wallet, token, spender), addresses lowercase."""
@@ -93,7 +93,7 @@ def observe_changes(
     positions: Iterable[Position],
     coverages: Iterable[Coverage],
     *,
-    threshold: int = DEFAULT_UNLIMITED_THRESHOLD,
+    threshold: int,
 ) -> tuple[Snapshot, tuple[ChangeEvent, ...]]:
     """``observe`` and ``diff_snapshots`` in one pass: the snapshot after a poll and its
     events, in ``diff_snapshots`` order.
@@ -184,7 +184,7 @@ def _coverage_tests(
     return allowance_covered, balance_covered
 
 
-def classify(old: int, new: int, threshold: int = DEFAULT_UNLIMITED_THRESHOLD) -> Change:
+def classify(old: int, new: int, threshold: int) -> Change:
     """The kind of an allowance change from ``old`` to ``new`` (they must differ)."""
     if old == new:
         raise ValueError("an unchanged allowance is not a change")
@@ -199,9 +199,7 @@ def classify(old: int, new: int, threshold: int = DEFAULT_UNLIMITED_THRESHOLD) -
     return Change.INCREASED if new > old else Change.DECREASED
 
 
-def diff_snapshots(
-    old: Snapshot, new: Snapshot, *, threshold: int = DEFAULT_UNLIMITED_THRESHOLD
-) -> tuple[ChangeEvent, ...]:
+def diff_snapshots(old: Snapshot, new: Snapshot, *, threshold: int) -> tuple[ChangeEvent, ...]:
     """Every difference between ``old`` and ``new`` as a typed event, in a stable order."""
     return _events(
         old.allowances,

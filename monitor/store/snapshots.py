@@ -23,7 +23,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import aliased
 
 from monitor.domain.model import (
-    DEFAULT_UNLIMITED_THRESHOLD,
     Coverage,
     PollResult,
     Position,
@@ -112,9 +111,7 @@ class SqlSnapshotStore:
     did (the findings at their next sync).
     """
 
-    def __init__(
-        self, engine: AsyncEngine, *, unlimited_threshold: int = DEFAULT_UNLIMITED_THRESHOLD
-    ) -> None:
+    def __init__(self, engine: AsyncEngine, *, unlimited_threshold: int) -> None:
         self._engine = engine
         self._threshold = unlimited_threshold
         self._snapshot: Snapshot | None = None
