@@ -332,11 +332,13 @@ class SqlSnapshotStore:
         changes: Sequence[Change] | None = None,
         after_poll: int | None = None,
         latest_per_key: bool = False,
+        limit: int | None = None,
     ) -> list[StoredEvent]:
         """Stored change events, oldest first, filtered by any of the arguments.
 
         ``latest_per_key`` keeps only the newest matching event of each (chain, wallet, token,
-        spender), so that the answer is bounded by the portfolio, not by time.
+        spender), so that the answer is bounded by the portfolio, not by time. ``limit``
+        keeps only the newest ``limit`` matching events (still returned oldest first).
         """
         conditions: list[ColumnElement[bool]] = []
         if changes is not None:
@@ -365,16 +367,20 @@ class SqlSnapshotStore:
                 )
             )
             conditions = [ChangeEventRow.id.in_(newest)]
-        query = (
-            select(ChangeEventRow)
-            .where(and_(True, *conditions))
-            .order_by(ChangeEventRow.observed_at, ChangeEventRow.id)
-        )
+        query = select(ChangeEventRow).where(and_(True, *conditions))
+        if limit is None:
+            query = query.order_by(ChangeEventRow.observed_at, ChangeEventRow.id)
+        else:
+            query = query.order_by(
+                ChangeEventRow.observed_at.desc(), ChangeEventRow.id.desc()
+            ).limit(limit)
         try:
             async with self._engine.connect() as conn:
-                rows = (await conn.execute(query)).all()
+                rows = list((await conn.execute(query)).all())
         except DATABASE_ERRORS as exc:
             raise StoreError(f"could not read events: {_describe(exc)}") from exc
+        if limit is not None:
+            rows.reverse()
         return [
             StoredEvent(
                 poll_id=r.poll_id,
@@ -418,6 +424,16 @@ class SqlSnapshotStore:
         """Per chain: whether every batch of the newest poll succeeded."""
         async with self._engine.connect() as conn:
             return await queries.upstream_status(conn)
+
+    async def last_poll(self) -> tuple[datetime, str] | None:
+        """When the newest recorded poll finished, and its outcome; None before any poll."""
+        query = select(Poll.finished_at, Poll.outcome).order_by(Poll.id.desc()).limit(1)
+        try:
+            async with self._engine.connect() as conn:
+                row = (await conn.execute(query)).first()
+        except DATABASE_ERRORS as exc:
+            raise StoreError(f"could not read the last poll: {_describe(exc)}") from exc
+        return None if row is None else (row.finished_at, row.outcome)
 
     async def sync_findings(self, found: Iterable[Finding], *, now: datetime) -> FindingChanges:
         """Open, update and resolve stored findings to match ``found``, writing only what
