@@ -154,6 +154,15 @@ def test_freshness_risk_and_build_info() -> None:
     assert metrics["exposure_monitor_build_info"] == [({"version": "9.9.9"}, 1.0)]
 
 
+def test_the_configured_poll_interval_is_exported_from_the_view() -> None:
+    assert scrape(view())["exposure_monitor_poll_interval_seconds"] == [({}, 300.0)]
+    first = rendered(view())
+    # A view with another interval but the same positions and findings: rendered anew.
+    text = bytes(rendered(view(poll_interval_s=60), previous=first).text).decode()
+    assert "\nexposure_monitor_poll_interval_seconds 60.0\n" in text
+    assert "poll_interval_seconds{" not in text
+
+
 def samples_of(series: PositionSeries) -> dict[str, list[tuple[tuple[str, ...], float]]]:
     return {name: list(samples) for name, _, _, samples in position_families(series)}
 

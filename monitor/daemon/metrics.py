@@ -313,7 +313,8 @@ def finding_families(series: FindingSeries) -> Iterator[Family]:
 
 
 def summary_families(view: MonitorView) -> Iterator[Family]:
-    """Value at risk and freshness: small, and rendered anew for every view."""
+    """Value at risk, freshness and the poll interval: small, and rendered anew for every
+    view."""
     yield (
         "at_risk_usd",
         "Value a spender could move from a wallet now: sum of min(balance, allowance) x USD price.",
@@ -356,6 +357,12 @@ def summary_families(view: MonitorView) -> Iterator[Family]:
         "1 when every batch of the chain succeeded in the last poll.",
         ("chain_id",),
         tuple(((str(c),), 1.0 if up else 0.0) for c, up in sorted(view.upstream_up.items())),
+    )
+    yield (
+        "poll_interval_seconds",
+        "The configured poll.interval_s: the stale-data alert allows three of them.",
+        (),
+        (((), float(view.poll_interval_s)),),
     )
 
 
@@ -521,7 +528,9 @@ def _render(
         pairs = ",".join(
             f'{label}="{_escape(text)}"' for label, text in zip(labels, values, strict=True)
         )
-        lines.append(f"{full}{{{pairs}}} {_number(value)}\n")
+        lines.append(
+            f"{full}{{{pairs}}} {_number(value)}\n" if labels else f"{full} {_number(value)}\n"
+        )
         if len(lines) >= LINES_PER_CHUNK:
             yield "".join(lines)
             lines = []
