@@ -347,6 +347,31 @@ async def test_prune_keeps_the_retained_window_reconstructable(
     assert recorded.events == ()
 
 
+async def test_prune_dry_run_counts_exactly_what_prune_deletes_and_deletes_nothing(
+    migrated_engine: AsyncEngine,
+) -> None:
+    store = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
+    for minute, amount in enumerate([10, 20, 20, 30, 0, 40], start=1):
+        await store.record_poll(
+            poll(
+                minute,
+                batch(S1, (W1, W2), [pos(W1, TK1, S1, 1, amount), pos(W2, TK2, S1, minute, 7)]),
+            )
+        )
+    tables = (Poll, PollScope, AllowanceVersion, BalanceVersion, ChangeEventRow)
+    rows_before = [await count(migrated_engine, table) for table in tables]
+    cutoff = T0 + timedelta(minutes=4)
+
+    planned = await store.prune(older_than=cutoff, dry_run=True)
+
+    assert [await count(migrated_engine, table) for table in tables] == rows_before
+    assert planned.polls_deleted == 3 and planned.versions_deleted > 0
+    assert planned == await store.prune(older_than=cutoff)
+    assert await store_invariants(migrated_engine) == []
+    nothing = await store.prune(older_than=T0, dry_run=True)
+    assert (nothing.cutoff_poll_id, nothing.polls_deleted) == (None, 0)
+
+
 async def test_token_metadata_follows_upstream(migrated_engine: AsyncEngine) -> None:
     store = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
     await store.record_poll(poll(1, batch(S1, (W1,), [pos(W1, TK1, S1, 5, 10, symbol="OLD")])))

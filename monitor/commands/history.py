@@ -8,6 +8,7 @@ from typing import TextIO
 
 from monitor.config import Config
 from monitor.domain.snapshot import diff_snapshots
+from monitor.errors import ConfigError
 from monitor.render import row_json, write_events
 from monitor.runtime import open_store
 from monitor.store.snapshots import StoredEvent, snapshot_positions
@@ -82,15 +83,26 @@ async def show_diff(
         out.write("no changes\n")
 
 
-async def prune(config: Config, *, now: datetime, days: int | None, out: TextIO) -> None:
-    """Forget polls older than ``days`` (default: ``database.retention_days``)."""
+async def prune(
+    config: Config, *, now: datetime, days: int | None, dry_run: bool = False, out: TextIO
+) -> None:
+    """Forget polls older than ``days`` (default: ``database.retention_days``).
+
+    ``dry_run`` prints what would be deleted (the same selection) and deletes nothing.
+    """
+    if days is not None and days < 1:
+        raise ConfigError("--days", f"must be at least 1, got {days}")
     keep_days = days if days is not None else config.database.retention_days
     if keep_days is None:
         out.write("retention is off (database.retention_days: null): nothing pruned\n")
         return
     async with open_store(config) as store:
-        result = await store.prune(older_than=now - timedelta(days=keep_days))
-    out.write(
-        f"pruned {result.polls_deleted} polls, {result.versions_deleted} superseded values and "
-        f"{result.events_deleted} events older than {keep_days} days\n"
+        result = await store.prune(older_than=now - timedelta(days=keep_days), dry_run=dry_run)
+    counts = (
+        f"{result.polls_deleted} polls, {result.versions_deleted} superseded values and "
+        f"{result.events_deleted} events older than {keep_days} days"
     )
+    if dry_run:
+        out.write(f"would prune {counts} (dry run: nothing deleted)\n")
+    else:
+        out.write(f"pruned {counts}\n")

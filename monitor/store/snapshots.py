@@ -16,7 +16,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, exists, func, insert, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -445,13 +456,17 @@ class SqlSnapshotStore:
 
     # -- retention ----------------------------------------------------------------------------
 
-    async def prune(self, *, older_than: datetime) -> PruneResult:
+    async def prune(self, *, older_than: datetime, dry_run: bool = False) -> PruneResult:
         """Forget polls that finished before ``older_than``, keeping every snapshot from the
         last of them onward reconstructable: each key's value at that poll is kept (moved to
-        it), older values and their events go."""
+        it), older values and their events go.
+
+        ``dry_run`` counts what would go, with the same selection, and changes nothing.
+        """
         try:
             async with self._engine.begin() as conn:
-                await self._lock(conn)
+                if not dry_run:
+                    await self._lock(conn)
                 cutoff = await conn.scalar(
                     select(Poll.id)
                     .where(Poll.finished_at <= older_than)
@@ -462,11 +477,10 @@ class SqlSnapshotStore:
                     return PruneResult(
                         cutoff_poll_id=None, polls_deleted=0, versions_deleted=0, events_deleted=0
                     )
+                if dry_run:
+                    return await _count_prunable(conn, cutoff)
                 versions_deleted = 0
-                for table, key_columns in (
-                    (AllowanceVersion, ("chain_id", "wallet", "token", "spender")),
-                    (BalanceVersion, ("chain_id", "wallet", "token")),
-                ):
+                for table, key_columns in _VERSIONED:
                     versions_deleted += await _prune_versions(conn, table, key_columns, cutoff)
                 events_deleted = (
                     await conn.execute(
@@ -593,29 +607,57 @@ async def _insert_scopes(conn: AsyncConnection, poll_id: int, result: PollResult
         )
 
 
+_VERSIONED: tuple[tuple[type[AllowanceVersion] | type[BalanceVersion], tuple[str, ...]], ...] = (
+    (AllowanceVersion, ("chain_id", "wallet", "token", "spender")),
+    (BalanceVersion, ("chain_id", "wallet", "token")),
+)
+
+
+def _prunable_versions(
+    table: type[AllowanceVersion] | type[BalanceVersion],
+    key_columns: Sequence[str],
+    cutoff: int,
+) -> ColumnElement[bool]:
+    """The versions a prune at ``cutoff`` deletes: older ones superseded by a version at or
+    before the cutoff, and older zeros (absent means zero)."""
+    newer = aliased(table)
+    same_key = and_(*(getattr(newer, c) == getattr(table, c) for c in key_columns))
+    superseded = (
+        exists()
+        .where(same_key, newer.poll_id > table.poll_id, newer.poll_id <= cutoff)
+        .correlate(table)
+    )
+    return and_(table.poll_id < cutoff, or_(superseded, table.amount == 0))
+
+
 async def _prune_versions(
     conn: AsyncConnection,
     table: type[AllowanceVersion] | type[BalanceVersion],
     key_columns: Sequence[str],
     cutoff: int,
 ) -> int:
-    newer = aliased(table)
-    same_key = and_(*(getattr(newer, c) == getattr(table, c) for c in key_columns))
-    superseded = (
-        await conn.execute(
-            delete(table).where(
-                table.poll_id < cutoff,
-                exists()
-                .where(same_key, newer.poll_id > table.poll_id, newer.poll_id <= cutoff)
-                .correlate(table),
-            )
-        )
-    ).rowcount
-    zeros = (
-        await conn.execute(delete(table).where(table.poll_id < cutoff, table.amount == 0))
+    deleted = (
+        await conn.execute(delete(table).where(_prunable_versions(table, key_columns, cutoff)))
     ).rowcount
     await conn.execute(update(table).where(table.poll_id < cutoff).values(poll_id=cutoff))
-    return int(superseded) + int(zeros)
+    return int(deleted)
+
+
+async def _count_prunable(conn: AsyncConnection, cutoff: int) -> PruneResult:
+    """What a prune at ``cutoff`` would delete, counted with the prune's own selection."""
+
+    async def count(table: type[Any], condition: ColumnElement[bool]) -> int:
+        return int(await conn.scalar(select(func.count()).select_from(table).where(condition)) or 0)
+
+    versions = 0
+    for table, key_columns in _VERSIONED:
+        versions += await count(table, _prunable_versions(table, key_columns, cutoff))
+    return PruneResult(
+        cutoff_poll_id=cutoff,
+        polls_deleted=await count(Poll, Poll.id < cutoff),
+        versions_deleted=versions,
+        events_deleted=await count(ChangeEventRow, ChangeEventRow.poll_id < cutoff),
+    )
 
 
 def snapshot_positions(
