@@ -2,74 +2,106 @@
 
 Exit codes: 0 success; 1 unexpected internal error; 2 configuration or usage error;
 3 upstream (1inch API) failure, including a poll of which any batch failed; 4 database error
-(unreachable, failed migration, or `db check` found problems); 130 interrupted; 141 the
-reader of standard output went away (a broken pipe).
+(unreachable, failed migration, or `db check` found problems); 5 cannot listen: the address
+is in use or not permitted (unlike 2 this may pass by itself, so systemd restarts on it);
+130 interrupted; 141 the reader of standard output went away (a broken pipe).
+
+Only the standard library and the light parts of the package are imported at the top: the
+heavy libraries (aiohttp, SQLAlchemy, alembic, prometheus_client, APScheduler) and the
+simulator are imported by the command that needs them, so ``--version`` and ``--help``
+answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import faulthandler
-import logging
 import os
-import signal
 import sys
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
-
-import yaml
+from typing import TYPE_CHECKING, TextIO
 
 from monitor import __version__
-from monitor.commands import history, poll, service
-from monitor.config import load_api_key, load_config
-from monitor.config.loader import parse_listen
-from monitor.daemon.run import run_daemon
-from monitor.domain.addresses import InvalidAddress, canonical_address
-from monitor.errors import ConfigError, StoreError, UpstreamError
-from monitor.simulator.scenario import load_scenario
-from monitor.simulator.server import run_simulator
-from monitor.store import migrate
-from monitor.store.checks import check_database
-from monitor.store.engine import create_engine
-from monitor.timespec import parse_time
+from monitor.cli_logging import FORMATS, LEVELS, configured_logging
+from monitor.errors import ConfigError, ListenError, StoreError, UpstreamError
+from monitor.timespec import iso, parse_time
+
+if TYPE_CHECKING:
+    from monitor.config import Config
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_CONFIG = 2
 EXIT_UPSTREAM = 3
 EXIT_STORE = 4
+EXIT_LISTEN = 5
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 
+CONFIG_ENV = "EXPOSURE_MONITOR_CONFIG"
+"""Names the config file for every command that takes ``--config`` (an explicit one wins)."""
+
 _TIME_HELP = "ISO 8601 (UTC unless an offset is given), a duration ago (90m, 24h, 7d), or now"
 
-log = logging.getLogger("monitor")
+
+def _global_options() -> argparse.ArgumentParser:
+    """Options accepted before the command and after it (``run --config x --log-level debug``).
+
+    Their defaults are suppressed so that a value given before the command is not reset by
+    the command's own parser; ``main`` supplies the defaults.
+    """
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "--log-level",
+        choices=LEVELS,
+        default=argparse.SUPPRESS,
+        help="log verbosity on stderr (default: info for run and demo, else warning); "
+        "other libraries log at warning unless debug",
+    )
+    options.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default=argparse.SUPPRESS,
+        help="text (default) or json: one JSON object per line (time, level, logger, message)",
+    )
+    return options
+
+
+def _add_config(command: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    command.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help=f"the YAML config file (default: ${CONFIG_ENV})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
+    common = _global_options()
     parser = argparse.ArgumentParser(
         prog="exposure-monitor",
         description="Watch what third-party contracts could move from your wallets.",
+        parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"exposure-monitor {__version__}")
-    parser.add_argument(
-        "--log-level",
-        default="warning",
-        choices=["debug", "info", "warning", "error"],
-        help="log verbosity on stderr (default: warning)",
-    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    check = commands.add_parser("check", help="validate a config file; exit 0 or 2")
-    check.add_argument("--config", required=True, type=Path, metavar="FILE")
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help_text, parents=[common])
 
-    once = commands.add_parser("once", help="poll everything once and print the positions")
-    source = once.add_mutually_exclusive_group(required=True)
-    source.add_argument("--config", type=Path, metavar="FILE")
+    check = add("check", "validate a config file; exit 0 or 2")
+    _add_config(check)
+    check.add_argument(
+        "--online",
+        action="store_true",
+        help="also make one cheap authenticated request per upstream: reachability, auth, latency",
+    )
+
+    once = add("once", "poll everything once and print the positions")
+    source = once.add_mutually_exclusive_group()
+    _add_config(source)
     source.add_argument(
         "--demo",
         action="store_true",
@@ -82,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print only what changed since the previous poll (as JSON lines with --format json)",
     )
 
-    simulate = commands.add_parser("simulate", help="serve a simulated 1inch API")
+    simulate = add("simulate", "serve a simulated 1inch API")
     simulate.add_argument("--scenario", type=Path, metavar="FILE", help="default: built-in")
     simulate.add_argument(
         "--listen", default="127.0.0.1:8900", metavar="HOST:PORT", help="default: 127.0.0.1:8900"
@@ -93,41 +125,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="print a monitor config that watches the scenario, then exit",
     )
 
-    run = commands.add_parser("run", help="run the monitoring daemon (for systemd)")
-    run.add_argument("--config", required=True, type=Path, metavar="FILE")
+    run = add("run", "run the monitoring daemon (for systemd)")
+    _add_config(run)
 
-    demo = commands.add_parser(
-        "demo", help="the simulator and the daemon in one process, on embedded defaults"
-    )
+    demo = add("demo", "the simulator and the daemon in one process, on embedded defaults")
     demo.add_argument("--dir", type=Path, metavar="DIR", help="keep the SQLite file here")
     demo.add_argument("--listen", default="127.0.0.1:9751", metavar="HOST:PORT")
     demo.add_argument("--interval", type=float, default=5.0, metavar="SECONDS")
 
-    findings = commands.add_parser("findings", help="list open findings from the database")
-    findings.add_argument("--config", required=True, type=Path, metavar="FILE")
+    findings = add("findings", "list open findings from the database")
+    _add_config(findings)
     findings.add_argument("--format", choices=["table", "json"], default="table")
     findings.add_argument("--all", action="store_true", help="resolved findings too")
 
-    snapshot = commands.add_parser("snapshot", help="every position as known at a past time")
-    snapshot.add_argument("--config", required=True, type=Path, metavar="FILE")
+    snapshot = add("snapshot", "every position as known at a past time")
+    _add_config(snapshot)
     snapshot.add_argument("--at", default="now", metavar="TIME", help=_TIME_HELP)
     snapshot.add_argument("--format", choices=["table", "json"], default="table")
 
-    history = commands.add_parser("history", help="recorded changes, oldest first")
-    history.add_argument("--config", required=True, type=Path, metavar="FILE")
+    history = add("history", "recorded changes, oldest first")
+    _add_config(history)
     history.add_argument("--since", metavar="TIME", help=_TIME_HELP + " (default: everything)")
     history.add_argument("--wallet", metavar="ADDRESS")
     history.add_argument("--spender", metavar="ADDRESS")
     history.add_argument("--chain", type=int, metavar="ID")
     history.add_argument("--format", choices=["table", "json"], default="table")
 
-    diff = commands.add_parser("diff", help="what changed between two times")
-    diff.add_argument("--config", required=True, type=Path, metavar="FILE")
+    diff = add("diff", "what changed between two times")
+    _add_config(diff)
     diff.add_argument("--from", dest="start", required=True, metavar="TIME", help=_TIME_HELP)
     diff.add_argument("--to", dest="end", default="now", metavar="TIME", help=_TIME_HELP)
     diff.add_argument("--format", choices=["table", "json"], default="table")
 
-    db = commands.add_parser("db", help="migrate, inspect and prune the database")
+    db = add("db", "migrate, inspect and prune the database")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
     for name, help_text in (
         ("upgrade", "migrate the database to the newest schema revision"),
@@ -135,59 +165,93 @@ def build_parser() -> argparse.ArgumentParser:
         ("check", "exit 0 when the database is fit for use, else print each problem; exit 4"),
         ("prune", "forget polls older than database.retention_days (or --days)"),
     ):
-        db_command = db_commands.add_parser(name, help=help_text)
-        db_command.add_argument("--config", required=True, type=Path, metavar="FILE")
+        db_command = db_commands.add_parser(name, help=help_text, parents=[common])
+        _add_config(db_command)
         if name == "prune":
-            db_command.add_argument("--days", type=int, metavar="N")
+            db_command.add_argument("--days", type=int, metavar="N", help="at least 1")
+            db_command.add_argument(
+                "--dry-run", action="store_true", help="count what would go; delete nothing"
+            )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    _resolve_config(args, parser, os.environ)
+    with configured_logging(
+        command=args.command,
+        level=getattr(args, "log_level", None),
+        fmt=getattr(args, "log_format", "text"),
         stream=sys.stderr,
-    )
-    try:
-        return _dispatch(args)
-    except ConfigError as exc:
-        print(f"exposure-monitor: config error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except StoreError as exc:
-        print(f"exposure-monitor: database error: {exc}", file=sys.stderr)
-        return EXIT_STORE
-    except UpstreamError as exc:
-        print(f"exposure-monitor: upstream error: {exc}", file=sys.stderr)
-        return EXIT_UPSTREAM
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        # The reader went away (`... | head`): stop quietly, as other command-line tools do.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_BROKEN_PIPE
+    ):
+        try:
+            return _dispatch(args)
+        except ConfigError as exc:
+            print(f"exposure-monitor: config error: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        except StoreError as exc:
+            print(f"exposure-monitor: database error: {exc}", file=sys.stderr)
+            return EXIT_STORE
+        except UpstreamError as exc:
+            print(f"exposure-monitor: upstream error: {exc}", file=sys.stderr)
+            return EXIT_UPSTREAM
+        except ListenError as exc:
+            print(f"exposure-monitor: {exc}", file=sys.stderr)
+            return EXIT_LISTEN
+        except KeyboardInterrupt:
+            return EXIT_INTERRUPTED
+        except BrokenPipeError:
+            # The reader went away (`... | head`): stop quietly, as other command-line tools do.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_BROKEN_PIPE
+
+
+def _resolve_config(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, environ: Mapping[str, str]
+) -> None:
+    """``--config``, else ``$EXPOSURE_MONITOR_CONFIG``; neither is a usage error (exit 2)."""
+    if not hasattr(args, "config") or args.config is not None or getattr(args, "demo", False):
+        return
+    named = environ.get(CONFIG_ENV, "")
+    if named:
+        args.config = Path(named)
+        return
+    command = args.command if args.command != "db" else f"db {args.db_command}"
+    alternative = " or --demo" if args.command == "once" else ""
+    parser.error(f"{command}: give --config FILE{alternative}, or set {CONFIG_ENV}")
 
 
 def _dispatch(args: argparse.Namespace) -> int:
     out = sys.stdout
     command = args.command
     if command == "check":
-        return _check(args.config, out)
+        return _check(args.config, online=args.online, out=out)
     if command == "simulate":
         return asyncio.run(_simulate(args.scenario, args.listen, args.print_config))
     if command == "demo":
-        asyncio.run(
-            service.demo(directory=args.dir, listen=args.listen, interval_s=args.interval, out=out)
-        )
+        from monitor.commands import service
+
+        try:
+            asyncio.run(
+                service.demo(
+                    directory=args.dir, listen=args.listen, interval_s=args.interval, out=out
+                )
+            )
+        except ListenError as exc:  # the daemon names its setting; here the user gave --listen
+            raise ListenError("--listen", exc.address, exc.reason) from None
         return EXIT_OK
     if command == "once" and args.demo:
         return asyncio.run(_once_demo(args.format, args.changes, out))
     if command == "db":
-        return asyncio.run(_db(args.db_command, args.config, args.__dict__.get("days"), out))
+        return _db(args, out)
+    from monitor.config import load_api_key, load_config
+
     config = load_config(args.config)
     now = datetime.now(UTC)
     if command == "once":
+        from monitor.commands import poll
+
         ok = asyncio.run(
             poll.poll_and_record(
                 config, load_api_key(), fmt=args.format, changes_only=args.changes, out=out,
@@ -196,14 +260,22 @@ def _dispatch(args: argparse.Namespace) -> int:
         )  # fmt: skip
         return EXIT_OK if ok else EXIT_UPSTREAM
     if command == "run":
+        import faulthandler
+
+        from monitor.daemon.run import run_daemon
+
         faulthandler.enable()  # systemd's watchdog aborts with SIGABRT: leave a traceback
         asyncio.run(run_daemon(config, load_api_key()))
         return EXIT_OK
     if command == "findings":
+        from monitor.commands import service
+
         asyncio.run(
             service.show_findings(config, fmt=args.format, include_resolved=args.all, out=out)
         )
         return EXIT_OK
+    from monitor.commands import history
+
     if command == "snapshot":
         at = _time(args.at, "--at", now)
         asyncio.run(history.show_snapshot(config, at=at, fmt=args.format, out=out))
@@ -222,7 +294,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
         return EXIT_OK
     if command == "diff":
-        start, end = _time(args.start, "--from", now), _time(args.end, "--to", now)
+        start, end = _time_range(args.start, args.end, now)
         asyncio.run(history.show_diff(config, start=start, end=end, fmt=args.format, out=out))
         return EXIT_OK
     raise ConfigError("command", f"unknown command {command!r}")
@@ -235,7 +307,20 @@ def _time(text: str, option: str, now: datetime) -> datetime:
         raise ConfigError(option, str(exc)) from None
 
 
+def _time_range(start_text: str, end_text: str, now: datetime) -> tuple[datetime, datetime]:
+    """``--from`` and ``--to``; reversed, they are a usage error, not an inverted diff."""
+    start, end = _time(start_text, "--from", now), _time(end_text, "--to", now)
+    if start > end:
+        raise ConfigError(
+            "--from/--to",
+            f"--from {start_text} ({iso(start)}) is after --to {end_text} ({iso(end)})",
+        )
+    return start, end
+
+
 def _address(text: str | None, option: str) -> str | None:
+    from monitor.domain.addresses import InvalidAddress, canonical_address
+
     if text is None:
         return None
     try:
@@ -244,7 +329,22 @@ def _address(text: str | None, option: str) -> str | None:
         raise ConfigError(option, exc.reason) from None
 
 
-def _check(path: Path, out: TextIO) -> int:
+def _check(path: Path, *, online: bool, out: TextIO) -> int:
+    import importlib
+
+    try:
+        module = importlib.import_module("monitor.commands.check")
+    except ModuleNotFoundError:
+        if online:
+            raise ConfigError("--online", "not available in this version") from None
+        return _check_offline(path, out)
+    code: int = module.run_check(path, online=online, out=out, err=sys.stderr)
+    return code
+
+
+def _check_offline(path: Path, out: TextIO) -> int:
+    from monitor.config import load_api_key, load_config
+
     config = load_config(path)
     load_api_key()  # a malformed key is a configuration error too
     spenders = sum(len(c.spenders) for c in config.chains)
@@ -257,6 +357,12 @@ def _check(path: Path, out: TextIO) -> int:
 
 async def _once_demo(fmt: str, changes_only: bool, out: TextIO) -> int:
     """``once`` against the built-in scenario in-process, recorded in a throwaway SQLite."""
+    import tempfile
+
+    from monitor.commands import poll, service
+    from monitor.simulator.scenario import load_scenario
+    from monitor.simulator.server import run_simulator
+
     scenario = load_scenario(None)
     with tempfile.TemporaryDirectory(prefix="exposure-monitor-once-") as scratch:
         async with run_simulator(scenario) as simulator:
@@ -269,6 +375,14 @@ async def _once_demo(fmt: str, changes_only: bool, out: TextIO) -> int:
 
 
 async def _simulate(scenario_path: Path | None, listen: str, print_config: bool) -> int:
+    import signal
+
+    import yaml
+
+    from monitor.config.loader import parse_listen
+    from monitor.simulator.scenario import load_scenario
+    from monitor.simulator.server import run_simulator
+
     scenario = load_scenario(scenario_path)
     host, port = parse_listen(listen, "--listen")
     if print_config:
@@ -280,7 +394,7 @@ async def _simulate(scenario_path: Path | None, listen: str, print_config: bool)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with run_simulator(scenario, host=host, port=port) as simulator:
+        async with run_simulator(scenario, host=host, port=port, setting="--listen") as simulator:
             print(f"simulator listening on {simulator.base_url}", flush=True)
             await stop.wait()
     finally:
@@ -289,12 +403,33 @@ async def _simulate(scenario_path: Path | None, listen: str, print_config: bool)
     return EXIT_OK
 
 
-async def _db(command: str, path: Path, days: int | None, out: TextIO) -> int:
-    config = load_config(path)
+def _db(args: argparse.Namespace, out: TextIO) -> int:
+    from monitor.config import load_config
+
+    config = load_config(args.config)
+    if args.db_command == "prune":
+        days: int | None = args.days
+        if days is not None and days < 1:
+            raise ConfigError("--days", f"must be at least 1, got {days}")
+        return asyncio.run(_prune(config, days=days, dry_run=args.dry_run, out=out))
+    return asyncio.run(_db_schema(args.db_command, config, out))
+
+
+async def _prune(config: Config, *, days: int | None, dry_run: bool, out: TextIO) -> int:
+    from monitor.commands import history
+
+    if dry_run:
+        raise ConfigError("--dry-run", "not available in this version")
+    await history.prune(config, now=datetime.now(UTC), days=days, out=out)
+    return EXIT_OK
+
+
+async def _db_schema(command: str, config: Config, out: TextIO) -> int:
+    from monitor.store import migrate
+    from monitor.store.checks import check_database
+    from monitor.store.engine import create_engine
+
     err = sys.stderr
-    if command == "prune":
-        await history.prune(config, now=datetime.now(UTC), days=days, out=out)
-        return EXIT_OK
     engine = create_engine(config.database.url)
     database = migrate.describe_database(engine)
     try:

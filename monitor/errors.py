@@ -7,13 +7,16 @@
     │   ├── Unavailable        5xx, timeout or connection failure after every retry
     │   ├── Rejected           400/401/403/404: the request itself is refused (never retried)
     │   └── BadResponse        a 2xx answer we cannot trust (not JSON, wrong shape, bad amount)
-    └── StoreError             the database failed
+    ├── StoreError             the database failed
+    └── ListenError            a server cannot bind its address (in use, or not permitted)
 
 Messages are built here and name the offending thing. They never contain the API key: the
 key is held by the client alone and no error is ever given it.
 """
 
 from __future__ import annotations
+
+import os
 
 
 class MonitorError(Exception):
@@ -84,6 +87,30 @@ class StoreError(MonitorError):
         self.problem = problem
         self.database = database
         super().__init__(f"{database}: {problem}" if database else problem)
+
+
+class ListenError(MonitorError):
+    """A listener cannot bind ``address``. Unlike a ``ConfigError`` this may pass by itself
+    (a port still held by a process on its way out), so it is worth retrying.
+
+    ``setting`` names where the address came from (``metrics.listen``, ``--listen``).
+    """
+
+    def __init__(self, setting: str, address: str, reason: str) -> None:
+        self.setting = setting
+        self.address = address
+        self.reason = reason
+        super().__init__(f"{setting}: cannot listen on {address}: {reason}")
+
+    @classmethod
+    def from_os_error(cls, setting: str, host: str, port: int, exc: OSError) -> ListenError:
+        """The error for a failed bind of ``host:port``, with the system's reason in words."""
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        # asyncio wraps the reason in a sentence naming the address tuple: use the errno's
+        # (resolver errors have negative numbers of their own, and their text is fine).
+        errno = exc.errno or 0
+        reason = os.strerror(errno) if errno > 0 else (exc.strerror or str(exc))
+        return cls(setting, address, reason.lower())
 
 
 _REASONS: dict[type[UpstreamError], str] = {

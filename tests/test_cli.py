@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from monitor.cli import EXIT_CONFIG, EXIT_OK, EXIT_UPSTREAM, main
+from monitor.cli import EXIT_CONFIG, EXIT_LISTEN, EXIT_OK, EXIT_UPSTREAM, main
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config.example.yaml"
@@ -189,19 +189,31 @@ def test_simulate_with_a_broken_scenario_exits_2(tmp_path: Path) -> None:
     assert "chains[0].tokens[0]" in result.stderr
 
 
-def test_run_on_a_port_in_use_is_a_config_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["run", "simulate", "demo"])
+def test_a_port_in_use_is_one_line_and_exit_5_not_a_config_error(
+    tmp_path: Path, command: str
+) -> None:
+    """Exit 5, not 2: the unit's RestartPreventExitStatus=2 must not keep the daemon down
+    while its port is briefly held by another process."""
     import socket
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        doc = yaml.safe_load(EXAMPLE.read_text())
-        doc["metrics"] = {"listen": f"127.0.0.1:{port}"}
-        doc["database"] = {"url": f"sqlite+aiosqlite:///{tmp_path / 'm.sqlite'}"}
-        config = tmp_path / "c.yaml"
-        config.write_text(yaml.safe_dump(doc))
-        result = _run("run", "--config", str(config))
-    assert result.returncode == EXIT_CONFIG
-    assert f"metrics.listen: cannot listen on 127.0.0.1:{port}" in result.stderr
-    assert "Traceback" not in result.stderr
+        if command == "run":
+            doc = yaml.safe_load(EXAMPLE.read_text())
+            doc["metrics"] = {"listen": f"127.0.0.1:{port}"}
+            doc["database"] = {"url": f"sqlite+aiosqlite:///{tmp_path / 'm.sqlite'}"}
+            config = tmp_path / "c.yaml"
+            config.write_text(yaml.safe_dump(doc))
+            result = _run("run", "--config", str(config))
+            setting = "metrics.listen"
+        else:
+            extra = ["--dir", str(tmp_path)] if command == "demo" else []
+            result = _run(command, "--listen", f"127.0.0.1:{port}", *extra)
+            setting = "--listen"
+    assert result.returncode == EXIT_LISTEN != EXIT_CONFIG
+    assert result.stderr == (
+        f"exposure-monitor: {setting}: cannot listen on 127.0.0.1:{port}: address already in use\n"
+    )

@@ -26,7 +26,7 @@ from apscheduler.events import (
     JobExecutionEvent,
 )
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from monitor import __version__
 from monitor.config import ApiKey, Config
@@ -34,7 +34,7 @@ from monitor.daemon.http import make_app
 from monitor.daemon.metrics import Instruments
 from monitor.daemon.notify import SystemdNotifier
 from monitor.daemon.service import Monitor
-from monitor.errors import ConfigError
+from monitor.errors import ListenError
 from monitor.oneinch.client import RequestRecord
 from monitor.risk.exploits import bundled_exploits
 from monitor.risk.prices import SpotPriceSource
@@ -61,10 +61,17 @@ async def run_daemon(
     on_listening: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Run until SIGTERM/SIGINT (or until ``stop`` is set)."""
+    """Run until SIGTERM/SIGINT (or until ``stop`` is set).
+
+    Raises ``ListenError`` when ``metrics.listen`` cannot be bound.
+    """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     notifier = SystemdNotifier(os.environ if environ is None else environ)
+    # No *_created series: they double the counters and histograms on /metrics, and
+    # Prometheus (without created-timestamp ingestion, off by default) stores them as plain
+    # gauges nobody queries. A process-wide switch in prometheus_client, set by the runtime.
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     registry = CollectorRegistry(auto_describe=True)
     instruments = Instruments(registry, version=__version__)
     installed: list[signal.Signals] = []
@@ -119,9 +126,8 @@ async def run_daemon(
             try:
                 await site.start()
             except OSError as exc:
-                where = f"{config.metrics.host}:{config.metrics.port}"
-                raise ConfigError(
-                    "metrics.listen", f"cannot listen on {where}: {exc.strerror}"
+                raise ListenError.from_os_error(
+                    "metrics.listen", config.metrics.host, config.metrics.port, exc
                 ) from None
             url = _site_url(site, "https" if tls else "http")
             log.info("listening on %s", url)

@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, urlencode
 from aiohttp import web
 
 from monitor.domain.addresses import is_address
-from monitor.errors import ConfigError
+from monitor.errors import ConfigError, ListenError
 from monitor.simulator.answers import ApiError, error_payload
 from monitor.simulator.balance_api import add_balance_routes
 from monitor.simulator.faults import Fault, parse_fault
@@ -233,14 +233,22 @@ async def run_simulator(
     host: str = "127.0.0.1",
     port: int = 0,
     clock: Callable[[], float] = time.monotonic,
+    setting: str = "--listen",
 ) -> AsyncIterator[RunningSimulator]:
-    """Serve ``scenario`` on ``host:port`` (port 0: any free port) until the block exits."""
+    """Serve ``scenario`` on ``host:port`` (port 0: any free port) until the block exits.
+
+    Raises ``ListenError`` naming ``setting`` (where the address came from) when the address
+    cannot be bound.
+    """
     app = make_app(scenario, clock=clock)
     runner = web.AppRunner(app, shutdown_timeout=2.0)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ListenError.from_os_error(setting, host, port, exc) from None
         bound_host, bound_port = runner.addresses[0][:2]
         yield RunningSimulator(app, _base_url(str(bound_host), int(bound_port)))
     finally:
