@@ -181,7 +181,7 @@ def test_the_series_cap_keeps_unlimited_approvals_first() -> None:
 def test_status_page_escapes_upstream_text() -> None:
     page = render_status(view(), NOW)
     assert "<script>" not in page
-    assert "&lt;script&gt;&quot;x&quot;&lt;/script&gt;" in page
+    assert "&lt;script&gt;&#34;x&#34;&lt;/script&gt;" in page  # Jinja2 escapes " as &#34;
     assert "&lt;b&gt;dai&lt;/b&gt;" in page
     assert "$2.50" in page
     assert "treasury" in page

@@ -36,6 +36,12 @@ class MonitorView:
     """``poll.interval_s``: the status page refreshes at this pace."""
     recent_changes: tuple[StoredEvent, ...] = ()
     """Changes recorded in the last 24 hours, newest first (the status page lists them)."""
+    watched_wallets: tuple[str, ...] = ()
+    """The configured wallets, in config order (the status page lists them). When empty the
+    page lists the wallets it knows of from the labels and the snapshot."""
+    watched_spenders: tuple[tuple[int, str], ...] = ()
+    """The configured (chain_id, spender) pairs, in config order; when empty the page lists
+    those it knows of from the labels and the last successes."""
 
     def newest_success(self) -> datetime | None:
         return max(self.last_success.values(), default=None)
