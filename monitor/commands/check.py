@@ -116,7 +116,7 @@ def _requests_breakdown(config: Config, budget: RequestBudget) -> str:
     ]
     if budget.custom:
         parts.append(f"{budget.custom} for custom tokens: one per wallet and spender")
-    return f"{budget.poll} requests ({'; '.join(parts)})"
+    return f"{_count(budget.poll, 'request')} ({'; '.join(parts)})"
 
 
 def _timeout_origin(config: Config) -> str:
@@ -215,10 +215,12 @@ def _write_summary(
     path: Path, config: Config, key: ApiKey | None, budget: RequestBudget, out: TextIO
 ) -> None:
     spenders = sum(len(c.spenders) for c in config.chains)
-    out.write(
-        f"{path}: ok ({len(config.wallets)} wallets, {len(config.chains)} chains, "
-        f"{spenders} spenders)\n"
-    )
+    counts = [
+        _count(len(config.wallets), "wallet"),
+        _count(len(config.chains), "chain"),
+        _count(spenders, "spender"),
+    ]
+    out.write(f"{path}: ok ({', '.join(counts)})\n")
     out.write(f"API: {config.api.base_url}\n")
     out.write(f"API key: {describe_key(config, key)}\n")
     for chain in config.chains:
@@ -235,7 +237,7 @@ def _write_summary(
             out.write(f"  spender  {_named(spender.label, spender.address)}{trusted}\n")
     rate = config.api.requests_per_second
     prices = (
-        f", then at least {budget.price_floor} price requests (one per chain and "
+        f", then at least {_count(budget.price_floor, 'price request')} (one per chain and "
         f"{PRICE_TOKENS_PER_REQUEST} tokens at risk, each token at most once per "
         f"risk.prices.ttl_s {config.risk.prices.ttl_s:g} s)"
         if budget.price_floor

@@ -7,8 +7,9 @@ calls ``reveal()``, to build the ``Authorization`` header.
 The form of a 1inch key is not documented (1inch's OpenAPI files and docs say only that it
 is sent as ``Authorization: Bearer <key>``). So the checks here are conservative: any key
 must be printable ASCII without whitespace or quotes (it goes into an HTTP header as it is);
-a key for the real 1inch API must also be of a plausible length (the portal's keys are 32
-characters). No check ever echoes the key: errors name where it came from instead.
+a key for the real 1inch API must also be of a plausible length (16 to 512 characters: a
+bound on paste accidents, not a documented rule). No check ever echoes the key: errors name
+where it came from instead.
 """
 
 from __future__ import annotations
@@ -82,9 +83,9 @@ def key_form_problem(value: str, *, oneinch_api: bool = False) -> str | None:
         return "the API key contains a quote character"
     if oneinch_api and not ONEINCH_KEY_MIN_LENGTH <= len(value) <= ONEINCH_KEY_MAX_LENGTH:
         return (
-            f"the API key is {len(value)} characters long; a 1inch key is expected to have "
-            f"{ONEINCH_KEY_MIN_LENGTH} to {ONEINCH_KEY_MAX_LENGTH} (the portal's have 32): "
-            "was it cut short or pasted together with something else?"
+            f"the API key is {len(value)} characters long, not a plausible 1inch key "
+            f"({ONEINCH_KEY_MIN_LENGTH} to {ONEINCH_KEY_MAX_LENGTH}): was it cut short or "
+            "pasted together with something else?"
         )
     return None
 
