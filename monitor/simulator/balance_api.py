@@ -1,4 +1,4 @@
-"""The eight Balance API v1.2 endpoints under ``/balance/v1.2/{chain}`` (NOTES.md table)."""
+"""The eight Balance API v1.2 endpoints under ``/balance/v1.2/{chain}`` (docs/1inch-notes.md)."""
 
 from __future__ import annotations
 

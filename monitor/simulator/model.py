@@ -129,7 +129,7 @@ class TimelineEvent:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Behaviour:
-    """Knobs for what the upstream documentation leaves open (NOTES.md, open questions)."""
+    """Knobs for what 1inch's documentation leaves open (docs/1inch-notes.md, open questions)."""
 
     filter_empty: str = "token"
     wallet_key_case: str = "checksum"
