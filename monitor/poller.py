@@ -48,14 +48,24 @@ async def poll_once(
     *,
     clock: Clock = utc_now,
     max_concurrent_requests: int = 4,
+    on_start: Callable[[int], None] | None = None,
+    on_batch: Callable[[BatchOutcome], None] | None = None,
 ) -> PollResult:
-    """Poll everything ``config`` watches once. Never raises for upstream failures."""
+    """Poll everything ``config`` watches once. Never raises for upstream failures.
+
+    ``on_start`` is told how many batches the poll will make before the first starts, and
+    ``on_batch`` is handed each batch's outcome as it finishes, failed or not (a progress
+    bar's hooks).
+    """
     started_at = clock()
     gate = asyncio.Semaphore(max_concurrent_requests)
 
     async def gated(job: Callable[[], Awaitable[BatchOutcome]]) -> BatchOutcome:
         async with gate:
-            return await job()
+            outcome = await job()
+        if on_batch is not None:
+            on_batch(outcome)
+        return outcome
 
     # Factories, not coroutines: a poll cancelled half-way leaves no coroutine never awaited.
     jobs: list[Callable[[], Awaitable[BatchOutcome]]] = []
@@ -81,6 +91,8 @@ async def poll_once(
                     functools.partial(_custom_batch, client, chain, spender.address, wallet)
                     for wallet in wallets
                 )
+    if on_start is not None:
+        on_start(len(jobs))
     batches = await asyncio.gather(*(gated(job) for job in jobs))
     return PollResult(started_at=started_at, finished_at=clock(), batches=tuple(batches))
 

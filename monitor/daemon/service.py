@@ -1,9 +1,12 @@
-"""The poll cycle of the daemon: poll, record, evaluate risk, publish a new view.
+"""The poll cycle: poll, record, evaluate risk, record findings, publish a new view.
 
 ``Monitor`` owns no resources: it is handed a client, a store, a price source and the
-metric instruments, and is driven by the scheduler (``monitor.daemon.run``). One cycle never
-raises: upstream failures, store failures and timeouts are counted, logged and reflected in
-the published view, and the previous view stays in place when nothing new is known.
+metric instruments. The daemon's scheduler drives ``poll_cycle`` (``monitor.daemon.run``);
+``once`` polls and hands the result to ``record``, the same path the daemon's cycle takes,
+so every command that records a poll evaluates and records findings exactly as the daemon
+does. One daemon cycle never raises: upstream failures, store failures and timeouts are
+counted, logged and reflected in the published view, and the previous view stays in place
+when nothing new is known.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -24,15 +27,35 @@ from monitor.domain.snapshot import Snapshot
 from monitor.errors import StoreError
 from monitor.oneinch.client import BalanceClient
 from monitor.poller import poll_once
-from monitor.risk.exploits import ExploitList
+from monitor.risk.exploits import ExploitList, bundled_exploits
 from monitor.risk.incremental import RiskEvaluator
-from monitor.risk.prices import PriceSource
+from monitor.risk.prices import PriceSource, SpotPriceSource
 from monitor.risk.rules import FRESH_CHANGES, RiskReport, spender_index
-from monitor.store.snapshots import RecordedPoll, SqlSnapshotStore
+from monitor.store.snapshots import RecordedPoll, SqlSnapshotStore, StoredEvent
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+
+RECENT_CHANGES_HOURS = 24
+RECENT_CHANGES_MAX = 500
+"""The view keeps the newest changes of the last day, at most this many (the status page)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordedCycle:
+    """What recording one poll produced: the poll, its stored record, the risk report."""
+
+    result: PollResult
+    recorded: RecordedPoll
+    report: RiskReport
+    findings_recorded: bool
+    """False when the findings could not be written (logged): the database's findings are
+    then those of an earlier poll."""
+
+    @property
+    def open_findings(self) -> int:
+        return sum(1 for f in self.report.findings if not f.suppressed)
 
 
 class Monitor:
@@ -49,7 +72,9 @@ class Monitor:
         instruments: Instruments,
         clock: Clock,
         poll_timeout_s: float,
+        serve_view: bool = True,
     ) -> None:
+        """``serve_view`` False (one-shot commands): no view is rendered for ``/metrics``."""
         self._config = config
         self._client = client
         self._store = store
@@ -57,6 +82,7 @@ class Monitor:
         self._instruments = instruments
         self._clock = clock
         self._poll_timeout_s = poll_timeout_s
+        self._serve_view = serve_view
         self._tokens: dict[tuple[int, str], Token] = {}
         self._spenders = spender_index(config.chains)
         self._evaluator = RiskEvaluator(
@@ -93,6 +119,9 @@ class Monitor:
         return self._rendered.text
 
     async def _publish(self, view: MonitorView) -> None:
+        if not self._serve_view:
+            self._view = view
+            return
         # Rendering hundreds of thousands of series is CPU work: off the loop, so that scrapes
         # and the poll itself keep being served meanwhile.
         rendered = await asyncio.to_thread(
@@ -118,7 +147,10 @@ class Monitor:
         self._tokens = await self._store.tokens()
         last_success = await self._store.last_successes()
         upstream = await self._store.upstream_status()
-        report = await self._evaluate(snapshot, self._clock())
+        last_poll = await self._store.last_poll()
+        now = self._clock()
+        baseline = await self._baseline_poll_id()
+        report = await self._evaluate(snapshot, now, baseline)
         await self._publish(
             replace(
                 self._view,
@@ -128,6 +160,9 @@ class Monitor:
                 exposures=report.exposures,
                 last_success=last_success,
                 upstream_up=upstream,
+                last_poll_at=last_poll[0] if last_poll else None,
+                last_poll_outcome=last_poll[1] if last_poll else None,
+                recent_changes=await self._recent_changes(now, baseline),
             )
         )
 
@@ -160,7 +195,7 @@ class Monitor:
             await self._mark_upstream_down()
         else:
             try:
-                await self._after_poll(result)
+                await self._after_poll(result, started)
             except Exception:
                 # A bug or an unforeseen failure must not stop the polling: count it, log it.
                 log.exception("poll cycle failed after polling")
@@ -183,26 +218,37 @@ class Monitor:
         await asyncio.gather(task, return_exceptions=True)
         return False
 
-    async def _after_poll(self, result: PollResult) -> None:
+    async def _after_poll(self, result: PollResult, started_monotonic: float) -> None:
         if result.failures:
             reason = result.failures[0].error_reason or "upstream"
             self._instruments.polls_failed.labels(reason=reason).inc()
         try:
-            recorded = await self._store.record_poll(result)
+            cycle = await self.record(result)
         except StoreError as exc:
             log.error("poll not recorded: %s", exc)
             self._instruments.polls_failed.labels(reason="store").inc()
             await self._mark_upstream(result)
             return
+        _log_poll(cycle, time.monotonic() - started_monotonic)
+
+    async def record(self, result: PollResult) -> RecordedCycle:
+        """Record a poll, evaluate the risk rules over the new snapshot, record the findings
+        and publish the new view. Raises ``StoreError`` when the poll could not be recorded
+        (nothing is published then); a failure to record the findings is logged and
+        reported in the result instead, as the poll itself is stored."""
+        recorded = await self._store.record_poll(result)
         for event in recorded.events:
             self._instruments.allowance_changes.labels(change=event.change.value).inc()
         self._tokens.update(await asyncio.to_thread(_tokens_of, result))
         now = self._clock()
-        report = await self._evaluate(recorded.snapshot, now)
+        baseline = await self._baseline_poll_id()
+        report = await self._evaluate(recorded.snapshot, now, baseline)
+        findings_recorded = True
         try:
             await self._store.sync_findings(report.findings, now=now)
         except StoreError as exc:
             log.error("findings not recorded: %s", exc)
+            findings_recorded = False
         last_success = dict(self._view.last_success)
         for (chain_id, spender), ok in _scope_outcomes(result).items():
             if ok:
@@ -218,18 +264,46 @@ class Monitor:
                 upstream_up=_chain_outcomes(result),
                 last_poll_at=result.finished_at,
                 last_poll_outcome=recorded.outcome,
+                recent_changes=await self._recent_changes(now, baseline),
             )
         )
-        _log_poll(recorded, result)
+        return RecordedCycle(
+            result=result, recorded=recorded, report=report, findings_recorded=findings_recorded
+        )
 
-    async def _evaluate(self, snapshot: Snapshot, now: datetime) -> RiskReport:
+    async def _baseline_poll_id(self) -> int | None:
+        try:
+            return await self._store.baseline_poll_id()
+        except StoreError as exc:
+            log.warning("baseline poll unknown: %s", exc)
+            return None
+
+    async def _recent_changes(self, now: datetime, baseline: int | None) -> tuple[StoredEvent, ...]:
+        """The newest changes of the last day for the status page, newest first (a first
+        poll's baseline "grants" are not changes)."""
+        if not self._serve_view:
+            return ()
+        try:
+            events = await self._store.events(
+                since=now - timedelta(hours=RECENT_CHANGES_HOURS),
+                after_poll=baseline,
+                limit=RECENT_CHANGES_MAX,
+            )
+        except StoreError as exc:
+            log.warning("recent changes unavailable for the status page: %s", exc)
+            return self._view.recent_changes
+        return tuple(reversed(events))
+
+    async def _evaluate(
+        self, snapshot: Snapshot, now: datetime, baseline: int | None
+    ) -> RiskReport:
         prices = await self._usd_prices(snapshot)
         try:
             # A first poll "grants" every approval it discovers; those are not fresh.
             recent = await self._store.events(
                 since=now - timedelta(hours=self._config.risk.fresh_approval_hours),
                 changes=sorted(FRESH_CHANGES),
-                after_poll=await self._store.baseline_poll_id(),
+                after_poll=baseline,
                 latest_per_key=True,
             )
         except StoreError as exc:
@@ -334,14 +408,47 @@ def _chain_outcomes(result: PollResult) -> dict[int, bool]:
     return outcomes
 
 
-def _log_poll(recorded: RecordedPoll, result: PollResult) -> None:
+def _log_poll(cycle: RecordedCycle, duration_s: float) -> None:
+    recorded, result = cycle.recorded, cycle.result
     log.info(
-        "poll %d %s: %d batches (%d failed), %d positions, %d changes, %d values written",
+        "poll %d %s in %.1fs: %d positions, %d changes, %d open findings; "
+        "%d batches (%d failed), %d values written",
         recorded.poll_id,
         recorded.outcome,
-        len(result.batches),
-        len(result.failures),
+        duration_s,
         len(result.positions),
         len(recorded.events),
+        cycle.open_findings,
+        len(result.batches),
+        len(result.failures),
         recorded.versions_written,
+    )
+
+
+def build_monitor(
+    config: Config,
+    *,
+    client: BalanceClient,
+    store: SqlSnapshotStore,
+    instruments: Instruments,
+    clock: Clock,
+    serve_view: bool = True,
+) -> Monitor:
+    """The ``Monitor`` of ``config``: its price source, its exploit list and its limits."""
+    prices = (
+        SpotPriceSource(client, ttl_s=config.risk.prices.ttl_s)
+        if config.risk.prices.enabled
+        else None
+    )
+    return Monitor(
+        config=config,
+        client=client,
+        store=store,
+        prices=prices,
+        # The denylist was read and validated with the config: not read a second time.
+        exploits=bundled_exploits().merged(config.risk.denylist),
+        instruments=instruments,
+        clock=clock,
+        poll_timeout_s=config.poll.timeout_s,
+        serve_view=serve_view,
     )
