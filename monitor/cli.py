@@ -418,9 +418,7 @@ def _db(args: argparse.Namespace, out: TextIO) -> int:
 async def _prune(config: Config, *, days: int | None, dry_run: bool, out: TextIO) -> int:
     from monitor.commands import history
 
-    if dry_run:
-        raise ConfigError("--dry-run", "not available in this version")
-    await history.prune(config, now=datetime.now(UTC), days=days, out=out)
+    await history.prune(config, now=datetime.now(UTC), days=days, dry_run=dry_run, out=out)
     return EXIT_OK
 
 
