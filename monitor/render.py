@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import TextIO
 
 from monitor.config import Config
 from monitor.domain.addresses import to_checksum
-from monitor.domain.model import Position, Token, format_units, is_unlimited
+from monitor.domain.model import Position, Token, format_units
 from monitor.store.snapshots import StoredEvent
 from monitor.timespec import iso
 
 _MAX_SYMBOL = 16
+_MAX_LABEL = 40
 
 
 def safe_text(text: str, limit: int = _MAX_SYMBOL) -> str:
@@ -105,34 +107,42 @@ def write_events(
         event = stored.event
         token = tokens.get((event.chain_id, event.token))
         decimals = token.decimals if token else None
-        symbol = (
-            safe_text(token.symbol) if token and token.symbol else to_checksum(event.token)[:10]
-        )
-        wallet = config.wallet(event.wallet)
-        spender = config.spender(event.chain_id, event.spender) if event.spender else None
-        who = safe_text(wallet.display if wallet else to_checksum(event.wallet), 42)
         if event.spender is None:
             target = "balance"
         else:
-            target = "-> " + safe_text(
-                spender.display if spender else to_checksum(event.spender), 42
-            )
+            target = "-> " + spender_text(config, event.chain_id, event.spender)
         old = _amount_text(event.old, decimals, event.spender, threshold)
         new = _amount_text(event.new, decimals, event.spender, threshold)
         out.write(
-            f"{iso(stored.observed_at)}  chain {event.chain_id}  {who}  {symbol} {target}  "
+            f"{iso(stored.observed_at)}  chain {event.chain_id}  "
+            f"{wallet_text(config, event.wallet)}  {_symbol(token, event.token)} {target}  "
             f"{event.change.value}: {old} -> {new}\n"
         )
 
 
-def _wallet_name(config: Config, wallet: str) -> str:
+def short_address(address: str) -> str:
+    """The checksummed address shortened for a label's company: ``0x1234…abcd``."""
+    checksum = to_checksum(address)
+    return f"{checksum[:6]}…{checksum[-4:]}"
+
+
+def wallet_text(config: Config, wallet: str) -> str:
+    """How text output names a wallet: ``label (0x1234…abcd)``, or the whole checksummed
+    address when it has no label (what a user greps for)."""
     found = config.wallet(wallet)
-    return safe_text(found.display if found else to_checksum(wallet), 42)
+    return _named(found.label if found else None, wallet)
 
 
-def _spender_name(config: Config, chain_id: int, spender: str) -> str:
+def spender_text(config: Config, chain_id: int, spender: str) -> str:
+    """How text output names a spender: as ``wallet_text`` names a wallet."""
     found = config.spender(chain_id, spender)
-    return safe_text(found.display if found else to_checksum(spender), 42)
+    return _named(found.label if found else None, spender)
+
+
+def _named(label: str | None, address: str) -> str:
+    if label:
+        return f"{safe_text(label, _MAX_LABEL)} ({short_address(address)})"
+    return to_checksum(address)
 
 
 def _symbol(token: Token | None, address: str) -> str:
@@ -145,44 +155,95 @@ def _amount_text(amount: int, decimals: int | None, spender: str | None, thresho
     return format_units(amount, decimals)
 
 
-def _sort_key(p: Position) -> tuple[str, int, str, str]:
-    return (p.wallet, p.chain_id, p.token.symbol.lower(), p.spender)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HoldingRow:
+    """One row of the positions table: what ``wallet`` holds of ``token`` and what
+    ``spender`` may take of it; ``spender`` None for a balance that no spender's row shows."""
+
+    token: Token
+    wallet: str
+    spender: str | None
+    balance: int
+    allowance: int
+
+
+def _sort_key(p: Position) -> tuple[str, int, str, str, str]:
+    return (p.wallet, p.chain_id, p.token.symbol.lower(), p.token.address, p.spender)
 
 
 def write_json_lines(positions: Iterable[Position], out: TextIO, config: Config) -> None:
+    """One JSON object per position and line (see ``position_json``); a contract for scripts:
+    every position keeps its own ``balance``."""
     for position in sorted(positions, key=_sort_key):
         out.write(json.dumps(position_json(position, config), ensure_ascii=True) + "\n")
 
 
 def write_table(positions: Iterable[Position], out: TextIO, config: Config) -> None:
+    """``once``'s table of positions (see ``write_holdings``)."""
+    write_holdings(
+        (
+            HoldingRow(
+                token=p.token,
+                wallet=p.wallet,
+                spender=p.spender,
+                balance=p.balance,
+                allowance=p.allowance,
+            )
+            for p in positions
+        ),
+        out,
+        config,
+    )
+
+
+def write_holdings(rows: Iterable[HoldingRow], out: TextIO, config: Config) -> None:
+    """The positions table, aligned: one row per (wallet, chain, token, spender), amounts in
+    whole tokens. A balance is printed once per (wallet, chain, token), on the group's first
+    row; the native coin, which needs no approval, gets one row per wallet and chain."""
     header = ("WALLET", "CHAIN", "TOKEN", "SPENDER", "BALANCE", "ALLOWANCE", "UNLIMITED")
-    rows: list[tuple[str, ...]] = []
-    for p in sorted(positions, key=_sort_key):
-        if p.token.is_native:
-            allowance, unlimited = "n/a (native)", "-"
-        elif is_unlimited(p, config.risk.unlimited_threshold):
-            allowance, unlimited = "unlimited", "yes"
+    threshold = config.risk.unlimited_threshold
+    table: list[tuple[str, ...]] = []
+    previous: tuple[str, int, str] | None = None
+    for row in sorted(rows, key=_holding_key):
+        token = row.token
+        group = (row.wallet, token.chain_id, token.address)
+        if token.is_native:
+            if group == previous:
+                continue  # the same coin again, under another spender: no approval to show
+            spender, allowance, unlimited = "-", "n/a (native)", "-"
+        elif row.spender is None:
+            spender, allowance, unlimited = "-", "-", "-"
         else:
-            allowance, unlimited = format_units(p.allowance, p.token.decimals), "no"
-        rows.append(
+            spender = spender_text(config, token.chain_id, row.spender)
+            if row.allowance >= threshold:
+                allowance, unlimited = "unlimited", "yes"
+            else:
+                allowance, unlimited = format_units(row.allowance, token.decimals), "no"
+        table.append(
             (
-                _wallet_name(config, p.wallet),
-                str(p.chain_id),
-                _symbol(p.token, p.token.address),
-                _spender_name(config, p.chain_id, p.spender),
-                format_units(p.balance, p.token.decimals),
+                wallet_text(config, row.wallet),
+                str(token.chain_id),
+                _symbol(token, token.address),
+                spender,
+                format_units(row.balance, token.decimals) if group != previous else "",
                 allowance,
                 unlimited,
             )
         )
-    if not rows:
+        previous = group
+    if not table:
         out.write("no positions: nothing held and nothing approved\n")
         return
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    widths = [max(len(r[i]) for r in [header, *table]) for i in range(len(header))]
     right = {4, 5}
-    for row in [header, *rows]:
-        cells = [
+    for cells in [header, *table]:
+        aligned = [
             c.rjust(w) if i in right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         ]
-        out.write("  ".join(cells).rstrip() + "\n")
+        out.write("  ".join(aligned).rstrip() + "\n")
+
+
+def _holding_key(row: HoldingRow) -> tuple[str, int, str, str, str]:
+    token = row.token
+    return (row.wallet, token.chain_id, token.symbol.lower(), token.address, row.spender or "")

@@ -73,10 +73,19 @@ def test_once_demo_prints_a_table_with_unlimited_approvals(
         "ALLOWANCE",
         "UNLIMITED",
     ]
+    # A labelled wallet or spender shows as "label (0x1234…abcd)"; a balance once per wallet,
+    # chain and token, on the group's first row, whatever the number of spenders.
     treasury_usdc = [
-        r for r in rows if r.startswith("treasury") and " USDC " in r and "1inch Router v6" in r
+        r
+        for r in rows
+        if r.startswith("treasury (0x5014…09Ec) ") and r.split()[2:4] == ["1", "USDC"]
     ]
-    assert any("250,000" in r and r.rstrip().endswith("yes") for r in treasury_usdc)
+    assert len(treasury_usdc) == 4 and "250,000" in treasury_usdc[0]
+    assert sum("250,000" in r for r in treasury_usdc) == 1
+    assert any(
+        "1inch Router v6 (0x1111…2A65)" in r and r.rstrip().endswith("unlimited  yes")
+        for r in treasury_usdc
+    )
     assert any("n/a (native)" in r for r in rows)
     assert any("1,000" in r and " DAI " in r and r.rstrip().endswith("no") for r in rows)
 

@@ -7,9 +7,10 @@ import tempfile
 from pathlib import Path
 from typing import TextIO
 
+from monitor.commands.history import require_history
 from monitor.config import Config, parse_config
 from monitor.daemon.run import run_daemon
-from monitor.render import safe_text
+from monitor.render import safe_text, spender_text, wallet_text
 from monitor.runtime import open_store
 from monitor.simulator.model import Scenario
 from monitor.simulator.scenario import load_scenario
@@ -61,8 +62,13 @@ async def demo(*, directory: Path | None, listen: str, interval_s: float, out: T
 
 
 async def show_findings(config: Config, *, fmt: str, include_resolved: bool, out: TextIO) -> None:
-    """Findings from the database (open ones unless asked for all)."""
+    """Findings from the database (open ones unless asked for all).
+
+    ``StoreError`` ("no polls recorded in DATABASE yet") and nothing on ``out`` when no poll
+    has observed anything: "no open findings" would claim what nobody checked.
+    """
     async with open_store(config) as store:
+        await require_history(store)
         found = await store.findings(include_resolved=include_resolved)
     for f in found:
         if fmt == "json":
@@ -80,13 +86,10 @@ async def show_findings(config: Config, *, fmt: str, include_resolved: bool, out
             }
             out.write(json.dumps(row, ensure_ascii=True) + "\n")
         else:
-            wallet = config.wallet(f.wallet)
-            spender = config.spender(f.chain_id, f.spender)
             out.write(
                 f"{iso(f.opened_at)}  {f.severity:<8} {f.rule:<20} chain {f.chain_id}  "
-                f"{safe_text(wallet.display if wallet else f.wallet, 42)} -> "
-                f"{safe_text(spender.display if spender else f.spender, 42)}"
+                f"{wallet_text(config, f.wallet)} -> {spender_text(config, f.chain_id, f.spender)}"
                 f"{'  (suppressed)' if f.suppressed else ''}  {safe_text(f.detail, 120)}\n"
             )
     if fmt != "json" and not found:
-        out.write("no open findings\n")
+        out.write("no open findings\n" if not include_resolved else "no findings\n")

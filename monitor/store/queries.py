@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from monitor.domain.model import Token
@@ -103,3 +104,30 @@ async def upstream_status(conn: AsyncConnection) -> dict[int, bool]:
     for chain_id, failed in rows.all():
         status[chain_id] = status.get(chain_id, True) and failed == 0
     return status
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PollMark:
+    """A poll, and when it finished: what it observed stands as of then."""
+
+    poll_id: int
+    finished_at: datetime
+
+
+async def first_observing_poll(conn: AsyncConnection) -> PollMark | None:
+    """The first poll (by finish time) that observed anything: one with a successful batch,
+    or one holding values (a failed poll a prune moved the values at its cutoff to). Before
+    it the store knows nothing."""
+    holds_values = or_(
+        exists().where(AllowanceVersion.poll_id == Poll.id),
+        exists().where(BalanceVersion.poll_id == Poll.id),
+    )
+    row = (
+        await conn.execute(
+            select(Poll.id, Poll.finished_at)
+            .where(or_(Poll.outcome != "failed", holds_values))
+            .order_by(Poll.finished_at, Poll.id)
+            .limit(1)
+        )
+    ).first()
+    return None if row is None else PollMark(poll_id=row.id, finished_at=row.finished_at)

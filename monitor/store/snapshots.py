@@ -51,6 +51,7 @@ from monitor.errors import StoreError
 from monitor.risk.rules import Finding
 from monitor.store import findings, queries
 from monitor.store.findings import FindingChanges, FindingsLedger, StoredFinding
+from monitor.store.migrate import describe_database
 from monitor.store.schema import (
     AllowanceVersion,
     BalanceVersion,
@@ -497,6 +498,29 @@ class SqlSnapshotStore:
             versions_deleted=versions_deleted,
             events_deleted=events_deleted,
         )
+
+    # -- where history starts -----------------------------------------------------------------
+
+    def describe(self) -> str:
+        """The database as messages name it: its URL with the password hidden."""
+        return describe_database(self._engine)
+
+    async def first_poll(self) -> queries.PollMark | None:
+        """The first poll that observed anything (see ``queries.first_observing_poll``), or
+        None when no poll did: the readers' answers mean nothing before it."""
+        try:
+            async with self._engine.connect() as conn:
+                return await queries.first_observing_poll(conn)
+        except DATABASE_ERRORS as exc:
+            raise StoreError(f"could not read the first poll: {_describe(exc)}") from exc
+
+    async def poll_count(self) -> int:
+        """How many polls are recorded, whatever their outcome."""
+        try:
+            async with self._engine.connect() as conn:
+                return int(await conn.scalar(select(func.count()).select_from(Poll)) or 0)
+        except DATABASE_ERRORS as exc:
+            raise StoreError(f"could not count polls: {_describe(exc)}") from exc
 
 
 # -- helpers ----------------------------------------------------------------------------------
