@@ -19,11 +19,12 @@ from typing import Any
 import pytest
 import yaml
 
-from monitor.commands.check import request_budget, run_check
+from monitor.commands.check import PRICE_TOKENS_PER_REQUEST, request_budget, run_check
 from monitor.config import load_config
 from monitor.config.secrets import is_oneinch_api, key_form_problem
 from monitor.oneinch.client import RequestRecord
 from monitor.poller import poll_once
+from monitor.risk.prices import MAX_TOKENS_PER_REQUEST
 from monitor.runtime import open_client
 from monitor.simulator.model import Scenario
 from monitor.simulator.server import RunningSimulator, run_simulator
@@ -216,23 +217,32 @@ def test_custom_tokens_count_one_request_per_wallet_and_spender(tmp_path: Path) 
     assert "30 for custom tokens: one per wallet and spender" in err
     assert "takes at least 132 s" in err
     assert "poll.timeout_s 120 (poll.interval_s 600)" in err
+    assert "or poll.timeout_s (and poll.interval_s, its ceiling)" in err
     assert "or custom tokens" in err
 
 
-def test_price_requests_after_the_poll_must_fit_in_the_interval(tmp_path: Path) -> None:
+def test_price_requests_that_push_a_cycle_past_the_interval_are_a_warning(
+    tmp_path: Path,
+) -> None:
     # 8 requests on two chains fit in poll.timeout_s 10, but with one price request per chain
-    # the 10 requests fill poll.interval_s 10 at 1 a second.
+    # (made after the poll, outside its timeout) a cycle fills poll.interval_s 10 at 1 a second.
     chains = [{"id": 1, "spenders": spenders(4)}, {"id": 8453, "spenders": spenders(4)}]
     doc = config_doc(
         "http://127.0.0.1:8900", chains=chains, poll={"interval_s": 10, "timeout_s": 10}
     )
-    code, _, err = check(write_config(tmp_path, doc))
-    assert code == 2
-    assert "a poll makes 8 requests and at least 2 price requests after it" in err
-    assert "they take at least 10 s, not less than poll.interval_s 10" in err
-    assert "risk.prices.enabled false" in err
+    code, out, err = check(write_config(tmp_path, doc))
+    assert code == 0
+    assert "a poll makes 8 requests (8 aggregated" in out
+    assert "after it, price requests: one per chain and 100 tokens at risk" in out
+    assert err == (
+        "exposure-monitor: warning: with a price request for each of its 2 chains "
+        "(risk.prices.enabled), a poll cycle takes at least 10 s at api.requests_per_second 1, "
+        "not less than poll.interval_s 10: polls will start late whenever prices are due\n"
+    )
     doc["risk"]["prices"]["enabled"] = False
-    assert check(write_config(tmp_path, doc))[0] == 0
+    code, out, err = check(write_config(tmp_path, doc))
+    assert (code, err) == (0, "")
+    assert "price requests" not in out
 
 
 def test_several_problems_are_reported_together(tmp_path: Path) -> None:
@@ -258,7 +268,8 @@ def test_the_example_lists_what_it_watches_and_what_a_poll_costs() -> None:
     assert "cold" not in base.split("a poll makes")[0]  # cold is narrowed to chain 1
     assert "a poll makes 17 requests (5 aggregated" in out
     assert "12 for custom tokens" in out
-    assert "then at least 2 price requests" in out
+    assert "; after it, price requests: one per chain and 100 tokens at risk without a price" in out
+    assert "risk.prices.ttl_s 300 s (not counted: how many depends on the data)" in out
     assert "minimum poll duration: 17 s at api.requests_per_second 1 (poll.timeout_s 240" in out
 
 
@@ -293,6 +304,7 @@ async def test_the_count_is_what_a_poll_really_sends(tmp_path: Path) -> None:
     # chain 1: 5 wallets -> 3 batches x 3 spenders + 5 x 3 custom; 8453: 4 -> 2 x 2; 10: 3 -> 2
     assert (budget.aggregated, budget.custom) == (9 + 4 + 2, 15)
     assert len(records) == budget.poll
+    assert PRICE_TOKENS_PER_REQUEST == MAX_TOKENS_PER_REQUEST
 
 
 # -- --online ------------------------------------------------------------------------------

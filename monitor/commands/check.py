@@ -3,8 +3,10 @@
 Offline, beyond what ``load_config`` refuses, a config is an error (exit 2) when it points at
 the real 1inch API without a key, when the key has the wrong form, or when a poll's requests
 cannot pass the rate limit within ``poll.timeout_s``. Each message names the keys to change
-and shows the arithmetic. On success it says where the key comes from (never the key), what
-it watches and what a poll costs.
+and shows the arithmetic. Price requests follow the poll, outside its timeout, and their
+number depends on what is at risk: they only warn, when one per chain would push a poll
+cycle past ``poll.interval_s``. On success it says where the key comes from (never the key),
+what it watches and what a poll costs.
 
 ``--online`` makes one cheap request per upstream (the Balance API; the Spot Price API when
 prices are enabled), one attempt each, and reports reachability, whether the key was accepted
@@ -50,10 +52,10 @@ class RequestBudget:
     """One per (chain, spender, batch of up to ``api.max_wallets_per_request`` wallets)."""
     custom: int
     """One per (wallet, spender) on each chain with ``custom_tokens``."""
-    price_floor: int
-    """Price requests after the poll, at the least: one per polled chain while prices are
-    enabled and anything is at risk there (one more per 100 tokens at risk; each token is
-    asked at most once per ``risk.prices.ttl_s``). How many depends on the data."""
+    price_chains: int
+    """Chains whose tokens at risk are priced after the poll (0 when prices are disabled):
+    one request per chain and 100 tokens at risk without a cached price. Not counted in
+    ``poll``: how many depends on the data, and they are not bound by ``poll.timeout_s``."""
 
     @property
     def poll(self) -> int:
@@ -72,8 +74,8 @@ def request_budget(config: Config) -> RequestBudget:
         aggregated += len(chain.spenders) * batches
         if chain.custom_tokens:
             custom += len(chain.spenders) * wallets
-    price_floor = chains if config.risk.prices.enabled else 0
-    return RequestBudget(aggregated=aggregated, custom=custom, price_floor=price_floor)
+    price_chains = chains if config.risk.prices.enabled else 0
+    return RequestBudget(aggregated=aggregated, custom=custom, price_chains=price_chains)
 
 
 def minimum_duration_s(requests: int, requests_per_second: float) -> float:
@@ -92,20 +94,25 @@ def budget_problems(config: Config, budget: RequestBudget) -> list[str]:
     if needed_s >= poll.timeout_s:
         problems.append(
             f"a poll makes {_requests_breakdown(config, budget)}; at api.requests_per_second "
-            f"{rate:g} that takes at least {needed_s:g} s: it cannot finish within "
+            f"{rate:g} that takes at least {_seconds(needed_s)} s: it cannot finish within "
             f"poll.timeout_s {poll.timeout_s:g} {_timeout_origin(config)}: {cure}"
         )
-    elif budget.price_floor:
-        cycle_s = minimum_duration_s(budget.poll + budget.price_floor, rate)
-        if cycle_s >= poll.interval_s:
-            problems.append(
-                f"a poll makes {budget.poll} requests and at least {budget.price_floor} price "
-                f"requests after it (one per chain, risk.prices.enabled); at "
-                f"api.requests_per_second {rate:g} they take at least {cycle_s:g} s, not less "
-                f"than poll.interval_s {poll.interval_s:g}: {cure}, or set "
-                "risk.prices.enabled false"
-            )
     return problems
+
+
+def budget_notes(config: Config, budget: RequestBudget) -> list[str]:
+    """Warnings that do not make the config unworkable: price requests that, when every
+    polled chain has something at risk, push a poll cycle past ``poll.interval_s``."""
+    rate, interval_s = config.api.requests_per_second, config.poll.interval_s
+    cycle_s = minimum_duration_s(budget.poll + budget.price_chains, rate)
+    if not budget.price_chains or cycle_s < interval_s:
+        return []
+    return [
+        f"with a price request for each of its {_count(budget.price_chains, 'chain')} "
+        f"(risk.prices.enabled), a poll cycle takes at least {_seconds(cycle_s)} s at "
+        f"api.requests_per_second {rate:g}, not less than poll.interval_s {interval_s:g}: "
+        "polls will start late whenever prices are due"
+    ]
 
 
 def _requests_breakdown(config: Config, budget: RequestBudget) -> str:
@@ -119,15 +126,25 @@ def _requests_breakdown(config: Config, budget: RequestBudget) -> str:
     return f"{_count(budget.poll, 'request')} ({'; '.join(parts)})"
 
 
+def _timeout_is_default(config: Config) -> bool:
+    return config.poll.timeout_s == round(config.poll.interval_s * 0.8, 3)
+
+
 def _timeout_origin(config: Config) -> str:
     interval_s = config.poll.interval_s
-    if config.poll.timeout_s == round(interval_s * 0.8, 3):
+    if _timeout_is_default(config):
         return f"(0.8 of poll.interval_s {interval_s:g})"
     return f"(poll.interval_s {interval_s:g})"
 
 
 def _cure(config: Config) -> str:
-    cures = ["raise api.requests_per_second (if your plan allows) or poll.interval_s"]
+    if _timeout_is_default(config):
+        cures = ["raise api.requests_per_second (if your plan allows) or poll.interval_s"]
+    else:
+        cures = [
+            "raise api.requests_per_second (if your plan allows) or poll.timeout_s "
+            "(and poll.interval_s, its ceiling)"
+        ]
     if any(
         len(config.wallets_on(c.id)) > config.api.max_wallets_per_request for c in config.chains
     ):
@@ -136,6 +153,10 @@ def _cure(config: Config) -> str:
     if any(c.custom_tokens for c in config.chains):
         cures[-1] += " or custom tokens"
     return ", ".join(cures)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f}".removesuffix(".0")
 
 
 def _host(base_url: str) -> str:
@@ -192,6 +213,8 @@ def run_check(
     if problems:
         return _config_errors(problems, err)
     _write_summary(path, config, key, budget, out)
+    for note in budget_notes(config, budget):
+        err.write(f"exposure-monitor: warning: {note}\n")
     if not online:
         return EXIT_OK
     reports = asyncio.run(probe_upstreams(config, key))
@@ -237,15 +260,15 @@ def _write_summary(
             out.write(f"  spender  {_named(spender.label, spender.address)}{trusted}\n")
     rate = config.api.requests_per_second
     prices = (
-        f", then at least {_count(budget.price_floor, 'price request')} (one per chain and "
-        f"{PRICE_TOKENS_PER_REQUEST} tokens at risk, each token at most once per "
-        f"risk.prices.ttl_s {config.risk.prices.ttl_s:g} s)"
-        if budget.price_floor
+        f"; after it, price requests: one per chain and {PRICE_TOKENS_PER_REQUEST} tokens at "
+        f"risk without a price from the last risk.prices.ttl_s "
+        f"{config.risk.prices.ttl_s:g} s (not counted: how many depends on the data)"
+        if budget.price_chains
         else ""
     )
     out.write(f"a poll makes {_requests_breakdown(config, budget)}{prices}\n")
     out.write(
-        f"minimum poll duration: {minimum_duration_s(budget.poll, rate):g} s at "
+        f"minimum poll duration: {_seconds(minimum_duration_s(budget.poll, rate))} s at "
         f"api.requests_per_second {rate:g} (poll.timeout_s {config.poll.timeout_s:g}, "
         f"poll.interval_s {config.poll.interval_s:g})\n"
     )
