@@ -3,8 +3,16 @@ no claim about positions it does not know."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
+import re
 import socket
+import struct
+import subprocess
+import sys
+import termios
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -150,3 +158,36 @@ def test_once_changes_with_nothing_changed_says_so(
     code, out, err = run(capsys, "once", "--config", str(example_config), "--changes")
     assert code == EXIT_OK, err
     assert out == "no changes\n"
+
+
+@pytest.mark.slow
+def test_progress_is_drawn_on_a_terminal_and_never_into_a_pipe(example_config: Path) -> None:
+    command = [sys.executable, "-m", "monitor", "once", "--config", str(example_config)]
+    piped = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert piped.returncode == EXIT_OK, piped.stderr
+    assert "batch" not in piped.stderr and "\r" not in piped.stderr
+
+    primary, secondary = pty.openpty()
+    # a terminal of 100 columns (a new pty has none, and the bar would be cut to nothing)
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=secondary, stdin=subprocess.DEVNULL
+    ) as proc:
+        os.close(secondary)
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(primary, 4096)
+            except OSError:  # EIO: the child closed its end
+                break
+            if not chunk:
+                break
+            drawn += chunk
+        assert proc.wait(timeout=60) == EXIT_OK
+    os.close(primary)
+    text = drawn.decode(errors="replace")
+    # tqdm's bar: batches done of total, and an ETA ("<" before the remaining time)
+    assert re.search(r"polling.*\d+/(\d+) \[", text), text
+    counts = [(int(done), int(total)) for done, total in re.findall(r"(\d+)/(\d+) \[", text)]
+    assert counts[0][0] == 0 and any(done > 0 for done, _ in counts)
+    assert len({total for _, total in counts}) == 1 and "batch" in text

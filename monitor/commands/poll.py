@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import Never, TextIO
 
 from prometheus_client import CollectorRegistry
 
@@ -137,15 +137,20 @@ def _progress(
         return
     from tqdm import tqdm  # only a terminal needs it
 
-    bar = tqdm(total=0, unit="batch", desc="polling", file=err, leave=False, dynamic_ncols=True)
+    bars: list[tqdm[Never]] = []
 
     def on_start(total: int) -> None:
-        bar.reset(total=total)
+        bars.append(
+            tqdm(
+                total=total, unit="batch", desc="polling", file=err, leave=False, dynamic_ncols=True
+            )
+        )
 
     def on_batch(_batch: BatchOutcome) -> None:
-        bar.update(1)
+        bars[-1].update(1)
 
     try:
         yield on_start, on_batch
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
