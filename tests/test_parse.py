@@ -19,7 +19,7 @@ W1 = "0x1C17622cfa9B6fD2043A76DfC39A5B5a109aa708"
 W2 = "0x28C6c06298d514Db089934071355E5743bf21d60"
 MAX = str(UINT256_MAX)
 
-# NOTES.md: transcribed from 1inch's official SDK fixture (filterEmpty=true, two wallets).
+# docs/1inch-notes.md: transcribed from 1inch's SDK fixture (filterEmpty=true, two wallets).
 SDK_FIXTURE: list[dict[str, Any]] = [
     {"address": "0xeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee", "decimals": 18, "isCustom": False,
      "logoURI": "https://tokens.1inch.io/0xeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee.png",

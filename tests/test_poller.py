@@ -153,7 +153,7 @@ async def test_wallet_narrowed_to_one_chain_is_not_polled_on_others(
 async def test_same_positions_whatever_filter_empty_and_key_casing_upstream_uses(
     http_session: aiohttp.ClientSession, filter_mode: str, key_case: str
 ) -> None:
-    """NOTES.md open questions 4 and 5: the answer must not depend on them."""
+    """docs/1inch-notes.md, open questions 4 and 5: the answer must not depend on them."""
 
     async def positions(behaviour: dict[str, str], filter_empty: bool) -> set[tuple[object, ...]]:
         data = yaml.safe_load(
