@@ -146,8 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     history = add("history", "recorded changes, oldest first")
     _add_config(history)
     history.add_argument("--since", metavar="TIME", help=_TIME_HELP + " (default: everything)")
-    history.add_argument("--wallet", metavar="ADDRESS")
-    history.add_argument("--spender", metavar="ADDRESS")
+    history.add_argument("--wallet", metavar="ADDRESS|LABEL")
+    history.add_argument("--spender", metavar="ADDRESS|LABEL")
     history.add_argument("--chain", type=int, metavar="ID")
     history.add_argument("--format", choices=["table", "json"], default="table")
 
@@ -286,8 +286,9 @@ def _dispatch(args: argparse.Namespace) -> int:
                 config,
                 since=_time(args.since, "--since", now) if args.since else None,
                 chain_id=args.chain,
-                wallet=_address(args.wallet, "--wallet"),
-                spender=_address(args.spender, "--spender"),
+                # An address or a label: resolved against the config by show_history.
+                wallet=args.wallet,
+                spender=args.spender,
                 fmt=args.format,
                 out=out,
             )
@@ -318,41 +319,10 @@ def _time_range(start_text: str, end_text: str, now: datetime) -> tuple[datetime
     return start, end
 
 
-def _address(text: str | None, option: str) -> str | None:
-    from monitor.domain.addresses import InvalidAddress, canonical_address
-
-    if text is None:
-        return None
-    try:
-        return canonical_address(text)
-    except InvalidAddress as exc:
-        raise ConfigError(option, exc.reason) from None
-
-
 def _check(path: Path, *, online: bool, out: TextIO) -> int:
-    import importlib
+    from monitor.commands.check import run_check
 
-    try:
-        module = importlib.import_module("monitor.commands.check")
-    except ModuleNotFoundError:
-        if online:
-            raise ConfigError("--online", "not available in this version") from None
-        return _check_offline(path, out)
-    code: int = module.run_check(path, online=online, out=out, err=sys.stderr)
-    return code
-
-
-def _check_offline(path: Path, out: TextIO) -> int:
-    from monitor.config import load_api_key, load_config
-
-    config = load_config(path)
-    load_api_key()  # a malformed key is a configuration error too
-    spenders = sum(len(c.spenders) for c in config.chains)
-    out.write(
-        f"{path}: ok ({len(config.wallets)} wallets, {len(config.chains)} chains, "
-        f"{spenders} spenders)\n"
-    )
-    return EXIT_OK
+    return run_check(path, online=online, out=out, err=sys.stderr)
 
 
 async def _once_demo(fmt: str, changes_only: bool, out: TextIO) -> int:

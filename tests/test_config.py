@@ -114,6 +114,53 @@ def test_default_database_lives_in_the_systemd_state_directory(
     )
 
 
+@pytest.mark.parametrize(
+    ("written", "resolved"),
+    [
+        ("sqlite+aiosqlite:///exposure-monitor.sqlite", "{dir}/exposure-monitor.sqlite"),
+        ("sqlite+aiosqlite:///data/x.sqlite", "{dir}/data/x.sqlite"),
+        ("sqlite+aiosqlite:///./x.sqlite?timeout=5", "{dir}/x.sqlite?timeout=5"),
+        ("sqlite+aiosqlite:////var/lib/x.sqlite", "/var/lib/x.sqlite"),
+    ],
+)
+def test_a_relative_sqlite_path_is_relative_to_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: str, resolved: str
+) -> None:
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    path = folder / "monitor.yaml"
+    path.write_text(yaml.safe_dump(with_change("database.url", written)))
+    monkeypatch.chdir(tmp_path)  # anywhere but the config's folder
+    expected = "sqlite+aiosqlite:///" + resolved.format(dir=folder)
+    assert load_config(path).database.url == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+asyncpg://exposure_monitor@/exposure_monitor?host=/run/postgresql",
+        "postgresql+psycopg://u@db.example:5432/x",
+        "sqlite+aiosqlite://",
+        "sqlite+aiosqlite:///:memory:",
+    ],
+)
+def test_other_database_urls_are_kept_as_written(tmp_path: Path, url: str) -> None:
+    path = tmp_path / "monitor.yaml"
+    path.write_text(yaml.safe_dump(with_change("database.url", url)))
+    assert load_config(path).database.url == url
+
+
+def test_the_example_config_uses_the_state_directory_under_systemd(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/exposure-monitor")
+    config = load_config(ROOT / "config.example.yaml")
+    assert (
+        config.database.url
+        == "sqlite+aiosqlite:////var/lib/exposure-monitor/exposure-monitor.sqlite"
+    )
+
+
 def test_addresses_are_stored_lowercase_and_shown_checksummed() -> None:
     config = parse_config(with_change("wallets.0.address", WALLET.lower()))
     assert config.wallets[0].address == WALLET.lower()

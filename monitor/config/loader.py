@@ -303,9 +303,26 @@ def _database_url(value: object, path: str) -> str:
     return text
 
 
+_SQLITE_FILE_PREFIX = "sqlite+aiosqlite:///"
+
+
+def _sqlite_relative_to(url: str, source: Path | None) -> str:
+    """A relative SQLite file made absolute against the config file's folder, like every
+    other relative path in the config: the working directory of whoever runs a command must
+    not decide which database it reads (a wrong one is silently created empty)."""
+    if source is None or not url.startswith(_SQLITE_FILE_PREFIX):
+        return url
+    file, separator, query = url.removeprefix(_SQLITE_FILE_PREFIX).partition("?")
+    # Four slashes (absolute), in-memory, and SQLite URI filenames stay as written.
+    if not file or file.startswith("/") or file == ":memory:" or file.startswith("file:"):
+        return url
+    return f"{_SQLITE_FILE_PREFIX}{source.resolve().parent / file}{separator}{query}"
+
+
 def _parse_database(section: _Section, source: Path | None) -> DatabaseSettings:
     defaults = DatabaseSettings(url="")
-    url = section.take("url", _database_url, "") or _default_database_url(source)
+    url = section.take("url", _database_url, "")
+    url = _sqlite_relative_to(url, source) if url else _default_database_url(source)
     retention: int | None = defaults.retention_days
     if section.has("retention_days"):
         # An explicit null keeps history forever; absent means the default.

@@ -38,6 +38,9 @@ class ApiSettings:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DatabaseSettings:
     url: str
+    """An async SQLAlchemy URL. A relative SQLite path in the file is already resolved
+    against the config file's folder; without ``database.url``, the SQLite file
+    ``DEFAULT_SQLITE_NAME`` in ``$STATE_DIRECTORY`` (systemd) or the working directory."""
     migrate_on_start: bool = True
     retention_days: int | None = 365
     """Polls older than this are pruned (daily by the daemon, or ``db prune``); None keeps
