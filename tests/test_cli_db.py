@@ -205,3 +205,71 @@ def test_db_current_exits_4_on_an_sqlite_file_that_cannot_be_opened(tmp_path: Pa
 
 def safe(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
+
+
+def test_a_relative_sqlite_url_names_the_file_beside_the_config_from_any_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    etc, elsewhere = tmp_path / "etc", tmp_path / "elsewhere"
+    etc.mkdir()
+    elsewhere.mkdir()
+    config = config_for("sqlite+aiosqlite:///monitor.sqlite", etc)
+    head = migrate.head()
+    monkeypatch.chdir(elsewhere)
+    code, out, _ = db("upgrade", config, capsys)
+    assert (code, out) == (
+        EXIT_OK,
+        f"sqlite+aiosqlite:///{etc}/monitor.sqlite: upgraded from base to {head}\n",
+    )
+    monkeypatch.chdir(tmp_path)
+    assert db("current", config, capsys) == (EXIT_OK, f"current: {head}\nhead: {head}\n", "")
+    assert sorted(p.name for p in tmp_path.rglob("*.sqlite")) == ["monitor.sqlite"]
+    assert (etc / "monitor.sqlite").is_file()
+
+
+def test_every_db_command_uses_the_state_directory_as_the_daemon_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No database.url (the example's choice): under systemd the database is
+    $STATE_DIRECTORY/exposure-monitor.sqlite for ``run`` and for ``db upgrade`` alike."""
+    state = tmp_path / "state"
+    state.mkdir()
+    document = yaml.safe_load(EXAMPLE.read_text())
+    assert "url" not in document.get("database", {})
+    config = tmp_path / "monitor.yaml"
+    config.write_text(yaml.safe_dump(document))
+    monkeypatch.setenv("STATE_DIRECTORY", str(state))
+    monkeypatch.chdir(tmp_path)
+    head = migrate.head()
+    code, out, _ = db("upgrade", config, capsys)
+    assert code == EXIT_OK
+    assert out.startswith(f"sqlite+aiosqlite:///{state}/exposure-monitor.sqlite: upgraded")
+    assert db("current", config, capsys) == (EXIT_OK, f"current: {head}\nhead: {head}\n", "")
+    assert [p.name for p in tmp_path.rglob("*.sqlite")] == ["exposure-monitor.sqlite"]
+
+
+@pytest.mark.slow
+def test_history_from_another_directory_reads_what_once_recorded(tmp_path: Path) -> None:
+    from tests.daemon_helpers import simulator_process
+
+    etc, elsewhere = tmp_path / "etc", tmp_path / "elsewhere"
+    etc.mkdir()
+    elsewhere.mkdir()
+    with simulator_process() as base_url:
+        document = yaml.safe_load(EXAMPLE.read_text())
+        document["api"].update(base_url=base_url, requests_per_second=100)
+        document["database"] = {"url": "sqlite+aiosqlite:///monitor.sqlite"}
+        config = etc / "monitor.yaml"
+        config.write_text(yaml.safe_dump(document))
+        recorded = subprocess.run(
+            [sys.executable, "-m", "monitor", "once", "--config", str(config)],
+            cwd=etc, capture_output=True, text=True, check=False, timeout=120,
+        )  # fmt: skip
+        assert recorded.returncode == EXIT_OK, recorded.stderr
+    read = subprocess.run(
+        [sys.executable, "-m", "monitor", "history", "--config", str(config), "--format", "json"],
+        cwd=elsewhere, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert read.returncode == EXIT_OK, read.stderr
+    assert len(read.stdout.splitlines()) > 5  # the changes of the first poll
+    assert list(elsewhere.iterdir()) == []

@@ -144,6 +144,22 @@ def test_unit_matches_what_the_daemon_reads() -> None:
     assert service["NotifyAccess"] == "main"
 
 
+def test_restart_policy_gives_up_on_a_config_error_only() -> None:
+    """Exit 2 (a config error) needs a person; exit 5 (the listen address busy or refused)
+    and every other failure are restarted."""
+    from monitor.cli import EXIT_CONFIG, EXIT_LISTEN, EXIT_STORE, EXIT_UPSTREAM
+
+    service = {
+        key: value
+        for section, key, value in directives(UNIT.read_text(encoding="utf-8"))
+        if section == "Service"
+    }
+    assert service["Restart"] == "on-failure"
+    prevented = {int(status) for status in service["RestartPreventExitStatus"].split()}
+    assert prevented == {EXIT_CONFIG}
+    assert not {EXIT_LISTEN, EXIT_STORE, EXIT_UPSTREAM} & prevented
+
+
 # ---------------------------------------------------------------------- the notifier
 
 
