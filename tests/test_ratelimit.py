@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.oneinch.ratelimit import RateLimiter
+from monitor.oneinch.ratelimit import PausedTooLong, RateLimiter
 from tests.fakes import FakeClock, max_in_window
 
 
@@ -233,3 +233,62 @@ def test_catch_up_settings_are_checked() -> None:
         RateLimiter(2, margin_s=-0.01)
     with pytest.raises(ValueError, match="positive"):
         RateLimiter(float("nan"))
+
+
+# -- pauses: a Retry-After holds every start of the key ------------------------------------------
+
+
+async def test_a_pause_holds_queued_and_later_starts_until_it_ends() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(2.0, clock=clock, sleep=clock.sleep)
+    starts: list[float] = []
+
+    async def request() -> None:
+        await limiter.acquire()
+        starts.append(clock())
+
+    queued = [asyncio.ensure_future(request()) for _ in range(4)]
+    while not starts:
+        await asyncio.sleep(0)
+    limiter.pause(2.0)  # the first start got a Retry-After: 2; three wait in the queue
+    paused_at = clock()
+    await asyncio.gather(*queued, request())
+    assert starts[1:] == pytest.approx([paused_at + 2.0 + 0.5 * i for i in range(4)])
+    assert max_in_window(starts) <= 2
+
+
+async def test_no_burst_after_a_pause_even_with_catch_up() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(4.0, catch_up_s=5.0, clock=clock, sleep=clock.sleep)
+    await limiter.acquire()
+    limiter.pause(2.0)
+    starts = []
+    for _ in range(4):
+        await limiter.acquire()
+        starts.append(clock())
+    assert starts == pytest.approx([1002.0, 1002.25, 1002.5, 1002.75])
+
+
+async def test_a_shorter_pause_does_not_cut_a_longer_one() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(1.0, clock=clock, sleep=clock.sleep)
+    limiter.pause(5.0)
+    limiter.pause(1.0)
+    assert limiter.paused_s() == 5.0
+    await limiter.acquire()
+    assert clock() == 1005.0
+    assert limiter.paused_s() == 0.0
+
+
+async def test_a_pause_longer_than_a_waiter_allows_fails_it_without_waiting() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(1.0, clock=clock, sleep=clock.sleep)
+    limiter.pause(3600.0)
+    outcomes = await asyncio.gather(
+        *(limiter.acquire(max_pause_s=300.0) for _ in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(o, PausedTooLong) for o in outcomes)
+    assert isinstance(outcomes[0], PausedTooLong) and outcomes[0].remaining_s == 3600.0
+    assert clock.sleeps == []
+    await limiter.acquire(max_pause_s=3600.0)  # a waiter that allows it waits it out
+    assert clock.sleeps == [3600.0]

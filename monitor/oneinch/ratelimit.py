@@ -1,5 +1,5 @@
 """One client-side rate limiter per API key: paced request starts that win back time lost to a
-late event loop, and never more than R starts in one second."""
+late event loop, never more than R starts in one second, and a pause for a ``Retry-After``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,17 @@ from collections.abc import Awaitable, Callable
 
 _ROUNDING_S = 1e-9
 """Less early than this is the schedule's float rounding, not catch-up."""
+
+
+class PausedTooLong(Exception):
+    """``acquire`` would wait for a pause (``RateLimiter.pause``) longer than allowed."""
+
+    def __init__(self, remaining_s: float, max_pause_s: float) -> None:
+        self.remaining_s = remaining_s
+        self.max_pause_s = max_pause_s
+        super().__init__(
+            f"paused for another {remaining_s:.1f}s, more than the {max_pause_s:g}s allowed"
+        )
 
 
 class RateLimiter:
@@ -54,6 +65,12 @@ class RateLimiter:
     actual start (``catch_up_s=0``) gets its slack from every start's own lateness instead:
     12 to 15 ms a second at the least, at R = 20. With no lateness nothing is early, and
     starts are exactly one interval apart.
+
+    *Pauses.* The rate limit is the key's, not one request's: a ``Retry-After`` that 1inch sends
+    on any request holds every start, queued or to come, until it has passed (``pause``). The
+    first start after it is not before the pause's end; later ones are paced from there (no
+    burst: the pause is not a stall to catch up). A waiter that would still wait longer than
+    its ``max_pause_s`` for a pause to end gets ``PausedTooLong`` instead, queued ones included.
     """
 
     def __init__(
@@ -92,16 +109,33 @@ class RateLimiter:
         """The last starts, each with whether it came early (under an interval after the one
         before); ``_early_starts`` counts the early ones after the first."""
         self._early_starts = 0
+        self._paused_until = -math.inf
         self._lock = asyncio.Lock()
 
-    async def acquire(self) -> None:
-        """Wait until the next request may start, and claim that start."""
+    def pause(self, seconds: float) -> None:
+        """Hold every start until ``seconds`` from now (a ``Retry-After``); a pause already
+        running that ends later is kept."""
+        if seconds > 0:
+            self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+    def paused_s(self) -> float:
+        """How long the current pause has left; 0 when there is none."""
+        return max(0.0, self._paused_until - self._clock())
+
+    async def acquire(self, *, max_pause_s: float = math.inf) -> None:
+        """Wait until the next request may start, and claim that start.
+
+        Raises ``PausedTooLong`` rather than wait more than ``max_pause_s`` for a pause.
+        """
         async with self._lock:
             while True:
                 now = self._clock()
+                if self._paused_until - now > max_pause_s:
+                    raise PausedTooLong(self._paused_until - now, max_pause_s)
                 slot = self._next_slot
                 if now - slot > self.catch_up_s:
-                    slot = now  # a pause, not a stall: nothing is owed
+                    slot = now  # idle, not a stall: nothing is owed
+                slot = max(slot, self._paused_until)
                 earliest = self._window_allows_from(slot)
                 if now >= earliest:
                     break
