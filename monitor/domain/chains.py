@@ -1,4 +1,5 @@
-"""The EVM chains the 1inch Balance API v1.2 serves, and their block explorers."""
+"""The EVM chains the 1inch Balance API v1.2 serves (docs/1inch-notes.md, "Chains"), and
+their block explorers."""
 
 from __future__ import annotations
 
