@@ -33,11 +33,9 @@ from monitor.config import ApiKey, Config
 from monitor.daemon.http import make_app
 from monitor.daemon.metrics import Instruments
 from monitor.daemon.notify import SystemdNotifier
-from monitor.daemon.service import Monitor
+from monitor.daemon.service import Monitor, build_monitor
 from monitor.errors import ListenError
 from monitor.oneinch.client import RequestRecord
-from monitor.risk.exploits import bundled_exploits
-from monitor.risk.prices import SpotPriceSource
 from monitor.runtime import open_client, open_store
 
 log = logging.getLogger(__name__)
@@ -91,21 +89,8 @@ async def run_daemon(
             client = await stack.enter_async_context(
                 open_client(config, api_key, on_request=count_request)
             )
-            prices = (
-                SpotPriceSource(client, ttl_s=config.risk.prices.ttl_s)
-                if config.risk.prices.enabled
-                else None
-            )
-            monitor = Monitor(
-                config=config,
-                client=client,
-                store=store,
-                prices=prices,
-                # The denylist was read and validated with the config: not read a second time.
-                exploits=bundled_exploits().merged(config.risk.denylist),
-                instruments=instruments,
-                clock=utc_now,
-                poll_timeout_s=config.poll.timeout_s,
+            monitor = build_monitor(
+                config, client=client, store=store, instruments=instruments, clock=utc_now
             )
             await monitor.restore()
 
