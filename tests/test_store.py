@@ -372,6 +372,41 @@ async def test_prune_dry_run_counts_exactly_what_prune_deletes_and_deletes_nothi
     assert (nothing.cutoff_poll_id, nothing.polls_deleted) == (None, 0)
 
 
+async def test_first_poll_is_the_first_that_observed_anything(
+    migrated_engine: AsyncEngine,
+) -> None:
+    store = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
+    assert await store.first_poll() is None and await store.poll_count() == 0
+    await store.record_poll(poll(1, batch(S1, (W1,), [], failed=True)))
+    assert await store.first_poll() is None and await store.poll_count() == 1
+    second = await store.record_poll(poll(2, batch(S1, (W1,), [pos(W1, TK1, S1, 1, 10)])))
+    await store.record_poll(poll(3, batch(S1, (W1,), [pos(W1, TK1, S1, 1, 20)])))
+    first = await store.first_poll()
+    assert first is not None
+    assert (first.poll_id, first.finished_at) == (second.poll_id, T0 + timedelta(minutes=2))
+    assert store.describe() == migrated_engine.url.render_as_string(hide_password=True)
+
+
+async def test_prune_never_moves_the_kept_values_to_a_failed_poll(
+    migrated_engine: AsyncEngine,
+) -> None:
+    store = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
+    for minute, amount in ((1, 10), (2, 20)):
+        await store.record_poll(poll(minute, batch(S1, (W1,), [pos(W1, TK1, S1, 1, amount)])))
+    at = T0 + timedelta(minutes=3)
+    await store.record_failed_poll(started_at=at, finished_at=at, error="poll timed out")
+    await store.record_poll(poll(4, batch(S1, (W1,), [pos(W1, TK1, S1, 1, 40)])))
+    snapshot = (await store.snapshot_at(at)).snapshot
+
+    result = await store.prune(older_than=at)
+
+    assert result.polls_deleted == 1
+    assert await store_invariants(migrated_engine) == []
+    assert (await store.snapshot_at(at)).snapshot == snapshot
+    first = await store.first_poll()
+    assert first is not None and first.finished_at == T0 + timedelta(minutes=2)
+
+
 async def test_token_metadata_follows_upstream(migrated_engine: AsyncEngine) -> None:
     store = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
     await store.record_poll(poll(1, batch(S1, (W1,), [pos(W1, TK1, S1, 5, 10, symbol="OLD")])))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from monitor.domain.model import Token
@@ -115,17 +115,12 @@ class PollMark:
 
 
 async def first_observing_poll(conn: AsyncConnection) -> PollMark | None:
-    """The first poll (by finish time) that observed anything: one with a successful batch,
-    or one holding values (a failed poll a prune moved the values at its cutoff to). Before
-    it the store knows nothing."""
-    holds_values = or_(
-        exists().where(AllowanceVersion.poll_id == Poll.id),
-        exists().where(BalanceVersion.poll_id == Poll.id),
-    )
+    """The first poll (by finish time) that observed anything, one with a successful batch:
+    before it the store knows nothing."""
     row = (
         await conn.execute(
             select(Poll.id, Poll.finished_at)
-            .where(or_(Poll.outcome != "failed", holds_values))
+            .where(Poll.outcome != "failed")
             .order_by(Poll.finished_at, Poll.id)
             .limit(1)
         )

@@ -459,8 +459,8 @@ class SqlSnapshotStore:
 
     async def prune(self, *, older_than: datetime, dry_run: bool = False) -> PruneResult:
         """Forget polls that finished before ``older_than``, keeping every snapshot from the
-        last of them onward reconstructable: each key's value at that poll is kept (moved to
-        it), older values and their events go.
+        last of them that observed anything (the cutoff) onward reconstructable: each key's
+        value at the cutoff is kept (moved to it), older values and their events go.
 
         ``dry_run`` counts what would go, with the same selection, and changes nothing.
         """
@@ -468,9 +468,11 @@ class SqlSnapshotStore:
             async with self._engine.begin() as conn:
                 if not dry_run:
                     await self._lock(conn)
+                # The values kept are moved to the cutoff poll: never a failed one, which
+                # records nothing (``db check`` holds that).
                 cutoff = await conn.scalar(
                     select(Poll.id)
-                    .where(Poll.finished_at <= older_than)
+                    .where(Poll.finished_at <= older_than, Poll.outcome != "failed")
                     .order_by(Poll.finished_at.desc(), Poll.id.desc())
                     .limit(1)
                 )
