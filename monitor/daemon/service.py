@@ -95,6 +95,8 @@ class Monitor:
             },
             unlimited_threshold=config.risk.unlimited_threshold,
             poll_interval_s=config.poll.interval_s,
+            watched_wallets=tuple(w.address for w in config.wallets),
+            watched_spenders=tuple((c.id, s.address) for c in config.chains for s in c.spenders),
         )
         self._rendered = render_state(
             self._view,
