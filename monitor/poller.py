@@ -3,6 +3,10 @@ configured custom token through the per-wallet POST endpoint.
 
 Each request becomes a ``BatchOutcome``. A failed batch is recorded as failed, never as
 empty: the caller must not read the absence of its positions as zeros.
+
+A failed batch is logged (warning) one line each, except batches failed by an unreachable host
+(``HostUnreachable``: its breaker is open): those make one line per host and poll, so a dead
+upstream costs a line, not one per batch.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from datetime import UTC, datetime
 from monitor.config import ChainConfig, Config
 from monitor.domain.model import BatchOutcome, PollResult, Position, Token
 from monitor.errors import UpstreamError
+from monitor.oneinch.breaker import HostUnreachable
 from monitor.oneinch.client import BalanceClient
 
 log = logging.getLogger(__name__)
@@ -53,12 +58,14 @@ async def poll_once(
 ) -> PollResult:
     """Poll everything ``config`` watches once. Never raises for upstream failures.
 
-    ``on_start`` is told how many batches the poll will make before the first starts, and
-    ``on_batch`` is handed each batch's outcome as it finishes, failed or not (a progress
-    bar's hooks).
+    ``on_start`` is told how many batches (requests, retries aside) the poll will make
+    before the first starts, and ``on_batch`` is handed each batch's outcome as it finishes,
+    failed or not, in completion order (a progress bar's hooks; both run on the event loop,
+    so keep them quick).
     """
     started_at = clock()
     gate = asyncio.Semaphore(max_concurrent_requests)
+    unreachable: dict[str, list[HostUnreachable]] = {}
 
     async def gated(job: Callable[[], Awaitable[BatchOutcome]]) -> BatchOutcome:
         async with gate:
@@ -84,16 +91,29 @@ async def poll_once(
                         batch,
                         config.api.filter_empty,
                         frozenset(chain.custom_token_addresses),
+                        unreachable,
                     )
                 )
             if chain.custom_tokens:
                 jobs.extend(
-                    functools.partial(_custom_batch, client, chain, spender.address, wallet)
+                    functools.partial(
+                        _custom_batch, client, chain, spender.address, wallet, unreachable
+                    )
                     for wallet in wallets
                 )
     if on_start is not None:
         on_start(len(jobs))
     batches = await asyncio.gather(*(gated(job) for job in jobs))
+    for origin, errors in unreachable.items():
+        last = errors[-1]
+        log.warning(
+            "%d of %d batches not polled: %s unreachable (%s, %d times in a row, no answer since)",
+            len(errors),
+            len(jobs),
+            origin,
+            last.cause,
+            last.failures,
+        )
     return PollResult(started_at=started_at, finished_at=clock(), batches=tuple(batches))
 
 
@@ -104,13 +124,16 @@ async def _aggregated_batch(
     wallets: tuple[str, ...],
     filter_empty: bool,
     custom_tokens: frozenset[str],
+    unreachable: dict[str, list[HostUnreachable]],
 ) -> BatchOutcome:
     try:
         reply = await client.aggregated_balances_and_allowances(
             chain_id, spender, wallets, filter_empty=filter_empty
         )
     except UpstreamError as exc:
-        return _failed(chain_id, spender, wallets, "aggregated", exc, None, custom_tokens)
+        return _failed(
+            chain_id, spender, wallets, "aggregated", exc, None, custom_tokens, unreachable
+        )
     asked = frozenset(wallets)
     # A token whose wallets came back null was not observed: leave it out of the coverage, so
     # that its values stand instead of being read as zeros.
@@ -150,7 +173,11 @@ async def _aggregated_batch(
 
 
 async def _custom_batch(
-    client: BalanceClient, chain: ChainConfig, spender: str, wallet: str
+    client: BalanceClient,
+    chain: ChainConfig,
+    spender: str,
+    wallet: str,
+    unreachable: dict[str, list[HostUnreachable]],
 ) -> BatchOutcome:
     try:
         reply = await client.custom_allowances_and_balances(
@@ -158,7 +185,7 @@ async def _custom_batch(
         )
     except UpstreamError as exc:
         asked = frozenset(chain.custom_token_addresses)
-        return _failed(chain.id, spender, (wallet,), "custom", exc, asked, frozenset())
+        return _failed(chain.id, spender, (wallet,), "custom", exc, asked, frozenset(), unreachable)
     positions = []
     # Only the tokens asked for: 1inch may add the native coin to custom answers unasked.
     for custom in chain.custom_tokens:
@@ -201,9 +228,20 @@ def _failed(
     exc: UpstreamError,
     tokens: frozenset[str] | None,
     except_tokens: frozenset[str],
+    unreachable: dict[str, list[HostUnreachable]],
 ) -> BatchOutcome:
-    log.warning(
-        "poll of chain %s spender %s (%d wallets) failed: %s", chain_id, spender, len(wallets), exc
+    if isinstance(exc, HostUnreachable):
+        unreachable.setdefault(exc.origin, []).append(exc)  # one line per host, at the end
+        level = logging.DEBUG
+    else:
+        level = logging.WARNING
+    log.log(
+        level,
+        "poll of chain %s spender %s (%d wallets) failed: %s",
+        chain_id,
+        spender,
+        len(wallets),
+        exc,
     )
     return BatchOutcome(
         chain_id=chain_id,

@@ -10,6 +10,7 @@ import aiohttp
 from monitor import __version__
 from monitor.config import ApiKey, Config
 from monitor.oneinch import BalanceClient, RateLimiter
+from monitor.oneinch.breaker import BREAKER_COOL_DOWN_S, HostBreaker, origin_of
 from monitor.oneinch.client import RequestRecord, RetryPolicy
 from monitor.store import migrate
 from monitor.store.engine import create_engine
@@ -25,12 +26,16 @@ async def open_client(
     response_class: type[aiohttp.ClientResponse] = aiohttp.ClientResponse,
     trace_configs: Sequence[aiohttp.TraceConfig] = (),
 ) -> AsyncIterator[BalanceClient]:
-    """A client for ``config.api`` with its own session and rate limiter.
+    """A client for ``config.api`` with its own session, rate limiter and host breaker.
+
+    The breaker's cool-down is the poll interval when that is under 30 s, so that every
+    scheduled poll tries a host that was refusing connections once again.
 
     ``response_class`` and ``trace_configs`` go to the session (the benchmarks observe the
     answers' bytes and the request starts through them).
     """
     api = config.api
+    cool_down_s = min(BREAKER_COOL_DOWN_S, config.poll.interval_s)
     async with aiohttp.ClientSession(
         headers={"User-Agent": f"exposure-monitor/{__version__}"},
         response_class=response_class,
@@ -49,6 +54,7 @@ async def open_client(
                 retry_after_max_s=api.retry_after_max_s,
             ),
             on_request=on_request,
+            breaker=HostBreaker(origin_of(api.base_url), cool_down_s=cool_down_s),
         )
 
 

@@ -6,21 +6,25 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from decimal import Decimal
 
 import aiohttp
 import pytest
 
+from monitor.config import parse_config
 from monitor.config.secrets import ApiKey
 from monitor.domain.addresses import NATIVE_TOKEN
 from monitor.domain.model import UINT256_MAX
 from monitor.errors import BadResponse, RateLimited, Rejected, Unavailable
 from monitor.oneinch import BalanceClient, RateLimiter, RequestRecord
 from monitor.oneinch.client import RetryPolicy
+from monitor.poller import poll_once
 from monitor.simulator.faults import Fault
 from monitor.simulator.scenario import parse_scenario
 from monitor.simulator.server import RunningSimulator, run_simulator
-from tests.fakes import Sleeps, max_in_window
+from tests.fakes import FakeClock, Sleeps, max_in_window
+from tests.simulator_helpers import small
 
 TREASURY = "0x5014ef5ed72014e90b82285ea7888b4a091409ec"
 OPS = "0xfcd6a6536fc62d5dcf3e1fd31f6bf54ea18ccba2"
@@ -181,9 +185,13 @@ async def test_429_with_retry_after_waits_exactly_that_long(
 ) -> None:
     simulator.add_fault(Fault(endpoint="balances", status=429, retry_after_s=7, count=1))
     sleeps = Sleeps()
-    reply = await make_client(sleep=sleeps).balances(1, TREASURY)
+    # The wait is the rate limiter's (it holds every request of the key), on its clock.
+    clock = FakeClock()
+    limiter = RateLimiter(1000, clock=clock, sleep=clock.sleep)
+    reply = await make_client(sleep=sleeps, limiter=limiter).balances(1, TREASURY)
     assert reply.value[USDC] > 0
-    assert sleeps.delays == [7.0]
+    assert clock.sleeps == [7.0]
+    assert sleeps.delays == []
 
 
 async def test_retry_after_beyond_the_cap_gives_up_at_once(
@@ -196,6 +204,22 @@ async def test_retry_after_beyond_the_cap_gives_up_at_once(
         await make_client(sleep=sleeps, retry=retry).balances(1, TREASURY)
     assert sleeps.delays == []
     assert len(simulator.requests) == 1
+
+
+async def test_after_a_retry_after_beyond_the_cap_other_requests_fail_without_sending(
+    make_client: Factory, simulator: RunningSimulator
+) -> None:
+    simulator.add_fault(Fault(endpoint="balances", status=429, retry_after_s=3600, count=1))
+    sleeps = Sleeps()
+    client = make_client(sleep=sleeps, retry=RetryPolicy(max_attempts=5, retry_after_max_s=60))
+    with pytest.raises(RateLimited, match="exceeds retry_after_max_s"):
+        await client.balances(1, TREASURY)
+    with pytest.raises(RateLimited, match=r"paused by a Retry-After for another 3\d{3}s") as info:
+        await client.currencies(1)
+    assert "retry_after_max_s 60s" in str(info.value)
+    assert simulator.base_url.removeprefix("http://") in str(info.value)
+    assert len(simulator.requests) == 1  # the key is refused for an hour: nothing more sent
+    assert sleeps.delays == []
 
 
 async def test_timeout_is_retried_then_reported_as_unavailable(
@@ -336,3 +360,47 @@ async def test_request_rate_is_never_exceeded_retries_included(
     assert [r.status for r in sim.requests].count(429) == 0  # the server's own limit never hit
     assert max_in_window(arrivals) <= rate
     assert elapsed >= (20 - 1) / rate * 0.99
+
+
+async def test_a_retry_after_pauses_every_concurrent_batch_of_the_key() -> None:
+    """Issue 11: the next request went out 0.5 s after a ``Retry-After: 2``. The limit is the
+    key's: with 4 batches in flight, none may start until the Retry-After has passed."""
+    scenario = small()
+    starts: list[float] = []
+    received_429: list[float] = []
+
+    async def on_request_start(*_: object) -> None:
+        starts.append(time.monotonic())
+
+    def on_request(record: RequestRecord) -> None:
+        if record.code == "429":
+            received_429.append(time.monotonic())
+
+    tracing = aiohttp.TraceConfig()
+    tracing.on_request_start.append(on_request_start)
+    async with (
+        run_simulator(scenario) as sim,
+        aiohttp.ClientSession(trace_configs=[tracing]) as session,
+    ):
+        sim.add_fault(Fault(endpoint="any", status=429, retry_after_s=2, count=1))
+        config = parse_config(scenario.monitor_config(sim.base_url))
+        config = replace(config, api=replace(config.api, max_wallets_per_request=1))
+        client = BalanceClient(
+            session,
+            base_url=sim.base_url,
+            api_key=None,
+            limiter=RateLimiter(2),
+            on_request=on_request,
+        )
+        result = await poll_once(client, config, max_concurrent_requests=4)
+    assert result.ok
+    assert len(result.batches) == 4
+    (got_429,) = received_429
+    later = [s for s in starts if s > got_429]
+    assert len(later) == 4  # the retry and the three other batches, all held
+    assert min(later) >= got_429 + 2.0
+    # and as the server saw them: nothing arrived in the 2 s after the 429's request
+    arrivals = sorted(r.received_at for r in sim.requests)
+    assert [r.status for r in sim.requests].count(429) == 1
+    refused_at = next(r.received_at for r in sim.requests if r.status == 429)
+    assert all(a == refused_at or a >= refused_at + 2.0 for a in arrivals)

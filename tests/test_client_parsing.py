@@ -14,7 +14,7 @@ from monitor.errors import Rejected
 from monitor.oneinch import BalanceClient, RateLimiter
 from monitor.oneinch.client import RetryPolicy
 from tests.aioresponses_shim import mocked_http
-from tests.fakes import Sleeps
+from tests.fakes import FakeClock, Sleeps
 
 BASE = "https://api.example.test"
 WALLET = "0x5014ef5ED72014E90B82285EA7888B4A091409Ec"
@@ -22,12 +22,17 @@ SPENDER = "0x111111125421ca6dc452d289314280a0f8842a65"
 AGGREGATED = re.compile(rf"^{re.escape(BASE)}/balance/v1\.2/1/aggregatedBalancesAndAllowances/.*$")
 
 
-def client(session: aiohttp.ClientSession, sleeps: Sleeps, key: str | None = None) -> BalanceClient:
+def client(
+    session: aiohttp.ClientSession,
+    sleeps: Sleeps,
+    key: str | None = None,
+    limiter: RateLimiter | None = None,
+) -> BalanceClient:
     return BalanceClient(
         session,
         base_url=BASE,
         api_key=ApiKey(key) if key else None,
-        limiter=RateLimiter(1000),
+        limiter=limiter or RateLimiter(1000),
         retry=RetryPolicy(max_attempts=3, retry_after_max_s=600),
         sleep=sleeps,
     )
@@ -50,6 +55,9 @@ async def test_wallets_are_sent_comma_separated_with_lowercase_booleans() -> Non
 
 async def test_retry_after_as_an_http_date_is_honoured() -> None:
     sleeps = Sleeps()
+    # The rate limiter waits a Retry-After out (for every request of the key), on its clock.
+    clock = FakeClock()
+    limiter = RateLimiter(1000, clock=clock, sleep=clock.sleep)
     when = datetime.now(UTC) + timedelta(seconds=120)
     with mocked_http() as http:
         http.get(
@@ -57,12 +65,13 @@ async def test_retry_after_as_an_http_date_is_honoured() -> None:
         )
         http.get(AGGREGATED, payload=[])
         async with aiohttp.ClientSession() as session:
-            reply = await client(session, sleeps).aggregated_balances_and_allowances(
-                1, SPENDER, [WALLET]
-            )
+            reply = await client(
+                session, sleeps, limiter=limiter
+            ).aggregated_balances_and_allowances(1, SPENDER, [WALLET])
     assert reply.value == ()
-    assert len(sleeps.delays) == 1
-    assert 110 <= sleeps.delays[0] <= 120
+    assert sleeps.delays == []
+    assert len(clock.sleeps) == 1
+    assert 110 <= clock.sleeps[0] <= 120
 
 
 async def test_message_shaped_error_body_is_quoted_and_the_key_is_scrubbed() -> None:

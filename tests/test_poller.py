@@ -191,3 +191,15 @@ async def test_positions_share_the_configs_wallet_strings(
     aggregated = [p for b in result.batches if b.kind == "aggregated" for p in b.positions]
     assert len(aggregated) > len(config.wallets)
     assert {id(p.wallet) for p in aggregated} <= configured
+
+
+async def test_progress_hooks_see_the_total_first_then_every_batch_once(
+    polled: tuple[RunningSimulator, BalanceClient, Config],
+) -> None:
+    simulator, client, config = polled
+    simulator.add_fault(Fault(endpoint="aggregated", status=400, count=1))
+    seen: list[object] = []
+    result = await poll_once(client, config, on_start=seen.append, on_batch=seen.append)
+    assert seen[0] == len(result.batches) == 22
+    assert sorted(map(id, seen[1:])) == sorted(map(id, result.batches))
+    assert len(result.failures) == 1  # a failed batch is reported too

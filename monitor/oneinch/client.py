@@ -1,8 +1,11 @@
 """Async client for the 1inch Balance API v1.2 and Spot Price API v1.1.
 
 One client per API key. It is handed an ``aiohttp.ClientSession`` (which it never closes)
-and a ``RateLimiter`` that every attempt, retries included, must pass. Failures become the
-``UpstreamError`` subclasses of ``monitor.errors``; the key never appears in any of them.
+and a ``RateLimiter`` that every attempt, retries included, must pass; a ``Retry-After`` pauses
+that limiter, so every request made with the key waits, not only the one that got it. A
+``HostBreaker`` (``monitor.oneinch.breaker``) fails requests at once while the host keeps
+refusing connections. Failures become the ``UpstreamError`` subclasses of ``monitor.errors``;
+each names the host (``scheme://host:port``) and none ever contains the key.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ import aiohttp
 from monitor.config.secrets import ApiKey
 from monitor.errors import BadResponse, RateLimited, Rejected, Unavailable, UpstreamError
 from monitor.oneinch import parse
+from monitor.oneinch.breaker import HostBreaker, connection_failure_cause, origin_of
 from monitor.oneinch.parse import AggregatedToken, BalanceAllowance
-from monitor.oneinch.ratelimit import RateLimiter
+from monitor.oneinch.ratelimit import PausedTooLong, RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +57,12 @@ class RequestRecord:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryPolicy:
-    """Bounded exponential backoff with jitter; ``Retry-After`` wins when 1inch sends it."""
+    """Bounded exponential backoff with jitter; ``Retry-After`` wins when 1inch sends it.
+
+    A ``Retry-After`` pauses the rate limiter (every request with the key) for that long; one
+    over ``retry_after_max_s`` fails the request at once, and so every request that would
+    have to wait for it, instead of waiting.
+    """
 
     max_attempts: int = 5
     backoff_initial_s: float = 1.0
@@ -66,8 +75,19 @@ class RetryPolicy:
         return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 
+class _ConnectionFailed(Exception):
+    """An attempt that never reached the host (refused, DNS): the breaker counts these."""
+
+    def __init__(self, cause: str) -> None:
+        self.cause = cause
+        super().__init__(cause)
+
+
 class BalanceClient:
-    """The eight Balance API endpoints and the Spot Price API, typed, amounts as ``int``."""
+    """The eight Balance API endpoints and the Spot Price API, typed, amounts as ``int``.
+
+    ``breaker`` defaults to a ``HostBreaker`` for ``base_url``'s host with its defaults.
+    """
 
     def __init__(
         self,
@@ -81,9 +101,13 @@ class BalanceClient:
         on_request: Callable[[RequestRecord], None] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        breaker: HostBreaker | None = None,
     ) -> None:
         self._session = session
         self._base_url = base_url.rstrip("/")
+        self.origin = origin_of(self._base_url)
+        """``scheme://host:port`` of the API, as every error names it."""
+        self._breaker = breaker or HostBreaker(self.origin)
         self._api_key = api_key
         self._limiter = limiter
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -246,18 +270,31 @@ class BalanceClient:
         if self._api_key is not None:
             headers["Authorization"] = f"Bearer {self._api_key.reveal()}"
         url = self._base_url + path
+        breaker = self._breaker
         attempt = 0
         while True:
             attempt += 1
-            await self._limiter.acquire()
+            paused_s = 0.0
+            await self._start(endpoint, attempt)
             try:
                 status, request_id, payload, retry_after = await self._attempt(
                     endpoint, method, url, headers, params, body, attempt
                 )
-            except UpstreamError as exc:  # timeouts and connection failures
-                error: UpstreamError = exc
+            except _ConnectionFailed as exc:
+                breaker.failed(exc.cause)
+                if breaker.is_open():
+                    raise breaker.error(endpoint=endpoint, attempts=attempt) from None
+                error: UpstreamError = Unavailable(
+                    f"connection failed to {self.origin}: {exc.cause}",
+                    endpoint=endpoint,
+                    attempts=attempt,
+                )
+                delay = self._retry.backoff_s(attempt, self._rng)
+            except UpstreamError as exc:  # timeouts and other transport failures
+                error = exc
                 delay = self._retry.backoff_s(attempt, self._rng)
             else:
+                breaker.answered()
                 if 200 <= status < 300:
                     return self._parsed(endpoint, parser, payload, request_id, status, attempt)
                 error = self._status_error(endpoint, status, request_id, payload, attempt)
@@ -266,6 +303,8 @@ class BalanceClient:
                     raise error
                 delay = self._retry.backoff_s(attempt, self._rng)
                 if retry_after is not None:
+                    # The key's limit, not this request's: every request waits it out.
+                    self._limiter.pause(retry_after)
                     if retry_after > self._retry.retry_after_max_s:
                         self._log_failure(error, final=True)
                         raise type(error)(
@@ -276,12 +315,60 @@ class BalanceClient:
                             request_id=request_id,
                             attempts=attempt,
                         ) from None
-                    delay = retry_after
+                    # The limiter holds the retry (and every other request) until then.
+                    paused_s, delay = retry_after, 0.0
             if attempt >= self._retry.max_attempts:
                 self._log_failure(error, final=True)
                 raise error
-            self._log_failure(error, final=False, delay_s=delay)
-            await self._sleep(delay)
+            self._log_failure(error, final=False, delay_s=paused_s or delay)
+            if delay > 0:
+                await self._unless_breaker_opens(self._sleep(delay), endpoint, attempt)
+
+    async def _start(self, endpoint: str, attempt: int) -> None:
+        """Wait for the rate limiter's go, or fail at once: the host's breaker is open, or a
+        pause (``Retry-After``) would last longer than ``retry_after_max_s``."""
+        breaker = self._breaker
+        if breaker.is_open():
+            raise breaker.error(endpoint=endpoint, attempts=attempt - 1)
+        max_pause_s = self._retry.retry_after_max_s
+        try:
+            await self._unless_breaker_opens(
+                self._limiter.acquire(max_pause_s=max_pause_s), endpoint, attempt
+            )
+        except PausedTooLong as exc:
+            raise RateLimited(
+                f"rate limited: the key is paused by a Retry-After for another "
+                f"{exc.remaining_s:.0f}s, more than retry_after_max_s {max_pause_s:g}s "
+                f"({self.origin})",
+                endpoint=endpoint,
+                attempts=attempt - 1,
+            ) from None
+        if breaker.is_open():
+            raise breaker.error(endpoint=endpoint, attempts=attempt - 1)
+
+    async def _unless_breaker_opens(
+        self, wait: Awaitable[None], endpoint: str, attempt: int
+    ) -> None:
+        """Await ``wait`` (a limiter slot, a backoff), but end it and fail at once should the
+        host's breaker open meanwhile: a dead host must not cost every queued request its
+        turn. With no connection failure since the last answer it cannot open in time to
+        matter, and ``wait`` is simply awaited."""
+        breaker = self._breaker
+        if not breaker.suspect:
+            await wait
+            return
+        waiting = asyncio.ensure_future(wait)
+        opened = asyncio.ensure_future(breaker.opened.wait())
+        try:
+            await asyncio.wait((waiting, opened), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            opened.cancel()
+            if not waiting.done():
+                waiting.cancel()
+                await asyncio.wait((waiting,))
+        if waiting.cancelled():
+            raise breaker.error(endpoint=endpoint, attempts=attempt - 1)
+        waiting.result()
 
     async def _attempt(
         self,
@@ -311,12 +398,19 @@ class BalanceClient:
         except TimeoutError:
             self._record(endpoint, "timeout", started, None, attempt)
             raise Unavailable(
-                f"no answer within {self._timeout.total:g}s", endpoint=endpoint, attempts=attempt
+                f"no answer within {self._timeout.total:g}s from {self.origin}",
+                endpoint=endpoint,
+                attempts=attempt,
             ) from None
+        except aiohttp.ClientConnectorError as exc:
+            self._record(endpoint, "error", started, None, attempt)
+            raise _ConnectionFailed(connection_failure_cause(exc)) from None
         except aiohttp.ClientError as exc:
             self._record(endpoint, "error", started, None, attempt)
             raise Unavailable(
-                f"connection failed: {type(exc).__name__}", endpoint=endpoint, attempts=attempt
+                f"connection failed to {self.origin}: {type(exc).__name__}",
+                endpoint=endpoint,
+                attempts=attempt,
             ) from None
         self._record(endpoint, str(status), started, request_id, attempt)
         return status, request_id, payload, retry_after
@@ -334,7 +428,7 @@ class BalanceClient:
             data = json.loads(payload)
         except (ValueError, UnicodeDecodeError):
             error = BadResponse(
-                f"body is not JSON ({len(payload)} bytes)",
+                f"body is not JSON ({len(payload)} bytes, {self.origin})",
                 endpoint=endpoint,
                 status=status,
                 request_id=request_id,
@@ -346,7 +440,7 @@ class BalanceClient:
             value = parser(data)
         except ValueError as exc:
             error = BadResponse(
-                self._redact(f"unexpected answer: {exc}"),
+                self._redact(f"unexpected answer: {exc} ({self.origin})"),
                 endpoint=endpoint,
                 status=status,
                 request_id=request_id,
@@ -376,6 +470,7 @@ class BalanceClient:
             problem, kind = "unexpected status", BadResponse
         if detail:
             problem = f"{problem}: {self._redact(detail)}"
+        problem = f"{problem} ({self.origin})"
         return kind(
             problem, endpoint=endpoint, status=status, request_id=request_id, attempts=attempt
         )
