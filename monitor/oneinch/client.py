@@ -11,6 +11,7 @@ each names the host (``scheme://host:port``) and none ever contains the key.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
@@ -322,7 +323,9 @@ class BalanceClient:
                 raise error
             self._log_failure(error, final=False, delay_s=paused_s or delay)
             if delay > 0:
-                await self._unless_breaker_opens(self._sleep(delay), endpoint, attempt)
+                await self._unless_breaker_opens(
+                    functools.partial(self._sleep, delay), endpoint, attempt
+                )
 
     async def _start(self, endpoint: str, attempt: int) -> None:
         """Wait for the rate limiter's go, or fail at once: the host's breaker is open, or a
@@ -333,7 +336,9 @@ class BalanceClient:
         max_pause_s = self._retry.retry_after_max_s
         try:
             await self._unless_breaker_opens(
-                self._limiter.acquire(max_pause_s=max_pause_s), endpoint, attempt
+                functools.partial(self._limiter.acquire, max_pause_s=max_pause_s),
+                endpoint,
+                attempt,
             )
         except PausedTooLong as exc:
             raise RateLimited(
@@ -347,17 +352,19 @@ class BalanceClient:
             raise breaker.error(endpoint=endpoint, attempts=attempt - 1)
 
     async def _unless_breaker_opens(
-        self, wait: Awaitable[None], endpoint: str, attempt: int
+        self, wait: Callable[[], Awaitable[None]], endpoint: str, attempt: int
     ) -> None:
-        """Await ``wait`` (a limiter slot, a backoff), but end it and fail at once should the
+        """Await ``wait()`` (a limiter slot, a backoff), but end it and fail at once should the
         host's breaker open meanwhile: a dead host must not cost every queued request its
-        turn. With no connection failure since the last answer it cannot open in time to
-        matter, and ``wait`` is simply awaited."""
+        turn. With no connection failure since the last answer, ``wait()`` is simply awaited
+        (the healthy path pays nothing); the breaker is checked again after it all the same."""
         breaker = self._breaker
         if not breaker.suspect:
-            await wait
+            await wait()
             return
-        waiting = asyncio.ensure_future(wait)
+        if breaker.is_open():  # (also clears ``opened`` once the cool-down has passed)
+            raise breaker.error(endpoint=endpoint, attempts=attempt - 1)
+        waiting = asyncio.ensure_future(wait())
         opened = asyncio.ensure_future(breaker.opened.wait())
         try:
             await asyncio.wait((waiting, opened), return_when=asyncio.FIRST_COMPLETED)
