@@ -5,6 +5,8 @@
     ├── UpstreamError          the 1inch API did not give us usable data
     │   ├── RateLimited        429 after every retry
     │   ├── Unavailable        5xx, timeout or connection failure after every retry
+    │   │   └── HostUnreachable  the host refused or did not resolve again and again: its
+    │   │                        breaker is open, and requests to it fail at once
     │   ├── Rejected           400/401/403/404: the request itself is refused (never retried)
     │   └── BadResponse        a 2xx answer we cannot trust (not JSON, wrong shape, bad amount)
     ├── StoreError             the database failed
@@ -61,7 +63,7 @@ class UpstreamError(MonitorError):
     @property
     def reason(self) -> str:
         """A short, stable label for metrics (``rate_limited``, ``unavailable``, ...)."""
-        return _REASONS.get(type(self), "upstream")
+        return next((r for t, r in _REASONS.items() if isinstance(self, t)), "upstream")
 
 
 class RateLimited(UpstreamError):
@@ -70,6 +72,33 @@ class RateLimited(UpstreamError):
 
 class Unavailable(UpstreamError):
     """HTTP 5xx, a timeout or a connection failure on every attempt."""
+
+
+class HostUnreachable(Unavailable):
+    """The host refused or could not be resolved, again and again: its breaker is open.
+
+    ``origin`` is ``scheme://host:port``: never a path, a query or credentials.
+    """
+
+    def __init__(
+        self,
+        origin: str,
+        cause: str,
+        failures: int,
+        cool_down_s: float,
+        *,
+        endpoint: str,
+        attempts: int,
+    ) -> None:
+        self.origin = origin
+        self.cause = cause
+        self.failures = failures
+        super().__init__(
+            f"connection failed to {origin}: {cause}, {failures} times in a row with no "
+            f"answer since; requests to it fail at once for {cool_down_s:g}s",
+            endpoint=endpoint,
+            attempts=attempts,
+        )
 
 
 class Rejected(UpstreamError):

@@ -19,8 +19,7 @@ from datetime import UTC, datetime
 
 from monitor.config import ChainConfig, Config
 from monitor.domain.model import BatchOutcome, PollResult, Position, Token
-from monitor.errors import UpstreamError
-from monitor.oneinch.breaker import HostUnreachable
+from monitor.errors import HostUnreachable, UpstreamError
 from monitor.oneinch.client import BalanceClient
 
 log = logging.getLogger(__name__)

@@ -13,9 +13,9 @@ import pytest
 
 from monitor.config import Config, parse_config
 from monitor.config.secrets import ApiKey
-from monitor.errors import Unavailable
+from monitor.errors import HostUnreachable, Unavailable
 from monitor.oneinch import BalanceClient, RateLimiter, RequestRecord
-from monitor.oneinch.breaker import HostBreaker, HostUnreachable, origin_of
+from monitor.oneinch.breaker import HostBreaker, origin_of
 from monitor.oneinch.client import RetryPolicy
 from monitor.poller import poll_once
 from monitor.simulator.server import run_simulator

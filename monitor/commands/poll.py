@@ -58,11 +58,7 @@ async def poll_and_record(
         tokens = {(p.chain_id, p.token.address): p.token for p in result.positions}
         tokens.update(await store.tokens())
     _print(cycle, config, tokens, fmt=fmt, changes_only=changes_only, out=out)
-    for failure in result.failures:
-        err.write(
-            f"exposure-monitor: chain {failure.chain_id} spender {to_checksum(failure.spender)} "
-            f"({len(failure.wallets)} wallets) not polled: {failure.error}\n"
-        )
+    _report_failures(result, err)
     if not cycle.findings_recorded:
         raise StoreError("the poll was recorded but its findings were not (see the log)")
     return not result.failures
@@ -112,6 +108,24 @@ def _print(
         f"\n{findings} open finding{'s' if findings != 1 else ''} "
         "(`exposure-monitor findings` lists them)\n"
     )
+
+
+def _report_failures(result: PollResult, err: TextIO) -> None:
+    """One line per failed batch; batches that failed alike (an unreachable host: same error
+    but for the endpoint's name) share one line instead of repeating it."""
+    by_problem: dict[str, list[BatchOutcome]] = {}
+    for failure in result.failures:
+        problem = (failure.error or "").split(": ", 1)[-1]
+        by_problem.setdefault(problem, []).append(failure)
+    for problem, failures in by_problem.items():
+        if len(failures) > 1:
+            err.write(f"exposure-monitor: {len(failures)} batches not polled: {problem}\n")
+            continue
+        failure = failures[0]
+        err.write(
+            f"exposure-monitor: chain {failure.chain_id} spender {to_checksum(failure.spender)} "
+            f"({len(failure.wallets)} wallets) not polled: {failure.error}\n"
+        )
 
 
 def _answered(result: PollResult) -> int:

@@ -30,43 +30,12 @@ from collections.abc import Callable
 import aiohttp
 import yarl
 
-from monitor.errors import Unavailable
+from monitor.errors import HostUnreachable
 
 log = logging.getLogger(__name__)
 
 BREAKER_COOL_DOWN_S = 30.0
 """How long an open breaker fails requests at once before it lets one through again."""
-
-
-class HostUnreachable(Unavailable):
-    """The host refused or could not be resolved, again and again: its breaker is open.
-
-    ``origin`` is ``scheme://host:port``: never a path, a query or credentials.
-    """
-
-    def __init__(
-        self,
-        origin: str,
-        cause: str,
-        failures: int,
-        cool_down_s: float,
-        *,
-        endpoint: str,
-        attempts: int,
-    ) -> None:
-        self.origin = origin
-        self.cause = cause
-        self.failures = failures
-        super().__init__(
-            f"connection failed to {origin}: {cause}, {failures} times in a row with no "
-            f"answer since; requests to it fail at once for {cool_down_s:g}s",
-            endpoint=endpoint,
-            attempts=attempts,
-        )
-
-    @property
-    def reason(self) -> str:
-        return "unavailable"
 
 
 def origin_of(url: str) -> str:
