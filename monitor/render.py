@@ -17,9 +17,11 @@ _MAX_SYMBOL = 16
 _MAX_LABEL = 40
 
 
-def safe_text(text: str, limit: int = _MAX_SYMBOL) -> str:
-    """Upstream strings are attacker-controlled: no control characters on a terminal."""
-    cleaned = "".join(ch if ch.isprintable() else "?" for ch in text)
+def safe_text(text: str, limit: int = _MAX_SYMBOL, *, replacement: str = "?") -> str:
+    """Upstream strings are attacker-controlled: each character that is not printable (control
+    characters, bidirectional overrides, invisible formatting) becomes ``replacement``, and the
+    text is cut to ``limit`` characters."""
+    cleaned = "".join(ch if ch.isprintable() else replacement for ch in text)
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
 
 

@@ -25,6 +25,7 @@ from monitor.daemon.view import MonitorView
 from monitor.domain.addresses import NATIVE_TOKEN, to_checksum
 from monitor.domain.chains import chain_name, explorer_address_url
 from monitor.domain.model import Token, format_units
+from monitor.render import safe_text, short_address
 from monitor.risk.exposure import is_native
 from monitor.risk.model import Finding, SpenderExposure
 from monitor.store.snapshots import StoredEvent
@@ -36,7 +37,6 @@ MAX_ROWS = 500
 """Rows shown per table; the rest are counted, and the CLI lists them all."""
 CHANGES_WINDOW = timedelta(hours=24)
 
-_checksum = lru_cache(maxsize=8192)(to_checksum)
 T = TypeVar("T")
 
 
@@ -256,7 +256,7 @@ class _Names:
         if meta is not None and meta.symbol:
             symbol = inert(meta.symbol, 40)
         else:
-            symbol = "native coin" if native else _short(_checksum(token))
+            symbol = "native coin" if native else short_address(token)
         name = inert(meta.name, 80) if meta is not None else ""
         return TokenRef(symbol=symbol, name=name, contract=contract)
 
@@ -395,25 +395,18 @@ def _chain(chain_id: int) -> Chain:
 
 
 def _address(chain_id: int | None, address: str, label: str | None) -> Address:
-    checksum = _checksum(address)
+    checksum = to_checksum(address)
     return Address(
         address=checksum,
-        short=_short(checksum),
+        short=short_address(checksum),
         label=inert(label, 64) if label else None,
         url=explorer_address_url(chain_id, checksum) if chain_id is not None else None,
     )
 
 
-def _short(address: str) -> str:
-    """0x1234…abcd: enough to recognise an address, short enough for a table."""
-    return f"{address[:6]}…{address[-4:]}"
-
-
 def inert(text: str, limit: int) -> str:
-    """``text`` safe to show as it is: no control characters, no bidirectional overrides or
-    invisible formatting (each becomes U+FFFD), at most ``limit`` characters."""
-    cleaned = "".join(ch if ch.isprintable() else "\ufffd" for ch in text)
-    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
+    """``text`` safe to show as it is (``safe_text``), each unsafe character shown as U+FFFD."""
+    return safe_text(text, limit, replacement="\ufffd")
 
 
 def _usd(value: Decimal) -> str:

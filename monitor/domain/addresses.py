@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from monitor.domain.keccak import keccak256
 
@@ -21,8 +22,13 @@ class InvalidAddress(ValueError):
         super().__init__(reason)
 
 
+@lru_cache(maxsize=16384)
 def to_checksum(address: str) -> str:
-    """Return the EIP-55 mixed-case form of a 0x-prefixed 40-hex-digit address."""
+    """Return the EIP-55 mixed-case form of a 0x-prefixed 40-hex-digit address.
+
+    Memoised: each spelling costs a Keccak-256, and output names the same addresses again and
+    again (findings, tables, the status page).
+    """
     lower = address[2:].lower()
     digest = keccak256(lower.encode("ascii")).hex()
     return "0x" + "".join(

@@ -19,7 +19,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal, InvalidOperation
-from functools import lru_cache
 from typing import Protocol
 
 from monitor.config.model import ChainConfig, RiskSettings, SpenderConfig, Suppression
@@ -79,7 +78,6 @@ FRESH_CHANGES = frozenset({Change.GRANTED, Change.INCREASED, Change.BECAME_UNLIM
 
 _NAMED_AMOUNTS = {UINT256_MAX: "2^256-1", 2**160 - 1: "2^160-1", 2**96 - 1: "2^96-1"}
 _CENTS = Decimal("0.01")
-_checksum = lru_cache(maxsize=4096)(to_checksum)
 """EIP-55 spelling of the few token and spender addresses named in findings, hashed once each."""
 _WIDE = Context(prec=200)  # formats any sum of uint256 amounts times a price, to the cent
 
@@ -359,7 +357,7 @@ def finding_order(f: Finding) -> tuple[int, str, int, str, str, str]:
 
 def _symbol(chain_id: int, token: str, tokens: TokenIndex) -> str:
     meta = tokens.get((chain_id, token))
-    return meta.symbol if meta is not None and meta.symbol else _checksum(token)
+    return meta.symbol if meta is not None and meta.symbol else to_checksum(token)
 
 
 def _amount(amount: int, chain_id: int, token: str, tokens: TokenIndex) -> str:
@@ -373,7 +371,7 @@ def _amount(amount: int, chain_id: int, token: str, tokens: TokenIndex) -> str:
 
 def _spender_name(chain_id: int, spender: str, spenders: SpenderIndex) -> str:
     config = spenders.get((chain_id, spender))
-    return config.display if config is not None else _checksum(spender)
+    return config.display if config is not None else to_checksum(spender)
 
 
 def _usd(amount: Decimal) -> str:
