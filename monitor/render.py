@@ -10,7 +10,7 @@ from typing import TextIO
 from monitor.config import Config
 from monitor.domain.addresses import to_checksum
 from monitor.domain.model import Position, Token, format_units
-from monitor.store.snapshots import StoredEvent
+from monitor.domain.records import StoredEvent
 from monitor.timespec import iso
 
 _MAX_SYMBOL = 16

@@ -22,10 +22,10 @@ from sqlalchemy import delete, event, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from monitor.config.model import DEFAULT_UNLIMITED_THRESHOLD as T
+from monitor.domain.records import FindingChanges
 from monitor.errors import StoreError
 from monitor.risk.model import Finding, RuleName, Severity
 from monitor.store import findings as findings_module
-from monitor.store.findings import FindingChanges
 from monitor.store.schema import FindingRow
 from monitor.store.snapshots import SqlSnapshotStore
 from tests.store_helpers import S1, S2, T0, TK1, TK2, W1, W2, batch, poll, pos

@@ -10,6 +10,7 @@ from typing import Any
 from monitor.config import Config, parse_config
 from monitor.domain.addresses import NATIVE_TOKEN, to_checksum
 from monitor.domain.model import UINT256_MAX, Position, Token
+from monitor.domain.records import StoredEvent
 from monitor.domain.snapshot import Change, ChangeEvent
 from monitor.render import (
     HoldingRow,
@@ -21,7 +22,6 @@ from monitor.render import (
     write_json_lines,
     write_table,
 )
-from monitor.store.snapshots import StoredEvent
 
 OPS = "0xfcd6a6536fc62d5dcf3e1fd31f6bf54ea18ccba2"
 LONE = "0x02487d261e10ae9fc6c76e86bb80b0fac04676c4"

@@ -21,9 +21,9 @@ from monitor.daemon.status_page import render_status, status_context
 from monitor.daemon.view import MonitorView
 from monitor.domain.addresses import NATIVE_TOKEN, to_checksum
 from monitor.domain.model import UINT256_MAX, Token
+from monitor.domain.records import StoredEvent
 from monitor.domain.snapshot import Change, ChangeEvent, Snapshot
 from monitor.risk.model import Finding, RuleName, Severity, SpenderExposure
-from monitor.store.snapshots import StoredEvent
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
 TREASURY = "0x" + "a1" * 20

@@ -18,12 +18,13 @@ from typing import TextIO
 
 from monitor.config import Config
 from monitor.domain.addresses import InvalidAddress, canonical_address
+from monitor.domain.records import StoredEvent
 from monitor.domain.snapshot import diff_snapshots
 from monitor.errors import ConfigError, StoreError
 from monitor.render import HoldingRow, row_json, safe_text, write_events, write_holdings
 from monitor.runtime import open_store
 from monitor.store.queries import PollMark
-from monitor.store.snapshots import SqlSnapshotStore, StoredEvent, snapshot_positions
+from monitor.store.snapshots import SqlSnapshotStore, snapshot_positions
 from monitor.timespec import iso
 
 

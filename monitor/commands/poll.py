@@ -20,11 +20,11 @@ from monitor.daemon.metrics import Instruments
 from monitor.daemon.service import RecordedCycle, build_monitor
 from monitor.domain.addresses import to_checksum
 from monitor.domain.model import BatchOutcome, PollResult, Token
+from monitor.domain.records import StoredEvent
 from monitor.errors import StoreError
 from monitor.poller import poll_once
 from monitor.render import write_events, write_json_lines, write_table
 from monitor.runtime import open_client, open_store
-from monitor.store.snapshots import StoredEvent
 
 
 def utc_now() -> datetime:

@@ -23,6 +23,7 @@ from monitor.config import Config
 from monitor.daemon.metrics import Instruments, StateText, render_state
 from monitor.daemon.view import MonitorView
 from monitor.domain.model import PollResult, Token
+from monitor.domain.records import RecordedPoll, StoredEvent
 from monitor.domain.snapshot import Snapshot
 from monitor.errors import StoreError
 from monitor.oneinch.client import BalanceClient
@@ -31,7 +32,7 @@ from monitor.risk.exploits import ExploitList, bundled_exploits
 from monitor.risk.incremental import RiskEvaluator
 from monitor.risk.prices import PriceSource, SpotPriceSource
 from monitor.risk.rules import FRESH_CHANGES, RiskReport, spender_index
-from monitor.store.snapshots import RecordedPoll, SqlSnapshotStore, StoredEvent
+from monitor.store.snapshots import SqlSnapshotStore
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ from monitor.daemon.view import MonitorView
 from monitor.domain.addresses import NATIVE_TOKEN, to_checksum
 from monitor.domain.chains import chain_name, explorer_address_url
 from monitor.domain.model import Token, format_units
+from monitor.domain.records import StoredEvent
 from monitor.render import safe_text, short_address
 from monitor.risk.exposure import is_native
 from monitor.risk.model import Finding, SpenderExposure
-from monitor.store.snapshots import StoredEvent
 from monitor.timespec import iso
 
 MIN_REFRESH_S = 10

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from monitor.domain.model import Token
+from monitor.domain.records import StoredEvent
 from monitor.domain.snapshot import EMPTY_SNAPSHOT, Snapshot
 from monitor.risk.rules import Finding, SpenderExposure
-from monitor.store.snapshots import StoredEvent
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

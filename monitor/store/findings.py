@@ -20,6 +20,7 @@ from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from monitor.domain.records import FindingChanges
 from monitor.errors import StoreError
 from monitor.risk.rules import Finding
 from monitor.store.schema import FindingRow
@@ -54,13 +55,6 @@ class StoredFinding:
     suppressed: bool
     opened_at: datetime
     resolved_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FindingChanges:
-    opened: int
-    resolved: int
-    updated: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

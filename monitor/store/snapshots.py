@@ -39,6 +39,13 @@ from monitor.domain.model import (
     Position,
     Token,
 )
+from monitor.domain.records import (
+    FindingChanges,
+    PruneResult,
+    RecordedPoll,
+    StoredEvent,
+    poll_outcome,
+)
 from monitor.domain.snapshot import (
     EMPTY_SNAPSHOT,
     BalanceKey,
@@ -50,7 +57,7 @@ from monitor.domain.snapshot import (
 from monitor.errors import StoreError
 from monitor.risk.rules import Finding
 from monitor.store import findings, queries
-from monitor.store.findings import FindingChanges, FindingsLedger, StoredFinding
+from monitor.store.findings import FindingsLedger, StoredFinding
 from monitor.store.migrate import describe_database
 from monitor.store.schema import (
     AllowanceVersion,
@@ -71,27 +78,6 @@ POLL_LOCK_KEY = 0x65786D70  # "exmp": serialises poll recording across processes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RecordedPoll:
-    """What ``record_poll`` stored."""
-
-    poll_id: int
-    observed_at: datetime
-    outcome: str
-    events: tuple[ChangeEvent, ...]
-    snapshot: Snapshot
-    versions_written: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StoredEvent:
-    """A change event as stored: when and by which poll it was observed."""
-
-    poll_id: int
-    observed_at: datetime
-    event: ChangeEvent
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class StoredSnapshot:
     """A reconstructed snapshot, the poll it stands at, and the tokens it mentions."""
 
@@ -99,20 +85,6 @@ class StoredSnapshot:
     observed_at: datetime
     snapshot: Snapshot
     tokens: Mapping[tuple[int, str], Token]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PruneResult:
-    cutoff_poll_id: int | None
-    polls_deleted: int
-    versions_deleted: int
-    events_deleted: int
-
-
-def poll_outcome(result: PollResult) -> str:
-    if not result.batches or not any(b.ok for b in result.batches):
-        return "failed"
-    return "ok" if result.ok else "partial"
 
 
 class SqlSnapshotStore:

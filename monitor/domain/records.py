@@ -1,0 +1,58 @@
+"""What recording a poll produces, as the poll cycle and the stores exchange it: the recorded
+poll, a stored change event, what a sync of findings and a prune changed. Plain frozen values
+(the ports in ``monitor.ports`` speak them; any store adapter builds them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from monitor.domain.model import PollResult
+from monitor.domain.snapshot import ChangeEvent, Snapshot
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordedPoll:
+    """What ``record_poll`` stored."""
+
+    poll_id: int
+    observed_at: datetime
+    outcome: str
+    events: tuple[ChangeEvent, ...]
+    snapshot: Snapshot
+    versions_written: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredEvent:
+    """A change event as stored: when and by which poll it was observed."""
+
+    poll_id: int
+    observed_at: datetime
+    event: ChangeEvent
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PruneResult:
+    """What a prune deleted (or, in a dry run, would delete)."""
+
+    cutoff_poll_id: int | None
+    polls_deleted: int
+    versions_deleted: int
+    events_deleted: int
+
+
+def poll_outcome(result: PollResult) -> str:
+    """``failed`` when no batch answered, ``partial`` when some did not, else ``ok``."""
+    if not result.batches or not any(b.ok for b in result.batches):
+        return "failed"
+    return "ok" if result.ok else "partial"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FindingChanges:
+    """How many findings a sync opened, resolved and updated."""
+
+    opened: int
+    resolved: int
+    updated: int
