@@ -253,3 +253,23 @@ def _failed(
         error=str(exc),
         error_reason=exc.reason,
     )
+
+
+class OneInchPositions:
+    """The 1inch Balance API as a ``PositionSource`` (``monitor.ports``): each poll is
+    ``poll_once`` over everything ``config`` watches."""
+
+    def __init__(self, client: BalanceClient, config: Config, *, clock: Clock = utc_now) -> None:
+        self._client = client
+        self._config = config
+        self._clock = clock
+
+    async def poll(
+        self,
+        *,
+        on_start: Callable[[int], None] | None = None,
+        on_batch: Callable[[BatchOutcome], None] | None = None,
+    ) -> PollResult:
+        return await poll_once(
+            self._client, self._config, clock=self._clock, on_start=on_start, on_batch=on_batch
+        )

@@ -1,6 +1,6 @@
 """``once``: poll everything once, record it exactly as the daemon does, print the positions.
 
-Recording goes through ``Monitor.record``, the daemon's own path: the poll is stored, the
+Recording goes through ``Monitor.poll_and_record``, the daemon's own path: the poll is stored, the
 risk rules are evaluated over the new snapshot and the findings are recorded, so that
 ``findings`` after ``once`` answers as it would after ``run``.
 """
@@ -22,7 +22,6 @@ from monitor.domain.addresses import to_checksum
 from monitor.domain.model import BatchOutcome, PollResult, Token
 from monitor.domain.records import StoredEvent
 from monitor.errors import StoreError
-from monitor.poller import poll_once
 from monitor.render import write_events, write_json_lines, write_table
 from monitor.runtime import open_client, open_store
 
@@ -53,8 +52,8 @@ async def poll_and_record(
         )
         await monitor.restore()
         with _progress(err) as (on_start, on_batch):
-            result = await poll_once(client, config, on_start=on_start, on_batch=on_batch)
-        cycle = await monitor.record(result)
+            cycle = await monitor.poll_and_record(on_start=on_start, on_batch=on_batch)
+        result = cycle.result
         tokens = {(p.chain_id, p.token.address): p.token for p in result.positions}
         tokens.update(await store.tokens())
     _print(cycle, config, tokens, fmt=fmt, changes_only=changes_only, out=out)

@@ -1,12 +1,12 @@
 """The poll cycle: poll, record, evaluate risk, record findings, publish a new view.
 
-``Monitor`` owns no resources: it is handed a client, a store, a price source and the
-metric instruments. The daemon's scheduler drives ``poll_cycle`` (``monitor.daemon.run``);
-``once`` polls and hands the result to ``record``, the same path the daemon's cycle takes,
-so every command that records a poll evaluates and records findings exactly as the daemon
-does. One daemon cycle never raises: upstream failures, store failures and timeouts are
-counted, logged and reflected in the published view, and the previous view stays in place
-when nothing new is known.
+``Monitor`` owns no resources: it is handed its ports (``monitor.ports``: a position source,
+a store, a price source, a clock) and the metric instruments. The daemon's scheduler drives
+``poll_cycle`` (``monitor.daemon.run``); ``once`` calls ``poll_and_record``. Both record
+through ``record``, so every command that records a poll evaluates and records findings
+exactly as the daemon does. One daemon cycle never raises: upstream failures, store failures
+and timeouts are counted, logged and reflected in the published view, and the previous view
+stays in place when nothing new is known.
 """
 
 from __future__ import annotations
@@ -22,21 +22,20 @@ from decimal import Decimal
 from monitor.config import Config
 from monitor.daemon.metrics import Instruments, StateText, render_state
 from monitor.daemon.view import MonitorView
-from monitor.domain.model import PollResult, Token
+from monitor.domain.model import BatchOutcome, PollResult, Token
 from monitor.domain.records import RecordedPoll, StoredEvent
 from monitor.domain.snapshot import Snapshot
 from monitor.errors import StoreError
 from monitor.oneinch.client import BalanceClient
-from monitor.poller import poll_once
+from monitor.poller import OneInchPositions
+from monitor.ports import Clock, PollStore, PositionSource
 from monitor.risk.exploits import ExploitList, bundled_exploits
 from monitor.risk.incremental import RiskEvaluator
 from monitor.risk.prices import PriceSource, SpotPriceSource
 from monitor.risk.rules import FRESH_CHANGES, RiskReport, spender_index
-from monitor.store.snapshots import SqlSnapshotStore
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 
 RECENT_CHANGES_HOURS = 24
 RECENT_CHANGES_MAX = 500
@@ -66,8 +65,8 @@ class Monitor:
         self,
         *,
         config: Config,
-        client: BalanceClient,
-        store: SqlSnapshotStore,
+        source: PositionSource,
+        store: PollStore,
         prices: PriceSource | None,
         exploits: ExploitList,
         instruments: Instruments,
@@ -77,7 +76,7 @@ class Monitor:
     ) -> None:
         """``serve_view`` False (one-shot commands): no view is rendered for ``/metrics``."""
         self._config = config
-        self._client = client
+        self._source = source
         self._store = store
         self._prices = prices
         self._instruments = instruments
@@ -179,7 +178,7 @@ class Monitor:
         self._instruments.polls.inc()
         try:
             result = await asyncio.wait_for(
-                poll_once(self._client, self._config, clock=self._clock),
+                self._source.poll(),
                 timeout=self._poll_timeout_s,
             )
         except asyncio.CancelledError:
@@ -233,6 +232,16 @@ class Monitor:
             await self._mark_upstream(result)
             return
         _log_poll(cycle, time.monotonic() - started_monotonic)
+
+    async def poll_and_record(
+        self,
+        *,
+        on_start: Callable[[int], None] | None = None,
+        on_batch: Callable[[BatchOutcome], None] | None = None,
+    ) -> RecordedCycle:
+        """One poll of the source (progress through ``on_start``/``on_batch``, see
+        ``PositionSource.poll``), then ``record``: what ``once`` does, with no timeout."""
+        return await self.record(await self._source.poll(on_start=on_start, on_batch=on_batch))
 
     async def record(self, result: PollResult) -> RecordedCycle:
         """Record a poll, evaluate the risk rules over the new snapshot, record the findings
@@ -432,7 +441,7 @@ def build_monitor(
     config: Config,
     *,
     client: BalanceClient,
-    store: SqlSnapshotStore,
+    store: PollStore,
     instruments: Instruments,
     clock: Clock,
     serve_view: bool = True,
@@ -445,7 +454,7 @@ def build_monitor(
     )
     return Monitor(
         config=config,
-        client=client,
+        source=OneInchPositions(client, config, clock=clock),
         store=store,
         prices=prices,
         # The denylist was read and validated with the config: not read a second time.
