@@ -28,7 +28,7 @@ import tracemalloc
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,7 @@ from monitor.config.model import RiskSettings
 from monitor.daemon.metrics import Instruments
 from monitor.daemon.service import Monitor
 from monitor.poller import OneInchPositions
+from monitor.ports import utc_now
 from monitor.risk.exploits import load_exploits
 from monitor.risk.prices import SpotPriceSource
 from monitor.runtime import open_client
@@ -63,10 +64,6 @@ from monitor.store.snapshots import SqlSnapshotStore
 
 AGGREGATED = "/aggregatedBalancesAndAllowances/"
 STEADY_KINDS = ("unchanged", "churn")
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 # -- memory ------------------------------------------------------------------------------------

@@ -15,20 +15,14 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from datetime import UTC, datetime
 
 from monitor.config import ChainConfig, Config
 from monitor.domain.model import BatchOutcome, PollResult, Position, Token
 from monitor.errors import HostUnreachable, UpstreamError
 from monitor.oneinch.client import BalanceClient
+from monitor.ports import Clock, utc_now
 
 log = logging.getLogger(__name__)
-
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def batched(items: Sequence[str], size: int) -> Iterator[tuple[str, ...]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
-from datetime import UTC, datetime
 from typing import Never, TextIO
 
 from prometheus_client import CollectorRegistry
@@ -22,12 +21,9 @@ from monitor.domain.addresses import to_checksum
 from monitor.domain.model import BatchOutcome, PollResult, Token
 from monitor.domain.records import StoredEvent
 from monitor.errors import StoreError
+from monitor.ports import utc_now
 from monitor.render import write_events, write_json_lines, write_table
 from monitor.runtime import open_client, open_store
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 async def poll_and_record(

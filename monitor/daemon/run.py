@@ -16,7 +16,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC
 
 from aiohttp import web
 from apscheduler.events import (
@@ -36,6 +36,7 @@ from monitor.daemon.notify import SystemdNotifier
 from monitor.daemon.service import Monitor, build_monitor
 from monitor.errors import ListenError
 from monitor.oneinch.client import RequestRecord
+from monitor.ports import utc_now
 from monitor.runtime import open_client, open_store
 
 log = logging.getLogger(__name__)
@@ -45,10 +46,6 @@ _SCHEDULER_EVENTS = {
     EVENT_JOB_ERROR: "errored",
     EVENT_JOB_MAX_INSTANCES: "skipped",
 }
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 async def run_daemon(
