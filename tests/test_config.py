@@ -17,12 +17,13 @@ from monitor.config import (
     MetricsSettings,
     PriceSettings,
     RiskSettings,
-    Suppression,
     load_api_key,
     load_config,
     parse_config,
 )
+from monitor.config.model import ChainConfig, SpenderConfig, spender_index
 from monitor.errors import ConfigError
+from monitor.risk.model import KnownSpender, RuleSettings, Suppression
 
 ROOT = Path(__file__).resolve().parent.parent
 WALLET = "0x5014ef5ED72014E90B82285EA7888B4A091409Ec"
@@ -467,6 +468,36 @@ def test_ignore_until_is_utc_from_yaml_dates_datetimes_and_strings(
             + f"      until: {spelled}\n"
         )
         assert load_config(path).risk.ignore[0].until == expected
+
+
+def test_the_risk_rules_get_the_risk_section_as_plain_values() -> None:
+    section = {
+        "unlimited_threshold": 1000,
+        "value_at_risk_usd": "2.5",
+        "fresh_approval_hours": 3,
+        "ignore": [{"rule": "value_at_risk", "reason": "r"}],
+    }
+    doc = with_change("risk", section)
+    assert parse_config(doc).risk.rules == RuleSettings(
+        unlimited_threshold=1000,
+        value_at_risk_usd=Decimal("2.5"),
+        fresh_approval_hours=3,
+        suppressions=(Suppression(rule="value_at_risk", reason="r"),),
+    )
+    assert parse_config(MINIMAL).risk.rules == RuleSettings()
+
+
+def test_spender_index_keys_configured_spenders_by_chain_and_address() -> None:
+    router = SpenderConfig(address=ROUTER.lower(), label="1inch Router v6", trusted=True)
+    vendor = SpenderConfig(address=WALLET2.lower(), label="vendor", trusted=False)
+    chains = (
+        ChainConfig(id=1, spenders=(router, vendor)),
+        ChainConfig(id=8453, spenders=(router,)),
+    )
+    index = spender_index(chains)
+    assert set(index) == {(1, ROUTER.lower()), (1, WALLET2.lower()), (8453, ROUTER.lower())}
+    assert index[(8453, ROUTER.lower())].trusted
+    assert index[(1, WALLET2.lower())] == KnownSpender(label="vendor", trusted=False)
 
 
 def test_token_is_a_key_inside_ignore_but_still_a_secret_elsewhere() -> None:

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.config.model import RiskSettings, Suppression
 from monitor.domain.addresses import NATIVE_TOKEN
 from monitor.domain.model import UINT256_MAX, Token
 from monitor.domain.snapshot import AllowanceKey, BalanceKey, Snapshot, diff_snapshots
 from monitor.risk.incremental import RiskEvaluator
+from monitor.risk.model import RuleSettings, Suppression
 from monitor.risk.rules import evaluate
 from tests.test_risk_rules import (
     EXPLOITS,
@@ -91,9 +91,9 @@ def test_each_report_equals_the_full_evaluation(
     ],
     suppress: bool,
 ) -> None:
-    risk = RiskSettings(
+    risk = RuleSettings(
         value_at_risk_usd=Decimal(100),
-        ignore=SUPPRESSIONS if suppress else (),
+        suppressions=SUPPRESSIONS if suppress else (),
         unlimited_threshold=2**96 - 1,
     )
     evaluator = RiskEvaluator(spenders=SPENDERS, exploits=EXPLOITS, settings=risk)
@@ -139,7 +139,7 @@ def test_an_unchanged_poll_reuses_the_previous_findings() -> None:
     """The point of the evaluator: nothing changed, nothing is re-derived."""
     allowances = {(1, W1, USDC, VENDOR): UINT256_MAX, (1, W1, WETH, FURUCOMBO): 5 * 10**18}
     snapshot = Snapshot(allowances=allowances, balances={(1, W1, WETH): 10**19})
-    evaluator = RiskEvaluator(spenders=SPENDERS, exploits=EXPLOITS, settings=RiskSettings())
+    evaluator = RiskEvaluator(spenders=SPENDERS, exploits=EXPLOITS, settings=RuleSettings())
     first = evaluator.evaluate(
         snapshot, tokens=TOKENS, prices_usd=PRICES, recent_events=(), now=NOW
     )
@@ -163,7 +163,7 @@ def test_an_unchanged_poll_reuses_the_previous_findings() -> None:
 
 def test_a_suppression_running_out_is_noticed_without_any_change() -> None:
     until = NOW + timedelta(minutes=10)
-    risk = RiskSettings(ignore=(Suppression(reason="audited", spender=VENDOR, until=until),))
+    risk = RuleSettings(suppressions=(Suppression(reason="audited", spender=VENDOR, until=until),))
     snapshot = Snapshot(allowances={(1, W1, USDC, VENDOR): 5})
     evaluator = RiskEvaluator(spenders=SPENDERS, exploits=EXPLOITS, settings=risk)
     before = evaluator.evaluate(
@@ -177,7 +177,7 @@ def test_a_suppression_running_out_is_noticed_without_any_change() -> None:
 
 
 def test_now_must_be_timezone_aware() -> None:
-    evaluator = RiskEvaluator(spenders=SPENDERS, exploits=EXPLOITS, settings=RiskSettings())
+    evaluator = RiskEvaluator(spenders=SPENDERS, exploits=EXPLOITS, settings=RuleSettings())
     with pytest.raises(ValueError, match="timezone"):
         evaluator.evaluate(
             Snapshot(),

@@ -13,20 +13,23 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitor.config.model import (
-    DEFAULT_UNLIMITED_THRESHOLD,
-    ChainConfig,
-    RiskSettings,
-    SpenderConfig,
-    Suppression,
-)
 from monitor.domain.addresses import NATIVE_TOKEN
 from monitor.domain.model import UINT256_MAX, Token
 from monitor.domain.snapshot import AllowanceKey, BalanceKey, Change, ChangeEvent, Snapshot
 from monitor.risk.exploits import ExploitList, bundled_exploits
 from monitor.risk.exposure import spender_exposures, token_value_usd
-from monitor.risk.model import Finding, RiskReport, RuleName, Severity, SpenderExposure
-from monitor.risk.rules import evaluate, spender_index
+from monitor.risk.model import (
+    DEFAULT_UNLIMITED_THRESHOLD,
+    Finding,
+    KnownSpender,
+    RiskReport,
+    RuleName,
+    RuleSettings,
+    Severity,
+    SpenderExposure,
+    Suppression,
+)
+from monitor.risk.rules import evaluate
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -70,8 +73,8 @@ TOKENS = {
     )
 }
 SPENDERS = {
-    (1, ROUTER): SpenderConfig(address=ROUTER, label="1inch Router v6", trusted=True),
-    (1, VENDOR): SpenderConfig(address=VENDOR, label="vendor", trusted=False),
+    (1, ROUTER): KnownSpender(label="1inch Router v6", trusted=True),
+    (1, VENDOR): KnownSpender(label="vendor", trusted=False),
 }
 PRICES = {(1, USDC): Decimal("1.00"), (1, WETH): Decimal("3500"), (1, UNI): Decimal("9.50")}
 EXPLOITS = bundled_exploits()
@@ -93,7 +96,7 @@ def run(
     *,
     prices: Mapping[tuple[int, str], Decimal] = PRICES,
     events: Sequence[StoredEvent] = (),
-    settings: RiskSettings | None = None,
+    settings: RuleSettings | None = None,
     now: datetime = NOW,
     exploits: ExploitList = EXPLOITS,
     tokens: Mapping[tuple[int, str], Token] = TOKENS,
@@ -105,7 +108,7 @@ def run(
         exploits=exploits,
         prices_usd=prices,
         recent_events=events,
-        settings=settings or RiskSettings(),
+        settings=settings or RuleSettings(),
         now=now,
     )
 
@@ -153,7 +156,7 @@ def test_a_large_finite_approval_is_not_unlimited(allowance: int) -> None:
 
 
 def test_unlimited_threshold_comes_from_the_settings() -> None:
-    settings = RiskSettings(unlimited_threshold=1000)
+    settings = RuleSettings(unlimited_threshold=1000)
     report = run(snap({(W1, UNI, ROUTER): 1000, (W2, UNI, ROUTER): 999}), settings=settings)
     assert [f.wallet for f in fired(report, RuleName.UNLIMITED_APPROVAL)] == [W1]
 
@@ -219,7 +222,7 @@ def test_approval_to_an_exploited_spender_is_critical_and_names_the_exploit() ->
 
 
 def test_trusting_an_exploited_spender_does_not_hide_the_exploit() -> None:
-    trusted = {**SPENDERS, (1, FURUCOMBO): SpenderConfig(address=FURUCOMBO, trusted=True)}
+    trusted = {**SPENDERS, (1, FURUCOMBO): KnownSpender(trusted=True)}
     report = evaluate(
         snap({(W2, USDC, FURUCOMBO): 1}),
         tokens=TOKENS,
@@ -227,7 +230,7 @@ def test_trusting_an_exploited_spender_does_not_hide_the_exploit() -> None:
         exploits=EXPLOITS,
         prices_usd=PRICES,
         recent_events=(),
-        settings=RiskSettings(),
+        settings=RuleSettings(),
         now=NOW,
     )
     [finding] = fired(report, RuleName.EXPLOITED_SPENDER)
@@ -311,7 +314,7 @@ def test_value_at_risk_fires_only_above_the_threshold(threshold: Decimal, fires:
     report = run(
         snap({(W1, USDC, ROUTER): 1_000_250_000}, {(W1, USDC): 1_500_500_000}),
         prices={(1, USDC): Decimal("1.01")},
-        settings=RiskSettings(value_at_risk_usd=threshold),
+        settings=RuleSettings(value_at_risk_usd=threshold),
     )
     findings = fired(report, RuleName.VALUE_AT_RISK)
     assert bool(findings) is fires
@@ -434,7 +437,7 @@ def test_fresh_approval_window_edges(age: timedelta, fires: bool) -> None:
 def test_fresh_approval_window_comes_from_the_settings() -> None:
     event = granted(W1, USDC, ROUTER, at=NOW - timedelta(hours=2), new=10**6)
     snapshot = snap({(W1, USDC, ROUTER): 10**6})
-    short = RiskSettings(fresh_approval_hours=1.5)
+    short = RuleSettings(fresh_approval_hours=1.5)
     assert fired(run(snapshot, events=[event], settings=short), RuleName.FRESH_APPROVAL) == []
     assert fired(run(snapshot, events=[event]), RuleName.FRESH_APPROVAL) != []
 
@@ -488,7 +491,7 @@ FURUCOMBO_REPORT_SNAPSHOT = snap({(W2, USDC, FURUCOMBO): UINT256_MAX}, {(W2, USD
 
 
 def suppressed_by(*entries: Suppression, now: datetime = NOW) -> RiskReport:
-    return run(FURUCOMBO_REPORT_SNAPSHOT, settings=RiskSettings(ignore=entries), now=now)
+    return run(FURUCOMBO_REPORT_SNAPSHOT, settings=RuleSettings(suppressions=entries), now=now)
 
 
 def test_without_suppressions_every_rule_is_active() -> None:
@@ -590,13 +593,3 @@ def test_findings_and_exposures_are_frozen() -> None:
 def test_now_must_be_timezone_aware() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         run(snap({}), now=NOW.replace(tzinfo=None))
-
-
-def test_spender_index_keys_configured_spenders_by_chain_and_address() -> None:
-    chains = (
-        ChainConfig(id=1, spenders=(SPENDERS[(1, ROUTER)], SPENDERS[(1, VENDOR)])),
-        ChainConfig(id=8453, spenders=(SPENDERS[(1, ROUTER)],)),
-    )
-    index = spender_index(chains)
-    assert set(index) == {(1, ROUTER), (1, VENDOR), (8453, ROUTER)}
-    assert index[(8453, ROUTER)].trusted

@@ -12,7 +12,6 @@ from monitor.config.model import (
     PriceSettings,
     RiskSettings,
     SpenderConfig,
-    Suppression,
     WalletConfig,
 )
 from monitor.config.secrets import ApiKey, load_api_key
@@ -29,7 +28,6 @@ __all__ = [
     "PriceSettings",
     "RiskSettings",
     "SpenderConfig",
-    "Suppression",
     "WalletConfig",
     "load_api_key",
     "load_config",

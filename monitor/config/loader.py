@@ -30,7 +30,6 @@ from monitor.config.model import (
     PriceSettings,
     RiskSettings,
     SpenderConfig,
-    Suppression,
     WalletConfig,
 )
 from monitor.config.webconfig import load_web_config
@@ -39,7 +38,7 @@ from monitor.domain.chains import SUPPORTED_CHAINS
 from monitor.domain.model import UINT256_MAX
 from monitor.errors import ConfigError
 from monitor.risk.exploits import read_denylist
-from monitor.risk.model import RuleName
+from monitor.risk.model import RuleName, Suppression
 
 T = TypeVar("T")
 

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
 from monitor.config.webconfig import WebConfig
 from monitor.domain.addresses import to_checksum
 from monitor.risk.exploits import ExploitEntry
+from monitor.risk.model import (
+    DEFAULT_FRESH_APPROVAL_HOURS,
+    DEFAULT_UNLIMITED_THRESHOLD,
+    DEFAULT_VALUE_AT_RISK_USD,
+    KnownSpender,
+    RuleSettings,
+    Suppression,
+)
 
 DEFAULT_BASE_URL = "https://api.1inch.dev"
 DEFAULT_METRICS_PORT = 9751
 DEFAULT_SQLITE_NAME = "exposure-monitor.sqlite"
-
-
-DEFAULT_UNLIMITED_THRESHOLD = 2**96 - 1
-"""At or above this an approval counts as unlimited: it catches the uint256, uint160 (Permit2)
-and uint96 (UNI, COMP) "infinite" conventions, and infinite allowances that a token
-decrements on each transfer."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,6 +106,11 @@ class SpenderConfig:
     def display(self) -> str:
         return self.label or self.checksum
 
+    @property
+    def known(self) -> KnownSpender:
+        """What the risk rules need to know of this spender."""
+        return KnownSpender(label=self.label, trusted=self.trusted)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CustomTokenConfig:
@@ -128,6 +135,11 @@ class ChainConfig:
         return tuple(t.address for t in self.custom_tokens)
 
 
+def spender_index(chains: Iterable[ChainConfig]) -> dict[tuple[int, str], KnownSpender]:
+    """The configured spenders by (chain_id, address), as the risk rules take them."""
+    return {(c.id, s.address): s.known for c in chains for s in c.spenders}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PriceSettings:
     enabled: bool = True
@@ -137,33 +149,28 @@ class PriceSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Suppression:
-    """A ``risk.ignore`` entry: findings it matches are still reported, marked suppressed.
-
-    Every field given must equal the finding's; at least one of ``wallet``, ``spender``,
-    ``token`` and ``rule`` is given. It applies while ``now < until`` (forever when None).
-    """
-
-    reason: str
-    wallet: str | None = None
-    spender: str | None = None
-    token: str | None = None
-    rule: str | None = None
-    chain_id: int | None = None
-    until: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class RiskSettings:
+    """The ``risk:`` section: the rules' settings (``rules``), the denylist and prices."""
+
     unlimited_threshold: int = DEFAULT_UNLIMITED_THRESHOLD
-    value_at_risk_usd: Decimal = Decimal(10_000)
+    value_at_risk_usd: Decimal = DEFAULT_VALUE_AT_RISK_USD
     """A spender that could move more than this from one wallet (USD) is critical."""
-    fresh_approval_hours: float = 24.0
+    fresh_approval_hours: float = DEFAULT_FRESH_APPROVAL_HOURS
     denylist_file: Path | None = None
     """The user's extra exploited spenders (absolute); already read into ``denylist``."""
     denylist: tuple[ExploitEntry, ...] = ()
     prices: PriceSettings = field(default_factory=PriceSettings)
     ignore: tuple[Suppression, ...] = ()
+
+    @property
+    def rules(self) -> RuleSettings:
+        """What the risk rules take of this section."""
+        return RuleSettings(
+            unlimited_threshold=self.unlimited_threshold,
+            value_at_risk_usd=self.value_at_risk_usd,
+            fresh_approval_hours=self.fresh_approval_hours,
+            suppressions=self.ignore,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from monitor.config import Config
+from monitor.config.model import spender_index
 from monitor.daemon.metrics import Instruments, StateText, render_state
 from monitor.daemon.view import MonitorView
 from monitor.domain.model import BatchOutcome, PollResult, Token
@@ -32,7 +33,7 @@ from monitor.ports import Clock, PollStore, PositionSource
 from monitor.risk.exploits import ExploitList, bundled_exploits
 from monitor.risk.incremental import RiskEvaluator
 from monitor.risk.prices import PriceSource, SpotPriceSource
-from monitor.risk.rules import FRESH_CHANGES, RiskReport, spender_index
+from monitor.risk.rules import FRESH_CHANGES, RiskReport
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class Monitor:
         self._tokens: dict[tuple[int, str], Token] = {}
         self._spenders = spender_index(config.chains)
         self._evaluator = RiskEvaluator(
-            spenders=self._spenders, exploits=exploits, settings=config.risk
+            spenders=self._spenders, exploits=exploits, settings=config.risk.rules
         )
         self._view = MonitorView(
             wallet_labels={w.address: w.label for w in config.wallets if w.label},

@@ -22,11 +22,18 @@ from decimal import Decimal
 from itertools import chain
 from typing import TypeVar
 
-from monitor.config.model import RiskSettings, Suppression
 from monitor.domain.snapshot import AllowanceKey, BalanceKey, Snapshot
 from monitor.risk.exploits import ExploitList
 from monitor.risk.exposure import group_exposure, is_native, token_valuations
-from monitor.risk.model import Finding, RiskReport, RuleName, Severity, SpenderExposure
+from monitor.risk.model import (
+    Finding,
+    RiskReport,
+    RuleName,
+    RuleSettings,
+    Severity,
+    SpenderExposure,
+    Suppression,
+)
 from monitor.risk.rules import (
     ObservedChange,
     SpenderIndex,
@@ -69,7 +76,7 @@ class RiskEvaluator:
     """
 
     def __init__(
-        self, *, spenders: SpenderIndex, exploits: ExploitList, settings: RiskSettings
+        self, *, spenders: SpenderIndex, exploits: ExploitList, settings: RuleSettings
     ) -> None:
         self._spenders = spenders
         self._exploits = exploits
@@ -116,7 +123,7 @@ class RiskEvaluator:
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
         facts = {key: (t.symbol, t.decimals, t.is_native) for key, t in tokens.items()}
-        in_force = tuple(s for s in self._settings.ignore if s.until is None or now < s.until)
+        in_force = tuple(s for s in self._settings.suppressions if s.until is None or now < s.until)
         if facts != self._token_facts or in_force != self._in_force:
             self._reset()
             self._token_facts, self._in_force = facts, in_force
@@ -140,8 +147,10 @@ class RiskEvaluator:
             window=timedelta(hours=self._settings.fresh_approval_hours),
             now=now,
         )
-        ignore = self._settings.ignore
-        fresh_out = tuple(sorted((suppress(f, ignore, now=now) for f in fresh), key=finding_order))
+        suppressions = self._settings.suppressions
+        fresh_out = tuple(
+            sorted((suppress(f, suppressions, now=now) for f in fresh), key=finding_order)
+        )
         parts = (self._head, self._at_risk_out, self._tail)
         if (
             self._report is None
@@ -166,7 +175,7 @@ class RiskEvaluator:
     ) -> set[Group]:
         """Re-run the per-approval rules for the changed approvals; the groups they touch."""
         threshold = self._settings.unlimited_threshold
-        ignore = self._settings.ignore
+        suppressions = self._settings.suppressions
         dirty: set[Group] = set()
         touched: set[Bucket] = set()
         buckets = self._buckets
@@ -195,8 +204,8 @@ class RiskEvaluator:
                 ):
                     if found is not None:
                         bucket = (*_BUCKET_PREFIX[found.rule], chain_id, wallet)
-                        if ignore:
-                            found = suppress(found, ignore, now=now)
+                        if suppressions:
+                            found = suppress(found, suppressions, now=now)
                         buckets.setdefault(bucket, {})[(spender, token)] = found
                         touched.add(bucket)
                 self._approve(group, token, allowance)
@@ -267,7 +276,7 @@ class RiskEvaluator:
                 spenders=self._spenders,
                 threshold_usd=self._settings.value_at_risk_usd,
             ):
-                self._at_risk[group] = suppress(found, self._settings.ignore, now=now)
+                self._at_risk[group] = suppress(found, self._settings.suppressions, now=now)
         if reorder:
             self._exposure_order = sorted(self._exposures)
         self._exposures_out = tuple(self._exposures[g] for g in self._exposure_order)

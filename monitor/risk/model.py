@@ -1,10 +1,64 @@
-"""What the risk rules produce: findings and per-spender exposures. Frozen, exact, pure."""
+"""What the risk rules are given and what they produce. Frozen, exact, pure.
+
+Given: ``RuleSettings`` (thresholds, the fresh-approval window, suppressions) and the
+``KnownSpender``s, plain values that ``monitor.config`` builds from the YAML file (the risk
+package never reads configuration). Produced: ``Finding``s and ``SpenderExposure``s.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+
+DEFAULT_UNLIMITED_THRESHOLD = 2**96 - 1
+"""At or above this an approval counts as unlimited: it catches the uint256, uint160 (Permit2)
+and uint96 (UNI, COMP) "infinite" conventions, and infinite allowances that a token
+decrements on each transfer."""
+DEFAULT_VALUE_AT_RISK_USD = Decimal(10_000)
+DEFAULT_FRESH_APPROVAL_HOURS = 24.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Suppression:
+    """A ``risk.ignore`` entry: findings it matches are still reported, marked suppressed.
+
+    Every field given must equal the finding's; at least one of ``wallet``, ``spender``,
+    ``token`` and ``rule`` is given. It applies while ``now < until`` (forever when None).
+    """
+
+    reason: str
+    wallet: str | None = None
+    spender: str | None = None
+    token: str | None = None
+    rule: str | None = None
+    chain_id: int | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RuleSettings:
+    """What the user set for the rules (``risk:`` in the config file)."""
+
+    unlimited_threshold: int = DEFAULT_UNLIMITED_THRESHOLD
+    value_at_risk_usd: Decimal = DEFAULT_VALUE_AT_RISK_USD
+    """A spender that could move more than this from one wallet (USD) is critical."""
+    fresh_approval_hours: float = DEFAULT_FRESH_APPROVAL_HOURS
+    suppressions: tuple[Suppression, ...] = ()
+    """In order: a finding is suppressed by the first that matches and is in force."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KnownSpender:
+    """A spender the user named for a chain: how findings call it, whether it is trusted.
+
+    A spender the user did not name is untrusted and called by its EIP-55 address.
+    """
+
+    label: str | None = None
+    trusted: bool = False
+
 
 FindingKey = tuple[str, int, str, str, str | None]
 """(rule, chain_id, wallet, spender, token or None), addresses lowercase."""

@@ -21,7 +21,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal, InvalidOperation
 from typing import Protocol
 
-from monitor.config.model import ChainConfig, RiskSettings, SpenderConfig, Suppression
 from monitor.domain.addresses import to_checksum
 from monitor.domain.model import UINT256_MAX, Token, format_units
 from monitor.domain.snapshot import AllowanceKey, Change, ChangeEvent, Snapshot
@@ -30,10 +29,13 @@ from monitor.risk.exposure import is_native, spender_exposures
 from monitor.risk.model import (
     Finding,
     FindingKey,
+    KnownSpender,
     RiskReport,
     RuleName,
+    RuleSettings,
     Severity,
     SpenderExposure,
+    Suppression,
 )
 
 __all__ = [
@@ -49,7 +51,6 @@ __all__ = [
     "exploited_spenders",
     "finding_order",
     "fresh_approvals",
-    "spender_index",
     "suppress",
     "unlimited_approvals",
     "unlimited_finding",
@@ -70,7 +71,8 @@ class ObservedChange(Protocol):
     def event(self) -> ChangeEvent: ...
 
 
-SpenderIndex = Mapping[tuple[int, str], SpenderConfig]
+SpenderIndex = Mapping[tuple[int, str], KnownSpender]
+"""The spenders the user named, by (chain_id, lowercase address)."""
 TokenIndex = Mapping[tuple[int, str], Token]
 
 FRESH_CHANGES = frozenset({Change.GRANTED, Change.INCREASED, Change.BECAME_UNLIMITED})
@@ -90,13 +92,13 @@ def evaluate(
     exploits: ExploitList,
     prices_usd: Mapping[tuple[int, str], Decimal],
     recent_events: Sequence[ObservedChange],
-    settings: RiskSettings,
+    settings: RuleSettings,
     now: datetime,
 ) -> RiskReport:
     """Every rule over ``snapshot``, suppressions applied, findings in a stable order.
 
-    ``tokens`` gives symbols and decimals; ``spenders`` the configured spenders (one that is
-    absent is untrusted); ``prices_usd`` USD per whole token (absent: unknown);
+    ``tokens`` gives symbols and decimals; ``spenders`` the spenders the user named (one that
+    is absent is untrusted); ``prices_usd`` USD per whole token (absent: unknown);
     ``recent_events`` at least the changes of the last ``settings.fresh_approval_hours``.
     """
     if now.tzinfo is None:
@@ -120,13 +122,8 @@ def evaluate(
             now=now,
         ),
     ]
-    suppressed = (suppress(f, settings.ignore, now=now) for f in findings)
+    suppressed = (suppress(f, settings.suppressions, now=now) for f in findings)
     return RiskReport(findings=tuple(sorted(suppressed, key=finding_order)), exposures=exposures)
-
-
-def spender_index(chains: Iterable[ChainConfig]) -> dict[tuple[int, str], SpenderConfig]:
-    """The configured spenders by (chain_id, address), as ``evaluate`` takes them."""
-    return {(c.id, s.address): s for c in chains for s in c.spenders}
 
 
 # -- the rules ----------------------------------------------------------------------------------
@@ -189,10 +186,10 @@ def untrusted_finding(
     key: AllowanceKey, allowance: int, tokens: TokenIndex, spenders: SpenderIndex
 ) -> Finding | None:
     chain_id, _, token, spender = key
-    config = spenders.get((chain_id, spender))
-    if config is not None and config.trusted:
+    known = spenders.get((chain_id, spender))
+    if known is not None and known.trusted:
         return None
-    why = "not in the config" if config is None else "not marked trusted"
+    why = "not in the config" if known is None else "not marked trusted"
     return _finding(
         RuleName.UNTRUSTED_SPENDER,
         Severity.WARNING,
@@ -214,8 +211,8 @@ def exploited_finding(
     if info is None:
         return None
     when = f", {info.date.isoformat()}" if info.date else ""
-    config = spenders.get((chain_id, spender))
-    trusted = " (marked trusted in the config)" if config and config.trusted else ""
+    known = spenders.get((chain_id, spender))
+    trusted = " (marked trusted in the config)" if known and known.trusted else ""
     return _finding(
         RuleName.EXPLOITED_SPENDER,
         Severity.CRITICAL,
@@ -370,8 +367,8 @@ def _amount(amount: int, chain_id: int, token: str, tokens: TokenIndex) -> str:
 
 
 def _spender_name(chain_id: int, spender: str, spenders: SpenderIndex) -> str:
-    config = spenders.get((chain_id, spender))
-    return config.display if config is not None else to_checksum(spender)
+    known = spenders.get((chain_id, spender))
+    return known.label if known is not None and known.label else to_checksum(spender)
 
 
 def _usd(amount: Decimal) -> str:
