@@ -50,12 +50,12 @@ from benchmarks.storage import (
 )
 from monitor import __version__
 from monitor.config import Config, parse_config
+from monitor.config.exploits import load_exploits
 from monitor.config.model import RiskSettings
 from monitor.daemon.metrics import Instruments
 from monitor.daemon.service import Monitor
 from monitor.poller import OneInchPositions
 from monitor.ports import utc_now
-from monitor.risk.exploits import load_exploits
 from monitor.risk.prices import SpotPriceSource
 from monitor.runtime import open_client
 from monitor.store import migrate

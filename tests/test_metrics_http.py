@@ -20,13 +20,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.config import parse_config
+from monitor.config.exploits import bundled_exploits
 from monitor.daemon.http import accepts_gzip, make_app
 from monitor.daemon.metrics import Instruments, RenderedState, StateText, render_state
 from monitor.daemon.service import Monitor
 from monitor.daemon.view import MonitorView
 from monitor.domain.model import UINT256_MAX, Token
 from monitor.domain.snapshot import Snapshot
-from monitor.risk.exploits import bundled_exploits
 from monitor.risk.model import Finding, RuleName, Severity
 from tests.test_metrics import MANY_FINDINGS, USDC, S, W, view
 

@@ -13,10 +13,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from monitor.config.exploits import bundled_exploits
 from monitor.domain.addresses import NATIVE_TOKEN
 from monitor.domain.model import UINT256_MAX, Token
 from monitor.domain.snapshot import AllowanceKey, BalanceKey, Change, ChangeEvent, Snapshot
-from monitor.risk.exploits import ExploitList, bundled_exploits
+from monitor.risk.exploits import ExploitList
 from monitor.risk.exposure import spender_exposures, token_value_usd
 from monitor.risk.model import (
     DEFAULT_UNLIMITED_THRESHOLD,

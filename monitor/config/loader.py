@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from monitor.config.exploits import read_denylist
 from monitor.config.model import (
     DEFAULT_SQLITE_NAME,
     ApiSettings,
@@ -37,7 +38,6 @@ from monitor.domain.addresses import InvalidAddress, canonical_address, is_addre
 from monitor.domain.chains import SUPPORTED_CHAINS
 from monitor.domain.model import UINT256_MAX
 from monitor.errors import ConfigError
-from monitor.risk.exploits import read_denylist
 from monitor.risk.model import RuleName, Suppression
 
 T = TypeVar("T")

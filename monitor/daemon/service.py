@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from monitor.config import Config
+from monitor.config.exploits import bundled_exploits
 from monitor.config.model import spender_index
 from monitor.daemon.metrics import Instruments, StateText, render_state
 from monitor.daemon.view import MonitorView
@@ -30,7 +31,7 @@ from monitor.errors import StoreError
 from monitor.oneinch.client import BalanceClient
 from monitor.poller import OneInchPositions
 from monitor.ports import Clock, PollStore, PositionSource
-from monitor.risk.exploits import ExploitList, bundled_exploits
+from monitor.risk.exploits import ExploitList
 from monitor.risk.incremental import RiskEvaluator
 from monitor.risk.prices import PriceSource, SpotPriceSource
 from monitor.risk.rules import FRESH_CHANGES, RiskReport
