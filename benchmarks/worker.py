@@ -54,9 +54,9 @@ from monitor.config.exploits import load_exploits
 from monitor.config.model import RiskSettings
 from monitor.daemon.metrics import Instruments
 from monitor.daemon.service import Monitor
+from monitor.oneinch.prices import SpotPriceSource
 from monitor.poller import OneInchPositions
 from monitor.ports import utc_now
-from monitor.risk.prices import SpotPriceSource
 from monitor.runtime import open_client
 from monitor.store import migrate
 from monitor.store.engine import create_engine

@@ -23,8 +23,8 @@ from monitor.commands.check import PRICE_TOKENS_PER_REQUEST, request_budget, run
 from monitor.config import load_config
 from monitor.config.secrets import is_oneinch_api, key_form_problem
 from monitor.oneinch.client import RequestRecord
+from monitor.oneinch.prices import MAX_TOKENS_PER_REQUEST
 from monitor.poller import poll_once
-from monitor.risk.prices import MAX_TOKENS_PER_REQUEST
 from monitor.runtime import open_client
 from monitor.simulator.model import Scenario
 from monitor.simulator.server import RunningSimulator, run_simulator

@@ -29,11 +29,12 @@ from monitor.domain.records import RecordedPoll, StoredEvent
 from monitor.domain.snapshot import Snapshot
 from monitor.errors import StoreError
 from monitor.oneinch.client import BalanceClient
+from monitor.oneinch.prices import SpotPriceSource
 from monitor.poller import OneInchPositions
 from monitor.ports import Clock, PollStore, PositionSource
 from monitor.risk.exploits import ExploitList
 from monitor.risk.incremental import RiskEvaluator
-from monitor.risk.prices import PriceSource, SpotPriceSource
+from monitor.risk.prices import PriceSource
 from monitor.risk.rules import FRESH_CHANGES, RiskReport
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,8 @@ import pytest
 from monitor.domain.addresses import NATIVE_TOKEN
 from monitor.oneinch import BalanceClient, RateLimiter, Reply
 from monitor.oneinch.client import RetryPolicy
-from monitor.risk.prices import PriceSource, SpotPriceSource, StaticPriceSource
+from monitor.oneinch.prices import SpotPriceSource
+from monitor.risk.prices import PriceSource, StaticPriceSource
 from monitor.simulator.faults import Fault
 from monitor.simulator.scenario import load_scenario, parse_scenario
 from monitor.simulator.server import RunningSimulator, run_simulator
@@ -142,7 +143,7 @@ async def test_upstream_failure_never_raises_and_serves_the_last_known_prices(
     assert await source.usd_prices(1, [USDC, LOCAL]) == {USDC: Decimal("1.00")}
     clock.now += 61
     sim.add_fault(Fault(endpoint="price", status=500))
-    with caplog.at_level(logging.WARNING, logger="monitor.risk.prices"):
+    with caplog.at_level(logging.WARNING, logger="monitor.oneinch.prices"):
         found = await source.usd_prices(1, [USDC, LOCAL, UNI])
     assert found == {USDC: Decimal("1.00")}  # stale but known; UNI was never priced
     assert "unavailable" in caplog.text
