@@ -1,8 +1,9 @@
-"""``python -m benchmarks``: run the workloads, print the results table and the budgets.
+"""``python -m benchmarks``: run the workloads, print the issue's summary table, the detailed
+results and the budgets.
 
 Every process of a run talks to 127.0.0.1 only: the simulators (``exposure-monitor
 simulate``), the measuring workers (``python -m benchmarks.worker``), the daemon
-(``exposure-monitor run``), and PostgreSQL when asked for.
+(``exposure-monitor run``), ``exposure-monitor once``, and PostgreSQL when asked for.
 """
 
 from __future__ import annotations
@@ -17,14 +18,28 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from benchmarks import profiling, report, scrape
 from benchmarks.databases import DEFAULT_POSTGRES, Database, Databases
 from benchmarks.machine import describe_code, describe_machine, load_average
-from benchmarks.processes import Simulator, run_worker, simulator
-from benchmarks.workloads import LARGE, SMALL
+from benchmarks.processes import (
+    ChildRun,
+    Simulator,
+    interpreter_start_cpu_s,
+    peak_rss_mib,
+    run_measured,
+    run_worker,
+    simulator,
+)
+from benchmarks.workloads import LARGE, SMALL, Workload
 
 UNLIMITED_RATE = 10_000
 """``api.requests_per_second`` for the CPU runs: the client's limiter never waits."""
+SMALL_DAEMON_RATE = 4
+"""R for the daemon and ``once`` on the small portfolio (when it is the headline workload):
+slow enough that its first poll (4 aggregated requests and the prices) lasts about a second,
+so that /metrics is scraped during it."""
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -120,10 +135,14 @@ class Run:
         self.databases = databases
         self.workers: dict[str, dict[str, Any]] = {}
         self.scrape: dict[str, Any] | None = None
+        self.once_runs: dict[str, Any] | None = None
 
-    def small(self, backend: str) -> None:
+    def small(self, backend: str, *, keep_copy: bool) -> Database | None:
+        """The small portfolio, unlimited rate, in one process; returns a copy of the database
+        as it stood after its unchanged polls, when asked."""
         log(f"small / {backend}")
         database = self.databases.new(backend, "small")
+        copy = self.databases.reserve_copy(database, f"small_{backend}") if keep_copy else None
         with simulator(SMALL.scenario(churn=False), self.folder / "small.yaml") as sim:
             config = sim.monitor_config()
             with simulator(SMALL.scenario(churn=True), self.folder / "small-churn.yaml") as churn:
@@ -142,9 +161,17 @@ class Run:
                         first_as="small",
                     ),
                 ]
+                if copy is not None:
+                    phases[0]["copy_to"] = copy.url
                 self.workers[f"small/{backend}"] = _worker(
-                    database, config, phases, self.folder, self.args.profile
+                    database,
+                    config,
+                    phases,
+                    self.folder,
+                    self.args.profile,
+                    self.databases.admin_url,
                 )
+        return copy
 
     def large(self, backend: str, *, steady: bool, churn: bool, keep_copy: bool) -> Database | None:
         """The large portfolio, served at ``--rate`` requests/s (CPU time does not count the
@@ -177,50 +204,70 @@ class Run:
             )
         return copy
 
-    def daemon(self, database: Database) -> None:
-        """``exposure-monitor run`` on the database of the large portfolio: /metrics scraped
-        during its first poll (a full, unchanged poll of 300,000 positions) and after it."""
-        rate = self.args.rate
-        interval_s = 3600  # one poll in this run
-        log(
-            f"scrape / {database.backend}: exposure-monitor run, {rate} requests/s; /metrics "
-            f"scraped during a poll, then while idle"
-        )
-        scenario = LARGE.scenario(churn=False, rate=rate)
-        with simulator(scenario, self.folder / "large-daemon.yaml") as sim:
+    def processes(self, database: Database, workload: Workload, rate: int) -> None:
+        """The product as processes, on ``database`` (a copy of ``workload``'s database after
+        its unchanged polls), against ``workload`` served unchanged at ``rate`` requests/s:
+        ``exposure-monitor run`` from spawn to listening, with /metrics scraped during its
+        first poll and then while idle; then ``exposure-monitor once`` twice, each a whole
+        process on the unchanged portfolio."""
+        scenario = workload.scenario(churn=False, rate=rate)
+        with simulator(scenario, self.folder / f"{workload.name}-processes.yaml") as sim:
             config = sim.monitor_config()
             config["database"] = {"url": database.url}
-            config["poll"] = {"interval_s": interval_s, "timeout_s": interval_s, "jitter_s": 0}
-            state_before = sim.state()
-            started = time.monotonic()
-            with scrape.daemon(config, self.folder) as (host, port, log_path, pid):
-                listening_s = time.monotonic() - started
-                profiler = None
-                if self.args.profile is not None:
-                    name = f"daemon-{database.backend}-poll1-scraped.txt"
-                    profiler = profiling.start(pid, self.args.profile / name)
-                scraped = scrape.scrape_polls(
-                    host,
-                    port,
-                    polls=1,
-                    max_per_poll=300,
-                    idle_after=20,
-                    pause_s=0.05,
-                    timeout_s=60,
-                    deadline_s=600,
-                )
-                profiling.stop(profiler)
-            state_after = sim.state()
-            daemon_log = log_path.read_text()
+            self.daemon(sim, config, database.backend, workload, rate)
+            self.once(config, database.backend, workload, rate)
+
+    def daemon(
+        self,
+        sim: Simulator,
+        config: dict[str, Any],
+        backend: str,
+        workload: Workload,
+        rate: int,
+    ) -> None:
+        """``exposure-monitor run``: /metrics scraped during its first poll (a full, unchanged
+        poll of the portfolio) and after it."""
+        interval_s = 3600  # one poll in this run
+        log(
+            f"daemon / {backend}: exposure-monitor run on the {workload.name} portfolio, "
+            f"{rate} requests/s; /metrics scraped during a poll, then while idle"
+        )
+        config = {
+            **config,
+            "poll": {"interval_s": interval_s, "timeout_s": interval_s, "jitter_s": 0},
+        }
+        state_before = sim.state()
+        with scrape.daemon(config, self.folder) as running:
+            profiler = None
+            if self.args.profile is not None:
+                name = f"daemon-{backend}-poll1-scraped.txt"
+                profiler = profiling.start(running.pid, self.args.profile / name)
+            scraped = scrape.scrape_polls(
+                running.host,
+                running.port,
+                polls=1,
+                max_per_poll=300,
+                idle_after=20,
+                pause_s=0.05,
+                timeout_s=60,
+                deadline_s=600,
+            )
+            profiling.stop(profiler)
+            daemon_peak = peak_rss_mib(running.pid)
+        state_after = sim.state()
+        daemon_log = running.log_path.read_text()
         statuses = {
             status: n - state_before["responses_by_status"].get(status, 0)
             for status, n in state_after["responses_by_status"].items()
         }
         self.scrape = {
-            "backend": database.backend,
+            "backend": backend,
+            "workload": workload.name,
+            "positions": workload.positions_per_poll,
             "interval_s": interval_s,
             "rate_per_s": rate,
-            "start_to_listening_s": listening_s,
+            "start_to_listening_s": running.start_to_listening_s,
+            "peak_rss_mib": daemon_peak,
             "latencies_ms": scraped.latencies_ms,
             "bytes": scraped.bytes_,
             "failures": scraped.failures,
@@ -231,6 +278,46 @@ class Run:
                 line for line in daemon_log.splitlines() if " ERROR " in line or "Traceback" in line
             ][:10],
         }
+        log(f"    listening after {running.start_to_listening_s:.2f} s")
+
+    def once(self, config: dict[str, Any], backend: str, workload: Workload, rate: int) -> None:
+        """``exposure-monitor once`` as a whole process (start, restore, poll, record, print)
+        on the unchanged portfolio, its CPU measured from outside: with ``--changes`` (it
+        prints only what changed: nothing) and as is (the table of every position, to
+        /dev/null). Then the interpreter's own start-up, for the floor."""
+        path = self.folder / "once.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        runs: dict[str, ChildRun] = {}
+        for name, extra in (("changes", ["--changes"]), ("table", [])):
+            log(f"once / {backend}: exposure-monitor once --config FILE {' '.join(extra)}")
+            args = [sys.executable, "-m", "monitor", "once", "--config", str(path), *extra]
+            runs[name] = run_measured(args)
+            log(f"    {runs[name].cpu_s:.2f} s CPU, {runs[name].wall_s:.1f} s wall")
+        self.once_runs = {
+            "backend": backend,
+            "workload": workload.name,
+            "rate_per_s": rate,
+            "runs": {
+                name: {
+                    "cpu_s": run.cpu_s,
+                    "wall_s": run.wall_s,
+                    "returncode": run.returncode,
+                    "stderr_tail": run.stderr_tail if run.returncode else "",
+                }
+                for name, run in runs.items()
+            },
+            "interpreter_start_cpu_s": interpreter_start_cpu_s(),
+        }
+
+
+def headline_workload(workloads: set[str]) -> Workload | None:
+    """The workload of the summary table: the large portfolio when it runs with its unchanged
+    polls, else the small one (the smoke run); a churn-only run has none."""
+    if "large" in workloads:
+        return LARGE
+    if "small" in workloads:
+        return SMALL
+    return None
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -244,21 +331,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for line in report.describe(machine, describe_code()):
             log(line)
         bench = Run(args, folder, databases)
+        headline = headline_workload(workloads)
         try:
             steady_copy: Database | None = None
             for backend in backends:
                 if "small" in workloads:
-                    bench.small(backend)
+                    copy = bench.small(backend, keep_copy=headline is SMALL and steady_copy is None)
+                    steady_copy = steady_copy or copy
                 if workloads & {"large", "churn"}:
                     copy = bench.large(
                         backend,
                         steady="large" in workloads,
                         churn="churn" in workloads,
-                        keep_copy="large" in workloads and steady_copy is None,
+                        keep_copy=headline is LARGE and steady_copy is None,
                     )
                     steady_copy = steady_copy or copy
-            if steady_copy is not None:
-                bench.daemon(steady_copy)
+            if steady_copy is not None and headline is not None:
+                rate = args.rate if headline is LARGE else SMALL_DAEMON_RATE
+                bench.processes(steady_copy, headline, rate)
         finally:
             databases.drop_all()
     return {
@@ -266,8 +356,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "code": describe_code(),
         "workloads": {"small": SMALL.describe(), "large": LARGE.describe()},
         "args": {"workload": args.workload, "backend": args.backend, "rate": args.rate},
+        "headline": {"workload": headline.name, "backend": backends[0]} if headline else None,
         "workers": bench.workers,
         "scrape": bench.scrape,
+        "once": bench.once_runs,
         "profiled": args.profile is not None,
         "elapsed_s": time.monotonic() - started,
         "load_at_end": load_average(),

@@ -7,12 +7,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import signal
 import socket
+import statistics
 import subprocess
 import sys
+import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +124,61 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError(f"benchmark worker failed (exit {proc.returncode}); see above")
     result: dict[str, Any] = json.loads(proc.stdout)
     return result
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChildRun:
+    """A command run to completion: its CPU (user + system), wall time and exit status."""
+
+    cpu_s: float
+    wall_s: float
+    returncode: int
+    stderr_tail: str
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_measured(args: Sequence[str], *, timeout_s: float = 600) -> ChildRun:
+    """Run ``args`` from the repository root with stdout discarded, and measure its CPU as
+    the growth of ``RUSAGE_CHILDREN`` (children reaped in between: this one only, since the
+    benchmark reaps its simulators and workers at other moments, and never in a thread)."""
+    cpu_before = _children_cpu_s()
+    started = time.perf_counter()
+    proc = subprocess.run(
+        list(args),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+        timeout=timeout_s,
+        check=False,
+    )
+    return ChildRun(
+        cpu_s=_children_cpu_s() - cpu_before,
+        wall_s=time.perf_counter() - started,
+        returncode=proc.returncode,
+        stderr_tail=proc.stderr[-2000:],
+    )
+
+
+def interpreter_start_cpu_s(runs: int = 5) -> float:
+    """CPU of ``python -c pass`` with this interpreter and environment (median of ``runs``):
+    what any Python command costs before it does anything."""
+    return statistics.median(
+        run_measured([sys.executable, "-c", "pass"]).cpu_s for _ in range(runs)
+    )
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    """VmHWM of a running process (Linux), MiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None

@@ -1,4 +1,5 @@
-"""The results table: each figure beside its floor, and the budgets, PASS or FAIL."""
+"""The results: issue 12's summary table, then the detailed tables, each figure beside its
+floor, and the budgets, PASS or FAIL."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import statistics
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from benchmarks import summary
 from benchmarks.scrape import percentile
 
 CPU_RATIO_BUDGET = 2.0
@@ -360,10 +362,12 @@ def _scrape_section(result: dict[str, Any] | None, budgets: Budgets) -> list[str
                 verdict,
             ]
         )
+    peak = result.get("peak_rss_mib")
     notes = [
-        f"daemon start to listening (restoring 300,000 positions): "
-        f"{result['start_to_listening_s']:.1f} s; "
-        f"API answers during the run: {result['responses_by_status']}"
+        f"daemon start to listening (restoring {result.get('positions', 0):,} positions): "
+        f"{result['start_to_listening_s']:.2f} s; its peak RSS "
+        + (f"{peak * MIB:,.0f} MB" if peak else "-")
+        + f"; API answers during the run: {result['responses_by_status']}"
     ]
     if result["failures"]:
         notes.append(f"{result['failures']} scrape(s) failed")
@@ -379,6 +383,39 @@ def _scrape_section(result: dict[str, Any] | None, budgets: Budgets) -> list[str
             rows,
             left=2,
         ),
+        *notes,
+    ]
+
+
+def _once_section(result: dict[str, Any] | None) -> list[str]:
+    if result is None:
+        return []
+    labels = {
+        "changes": "once --changes (prints what changed: nothing)",
+        "table": "once (prints every position, to /dev/null)",
+    }
+    rows = [
+        [
+            labels.get(name, name),
+            result["backend"],
+            _s(run["cpu_s"]),
+            _s(run["wall_s"]),
+            str(run["returncode"]),
+        ]
+        for name, run in result["runs"].items()
+    ]
+    rows.append(
+        ["python -c pass (interpreter start)", "-", _s(result["interpreter_start_cpu_s"]), "-", "0"]
+    )
+    notes = [
+        f"{name}: {run['stderr_tail']}" for name, run in result["runs"].items() if run["returncode"]
+    ]
+    return [
+        f"exposure-monitor once as a whole process on the unchanged {result['workload']} "
+        f"portfolio ({result['rate_per_s']} requests/s; CPU = user + system of the process, "
+        f"from RUSAGE_CHILDREN)",
+        "",
+        *_table(["command", "backend", "CPU s", "wall s", "exit"], rows, left=2),
         *notes,
     ]
 
@@ -461,11 +498,14 @@ def render(results: dict[str, Any]) -> tuple[list[str], bool]:
         lines.append(f"workload {name}: {text}")
     if results.get("profiled"):
         lines.append("PROFILED RUN: py-spy sampled the steady polls; timings are perturbed")
+    summary_lines, summary_failed = _summary_section(results)
+    lines += ["", *summary_lines]
     for section in (
         _cpu_section(workers, budgets),
         _writes_section(workers, budgets),
         _memory_section(workers, budgets),
         _scrape_section(results.get("scrape"), budgets),
+        _once_section(results.get("once")),
         _api_section(workers, budgets),
     ):
         if section:
@@ -479,4 +519,25 @@ def render(results: dict[str, Any]) -> tuple[list[str], bool]:
         f"run took {results['elapsed_s'] / 60:.1f} min; load average at the end "
         f"{results.get('load_at_end')}"
     )
-    return lines, failed > 0
+    return lines, failed > 0 or summary_failed
+
+
+def _summary_section(results: dict[str, Any]) -> tuple[list[str], bool]:
+    """Issue 12's table: every figure, its floor from this run, its budget, PASS or FAIL."""
+    rows = summary.Summary(results).rows()
+    checked = [row for row in rows if row.ok is not None]
+    met = sum(1 for row in checked if row.ok)
+    table = _table(
+        ["figure", "measured", "floor (this run)", "budget", "verdict"],
+        ([row.figure, row.measured, row.floor, row.budget, row.verdict] for row in rows),
+        left=5,
+    )
+    lines = [
+        summary.title(results),
+        "",
+        *table,
+        f"{met} of {len(checked)} met"
+        + (f"; {len(rows) - len(checked)} not measured by this run" if len(checked) < 8 else ""),
+        *summary.FLOORS,
+    ]
+    return lines, met < len(checked)

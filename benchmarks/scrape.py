@@ -74,17 +74,33 @@ def scrape_once(host: str, port: int, path: str, timeout_s: float) -> tuple[floa
         conn.close()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Daemon:
+    """A running ``exposure-monitor run``."""
+
+    host: str
+    port: int
+    log_path: Path
+    pid: int
+    start_to_listening_s: float
+    """From spawning the process to its first answer to ``GET /healthz`` (asked every
+    ``HEALTHZ_EVERY_S``): interpreter start, imports, config, database, restore, listener."""
+
+
+HEALTHZ_EVERY_S = 0.02
+
+
 @contextlib.contextmanager
-def daemon(config_doc: dict[str, Any], folder: Path) -> Iterator[tuple[str, int, Path, int]]:
-    """``exposure-monitor run`` with ``config_doc``; yields (host, port, log file, pid)."""
+def daemon(config_doc: dict[str, Any], folder: Path) -> Iterator[Daemon]:
+    """``exposure-monitor run`` with ``config_doc``, yielded once it answers ``/healthz``."""
     port = free_port()
     config_doc = {**config_doc, "metrics": {"listen": f"127.0.0.1:{port}"}}
     config_path = folder / "daemon.yaml"
     config_path.write_text(yaml.safe_dump(config_doc, sort_keys=False))
     log_path = folder / "daemon.log"
-    with (
-        open(log_path, "w") as log,
-        subprocess.Popen(
+    with open(log_path, "w") as log:
+        started = time.perf_counter()
+        with subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -99,30 +115,35 @@ def daemon(config_doc: dict[str, Any], folder: Path) -> Iterator[tuple[str, int,
             stderr=log,
             cwd=ROOT,
             env={**os.environ, "PYTHONHASHSEED": "0"},
-        ) as proc,
-    ):
-        try:
-            deadline = time.monotonic() + 300
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(
-                        f"daemon exited ({proc.returncode}): {log_path.read_text()[-2000:]}"
-                    )
-                with contextlib.suppress(OSError):
-                    scrape_once("127.0.0.1", port, "/healthz", 5)
-                    break
-                if time.monotonic() > deadline:
-                    raise RuntimeError("daemon did not start listening within 300 s")
-                time.sleep(0.05)
-            yield "127.0.0.1", port, log_path, proc.pid
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        ) as proc:
+            try:
+                deadline = started + 300
+                while True:
+                    if proc.poll() is not None:
+                        raise RuntimeError(
+                            f"daemon exited ({proc.returncode}): {log_path.read_text()[-2000:]}"
+                        )
+                    with contextlib.suppress(OSError):
+                        scrape_once("127.0.0.1", port, "/healthz", 5)
+                        break
+                    if time.perf_counter() > deadline:
+                        raise RuntimeError("daemon did not start listening within 300 s")
+                    time.sleep(HEALTHZ_EVERY_S)
+                yield Daemon(
+                    host="127.0.0.1",
+                    port=port,
+                    log_path=log_path,
+                    pid=proc.pid,
+                    start_to_listening_s=time.perf_counter() - started,
+                )
+            finally:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                    try:
+                        proc.wait(timeout=60)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
 
 
 def scrape_polls(

@@ -7,7 +7,9 @@
 - Bytes, PostgreSQL: ``pg_total_relation_size`` of the tables (heap, indexes, TOAST;
   page-granular).
 - The floor for a poll's changes: the changed values written with one bare ``executemany``
-  into a table without indexes, measured the same way.
+  into a table without indexes, measured the same way, and the CPU seconds of that
+  ``executemany`` and its commit in this process (``time.process_time``; for PostgreSQL the
+  client's side only, as for the monitor).
 """
 
 from __future__ import annotations
@@ -92,6 +94,15 @@ class Sizes:
     measure_s: float = 0.0
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FloorWrite:
+    """The floor's bare ``executemany`` of a poll's changed values."""
+
+    bytes_on_disk: int
+    payload_bytes: int | None
+    cpu_s: float
+
+
 class Probe:
     """Measures one database between polls (never during one)."""
 
@@ -100,8 +111,9 @@ class Probe:
     def sizes(self) -> Sizes:
         raise NotImplementedError
 
-    def floor_write(self, rows: Sequence[FloorRow]) -> tuple[int, int | None]:
-        """Bytes on disk (and payload) of ``rows`` written with one bare ``executemany``."""
+    def floor_write(self, rows: Sequence[FloorRow]) -> FloorWrite:
+        """Bytes on disk (and payload) of ``rows`` written with one bare ``executemany``, and
+        the CPU it took."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -160,7 +172,7 @@ class SqliteProbe(Probe):
         self._dbstat = True
         return int(total or 0)
 
-    def floor_write(self, rows: Sequence[FloorRow]) -> tuple[int, int | None]:
+    def floor_write(self, rows: Sequence[FloorRow]) -> FloorWrite:
         self._scratch.unlink(missing_ok=True)
         with self._connect(self._scratch) as conn:
             conn.execute(
@@ -168,9 +180,11 @@ class SqliteProbe(Probe):
                 "amount TEXT)"
             )
             empty = os.path.getsize(self._scratch)
+            started = time.process_time()
             conn.execute("BEGIN")
             conn.executemany("INSERT INTO floor VALUES (?, ?, ?, ?, ?)", rows)
             conn.execute("COMMIT")
+            cpu_s = time.process_time() - started
             grown = os.path.getsize(self._scratch) - empty
             payload = None
             if self._dbstat:
@@ -181,7 +195,7 @@ class SqliteProbe(Probe):
                     or 0
                 )
         self._scratch.unlink(missing_ok=True)
-        return grown, payload
+        return FloorWrite(bytes_on_disk=grown, payload_bytes=payload, cpu_s=cpu_s)
 
 
 class PostgresProbe(Probe):
@@ -220,16 +234,18 @@ class PostgresProbe(Probe):
             measure_s=time.perf_counter() - started,
         )
 
-    def floor_write(self, rows: Sequence[FloorRow]) -> tuple[int, int | None]:
+    def floor_write(self, rows: Sequence[FloorRow]) -> FloorWrite:
         self._conn.execute("TRUNCATE bench_floor")
+        started = time.process_time()
         with self._conn.transaction(), self._conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO bench_floor VALUES (%s, %s, %s, %s, %s::numeric)", list(rows)
             )
+        cpu_s = time.process_time() - started
         cur2 = self._conn.execute("SELECT pg_total_relation_size('bench_floor')")
         grown = int(cur2.fetchone()[0])  # type: ignore[index]
         self._conn.execute("TRUNCATE bench_floor")
-        return grown, None
+        return FloorWrite(bytes_on_disk=grown, payload_bytes=None, cpu_s=cpu_s)
 
     def close(self) -> None:
         self._conn.execute("DROP TABLE IF EXISTS bench_floor")
