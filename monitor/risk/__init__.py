@@ -1,7 +1,11 @@
 """Risk rules over snapshots: findings, value at risk, the exploited-spender list, prices.
 
-``model`` holds the output values, ``exploits`` the known-exploited spenders, ``rules`` the
-pure evaluation and ``prices`` the USD price port and its Spot Price API adapter. Import from
-those modules: this package re-exports nothing, because ``monitor.config`` imports
-``monitor.risk.exploits`` and ``monitor.risk.rules`` imports ``monitor.config``.
+The pure core of the risk side: ``model`` holds what the rules are given (``RuleSettings``,
+``KnownSpender``, ``Suppression``) and what they produce (findings, exposures), ``exposure``
+the exact value at risk, ``rules`` the evaluation and ``incremental`` the same evaluation in
+proportion to what changed, ``exploits`` the exploited-spender list and the validation of its
+documents, ``prices`` the USD price port. Nothing here imports ``monitor.config`` or an
+adapter, or does I/O (``tests/test_layers.py`` holds it to that): ``monitor.config`` builds
+the settings and reads the exploit files, and the Spot Price adapter is
+``monitor.oneinch.prices``.
 """
