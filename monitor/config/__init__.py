@@ -1,4 +1,10 @@
-"""Configuration: one YAML file validated once into frozen objects, plus the API key."""
+"""Configuration: one YAML file validated once into frozen objects, plus the API key.
+
+``exploits`` reads the exploited-spender files (the bundled list, the user's denylist); the
+values the risk rules take (``RiskSettings.rules``, ``model.spender_index``) are built here
+from ``monitor.risk.model``'s types, so configuration depends on the risk package, never the
+reverse.
+"""
 
 from monitor.config.loader import load_config, parse_config
 from monitor.config.model import (
