@@ -392,10 +392,13 @@ class SqlSnapshotStore:
     async def baseline_poll_id(self) -> int | None:
         """The poll whose values are the baseline of the retained history: its "changes" are
         first observations (or, after a prune, the values kept at the cutoff), not events
-        that happened then."""
+        that happened then. It is the first poll that observed anything: one that found
+        only balances, or nothing at all, is the baseline all the same, and an approval
+        granted after it is a change."""
         try:
             async with self._engine.connect() as conn:
-                return await conn.scalar(select(func.min(AllowanceVersion.poll_id)))
+                first = await queries.first_observing_poll(conn)
+                return None if first is None else first.poll_id
         except DATABASE_ERRORS as exc:
             raise StoreError(f"could not read the baseline poll: {_describe(exc)}") from exc
 

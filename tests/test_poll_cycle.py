@@ -1,0 +1,182 @@
+"""The poll cycle (``Monitor``) on the in-memory adapters of its ports: grants, revokes,
+partial polls, suppression, value at risk and a restart, each in milliseconds."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from monitor.config import Config, parse_config
+from monitor.config.exploits import bundled_exploits
+from monitor.daemon.metrics import Instruments
+from monitor.daemon.service import Monitor
+from monitor.domain.addresses import NATIVE_TOKEN
+from monitor.domain.model import UINT256_MAX, Token
+from monitor.memory import ManualClock, MemoryPositions, MemoryStore
+from monitor.risk.model import RuleName
+from monitor.risk.prices import StaticPriceSource
+
+W1 = "0x" + "a1" * 20
+W2 = "0x" + "b2" * 20
+ROUTER = "0x" + "c3" * 20
+STRANGER = "0x" + "d4" * 20
+USDC = "0x" + "01" * 20
+TOKENS = [
+    Token(chain_id=1, address=USDC, symbol="USDC", name="USD Coin", decimals=6),
+    Token(chain_id=1, address=NATIVE_TOKEN, symbol="ETH", name="Ether", decimals=18),
+]
+START = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def config(**risk: Any) -> Config:
+    return parse_config(
+        {
+            "api": {"base_url": "http://127.0.0.1:9", "requests_per_second": 100},
+            "database": {"url": "sqlite+aiosqlite:///:memory:"},
+            "wallets": [{"address": W1, "label": "treasury"}, {"address": W2}],
+            "chains": [
+                {
+                    "id": 1,
+                    "spenders": [
+                        {"address": ROUTER, "label": "router", "trusted": True},
+                        {"address": STRANGER},
+                    ],
+                }
+            ],
+            "risk": {"prices": {"enabled": False}, **risk},
+        }
+    )
+
+
+class Rig:
+    """A Monitor wired to memory adapters, and the adapters, for one test."""
+
+    def __init__(self, cfg: Config, store: MemoryStore | None = None) -> None:
+        self.config = cfg
+        self.clock = ManualClock(START)
+        self.source = MemoryPositions(
+            [(1, s.address, [w.address for w in cfg.wallets]) for s in cfg.chains[0].spenders],
+            TOKENS,
+            clock=self.clock,
+        )
+        self.store = store or MemoryStore(unlimited_threshold=cfg.risk.unlimited_threshold)
+        self.monitor = Monitor(
+            config=cfg,
+            source=self.source,
+            store=self.store,
+            prices=StaticPriceSource({(1, USDC): Decimal(1)}),
+            exploits=bundled_exploits().merged(cfg.risk.denylist),
+            instruments=Instruments(CollectorRegistry(), version="test"),
+            clock=self.clock,
+            poll_timeout_s=10,
+        )
+
+    async def cycle(self) -> None:
+        self.clock.advance(minutes=5)
+        await self.monitor.poll_cycle()
+
+    def open_rules(self) -> set[tuple[str, str, str]]:
+        return {(f.rule, f.wallet, f.spender) for f in self.store.open_findings.values()}
+
+
+async def test_a_grant_opens_findings_and_a_revoke_resolves_them() -> None:
+    rig = Rig(config())
+    rig.source.set_balance(1, W1, USDC, 5_000 * 10**6)
+    await rig.cycle()
+    assert rig.store.open_findings == {}
+    assert rig.monitor.view.last_poll_outcome == "ok"
+
+    rig.source.set_allowance(1, W1, USDC, STRANGER, UINT256_MAX)
+    await rig.cycle()
+    assert rig.open_rules() == {
+        (RuleName.UNLIMITED_APPROVAL, W1, STRANGER),
+        (RuleName.UNTRUSTED_SPENDER, W1, STRANGER),
+        (RuleName.FRESH_APPROVAL, W1, STRANGER),
+    }
+    view = rig.monitor.view
+    assert (1, W1, USDC, STRANGER) in view.snapshot.allowances
+    assert {f.rule for f in view.findings} == {r for r, _, _ in rig.open_rules()}
+    assert [e.event.change.value for e in view.recent_changes] == ["granted"]
+
+    rig.source.set_allowance(1, W1, USDC, STRANGER, 0)
+    await rig.cycle()
+    assert rig.store.open_findings == {}
+    assert rig.monitor.view.findings == ()
+    assert (1, W1, USDC, STRANGER) not in rig.monitor.view.snapshot.allowances
+    assert len(rig.store.resolved) == 3
+
+
+async def test_a_failed_batch_is_not_a_revoke() -> None:
+    rig = Rig(config())
+    rig.source.set_allowance(1, W2, USDC, STRANGER, 1_000)
+    await rig.cycle()
+    assert (RuleName.UNTRUSTED_SPENDER, W2, STRANGER) in rig.open_rules()
+
+    rig.source.fail(1, STRANGER)
+    rig.source.set_allowance(1, W2, USDC, STRANGER, 0)  # unseen: the batch fails
+    await rig.cycle()
+    view = rig.monitor.view
+    assert view.last_poll_outcome == "partial"
+    assert view.upstream_up == {1: False}
+    assert view.snapshot.allowances[(1, W2, USDC, STRANGER)] == 1_000
+    assert (RuleName.UNTRUSTED_SPENDER, W2, STRANGER) in rig.open_rules()
+
+    rig.source.fail(1, STRANGER, failing=False)
+    await rig.cycle()
+    assert (RuleName.UNTRUSTED_SPENDER, W2, STRANGER) not in rig.open_rules()
+    assert rig.monitor.view.upstream_up == {1: True}
+
+
+async def test_a_suppressed_finding_stays_recorded_but_marked() -> None:
+    rig = Rig(
+        config(ignore=[{"spender": STRANGER, "rule": "untrusted_spender", "reason": "audited"}])
+    )
+    rig.source.set_allowance(1, W1, USDC, STRANGER, 1_000)
+    await rig.cycle()
+    recorded = {f.rule: f for f in rig.store.open_findings.values()}
+    assert recorded[RuleName.UNTRUSTED_SPENDER].suppressed
+    assert recorded[RuleName.UNTRUSTED_SPENDER].suppression_reason == "audited"
+    shown = {f.rule: f for f in rig.monitor.view.findings}
+    assert shown[RuleName.UNTRUSTED_SPENDER].suppressed
+
+
+async def test_value_at_risk_is_priced_by_the_price_source() -> None:
+    rig = Rig(config(value_at_risk_usd=10_000))
+    rig.source.set_balance(1, W1, USDC, 25_000 * 10**6)
+    rig.source.set_allowance(1, W1, USDC, ROUTER, 20_000 * 10**6)
+    await rig.cycle()
+    (exposure,) = rig.monitor.view.exposures
+    assert exposure.at_risk_usd == Decimal(20_000)
+    assert (RuleName.VALUE_AT_RISK, W1, ROUTER) in rig.open_rules()
+
+
+async def test_a_restarted_cycle_restores_what_the_store_holds() -> None:
+    first = Rig(config())
+    first.source.set_allowance(1, W1, USDC, STRANGER, UINT256_MAX)
+    await first.cycle()
+    before = first.monitor.view
+
+    second = Rig(config(), store=first.store)
+    await second.monitor.restore()
+    after = second.monitor.view
+    assert after.snapshot == before.snapshot
+    assert {f.key for f in after.findings} == {f.key for f in before.findings}
+    assert after.last_poll_at == before.last_poll_at
+    assert second.source.polls == 0  # restored, not polled
+
+
+async def test_a_store_that_fails_keeps_the_previous_view() -> None:
+    rig = Rig(config())
+    rig.source.set_allowance(1, W1, USDC, STRANGER, 1_000)
+    await rig.cycle()
+    before = rig.monitor.view
+    rig.store.fail_writes = True
+    rig.source.set_allowance(1, W1, USDC, STRANGER, 0)
+    await rig.cycle()  # never raises
+    after = rig.monitor.view
+    assert after.snapshot == before.snapshot
+    assert after.findings == before.findings
+    assert after.last_poll_outcome == "failed"
