@@ -187,10 +187,10 @@ def monitor(max_findings: int, registry: CollectorRegistry) -> Monitor:
             "metrics": {"max_position_series": 1, "max_finding_series": max_findings},
         }
     )
-    # The poll cycle is not run here: only publishing, which uses neither client nor store.
+    # The poll cycle is not run here: only publishing, which uses neither source nor store.
     return Monitor(
         config=config,
-        client=cast(Any, None),
+        source=cast(Any, None),
         store=cast(Any, None),
         prices=None,
         exploits=bundled_exploits(),
