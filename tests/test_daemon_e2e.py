@@ -14,7 +14,14 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.daemon_helpers import daemon_process, get, simulator_process, wait_for, write_config
+from tests.daemon_helpers import (
+    daemon_process,
+    get,
+    metric_value,
+    simulator_process,
+    wait_for,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -130,9 +137,14 @@ def test_restart_restores_metrics_before_the_first_poll(tmp_path: Path) -> None:
             wait_for(lambda: get(metrics_url + "/readyz")[0] == 200, 30, "ready")
             daemon.send_signal(signal.SIGTERM)
             assert daemon.wait(timeout=40) == 0
-    # Upstream is gone now: whatever /metrics shows comes from the database.
+    # Upstream is gone now: whatever /metrics shows comes from the database. The listener
+    # answers before the state is loaded (exposure_monitor_state_loaded 0): wait for it.
     with daemon_process(config) as daemon:
-        wait_for(lambda: get(metrics_url + "/healthz")[0] == 200, 30, "the listener")
+        wait_for(
+            lambda: metric_value(metrics_url, "exposure_monitor_state_loaded") == 1,
+            30,
+            "the stored state",
+        )
         _, text = get(metrics_url + "/metrics")
         assert samples(text, "exposure_monitor_allowance_unlimited"), "state not restored"
         assert samples(text, "exposure_monitor_last_successful_poll_timestamp_seconds")

@@ -1,7 +1,9 @@
 """The HTTP endpoints: ``/metrics``, ``/healthz``, ``/readyz`` and the status page ``/``.
 
 Every handler reads the current ``MonitorView`` and nothing else: no handler awaits the 1inch
-API or the database, so a stuck upstream or database never blocks a scrape.
+API or the database, so a stuck upstream or database never blocks a scrape. The listener
+starts before the stored state is loaded (``monitor.daemon.startup``): until then the
+handlers read no view at all and say so.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import html
 import itertools
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
@@ -21,7 +24,7 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from monitor.daemon.metrics import StateText, gzip_compress
-from monitor.daemon.status_page import render_status
+from monitor.daemon.status_page import MIN_REFRESH_S, render_status
 from monitor.daemon.view import MonitorView
 
 __all__ = ["OPEN_PATHS", "accepts_gzip", "basic_auth_middleware", "make_app", "render_status"]
@@ -39,6 +42,31 @@ STATUS_PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 
+NO_STATE = StateText(())
+"""What ``/metrics`` adds to the registry before the stored state is loaded: nothing."""
+
+LOADING_REFRESH_S = 2
+"""The page shown while the stored state is loaded reloads itself this often."""
+
+LOADING_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="refresh" content="{refresh_s}">
+<title>exposure-monitor: loading the stored state</title>
+</head>
+<body>
+<h1>exposure-monitor</h1>
+<p>Loading the stored state: {reason}.</p>
+<p>Polling starts once it is loaded. This page reloads every {refresh_s} s.</p>
+</body>
+</html>
+"""
+
+
+def _always_loaded() -> str | None:
+    return None
+
 
 def make_app(
     *,
@@ -48,16 +76,24 @@ def make_app(
     clock: Clock,
     ready_max_age_s: float,
     users: Mapping[str, bytes] | None = None,
+    loading: Callable[[], str | None] = _always_loaded,
 ) -> web.Application:
     """The aiohttp application serving the daemon's endpoints.
 
     ``/metrics`` is the live counters of ``registry`` followed by the state metrics that
     were rendered when the current view was published (``state_text``).
+
+    ``loading`` says why the stored state is not served yet (``restoring state: ...``), or
+    None once it is; until then ``view`` and ``state_text`` are not called: ``/metrics`` is
+    the registry alone (no position or finding series: unknown is not zero), ``/readyz``
+    answers 503 with that reason, and ``/`` is a page saying the state is loading.
+    ``/healthz`` answers 200 throughout.
     """
     app = web.Application(middlewares=[basic_auth_middleware(users)] if users else [])
 
     async def metrics(request: web.Request) -> web.StreamResponse:
-        return await serve_metrics(request, generate_latest(registry), state_text())
+        state = NO_STATE if loading() is not None else state_text()
+        return await serve_metrics(request, generate_latest(registry), state)
 
     app.router.add_get("/metrics", metrics)
 
@@ -65,6 +101,9 @@ def make_app(
         return web.Response(text="ok\n")
 
     async def readyz(_: web.Request) -> web.Response:
+        waiting = loading()
+        if waiting is not None:
+            return web.Response(status=503, text=f"not ready: {waiting}\n")
         newest = view().newest_success()
         if newest is None:
             return web.Response(status=503, text="not ready: no successful poll yet\n")
@@ -77,6 +116,13 @@ def make_app(
         return web.Response(text=f"ready: last successful poll {age_s:.0f}s ago\n")
 
     async def status_page(_: web.Request) -> web.Response:
+        waiting = loading()
+        if waiting is not None:
+            page = LOADING_PAGE.format(
+                reason=html.escape(waiting, quote=True),
+                refresh_s=min(LOADING_REFRESH_S, MIN_REFRESH_S),
+            )
+            return web.Response(text=page, content_type="text/html", headers=STATUS_PAGE_HEADERS)
         # Off the loop: a page of hundreds of rows is milliseconds of CPU scrapes need not wait.
         page = await asyncio.to_thread(render_status, view(), clock())
         return web.Response(text=page, content_type="text/html", headers=STATUS_PAGE_HEADERS)

@@ -1,10 +1,12 @@
 """``exposure-monitor run``: the service's lifecycle.
 
-Start-up: open the database (migrating under a lock when configured), restore the stored
-state into the view, start the HTTP listener, start the scheduler, then tell systemd
-``READY=1``. Shutdown on SIGTERM or SIGINT: stop scheduling, give the in-flight poll until
-``poll.shutdown_grace_s`` to finish, tell systemd ``STOPPING=1``, close everything in reverse
-order. Signal handlers are installed here and removed on the way out.
+Start-up: start the HTTP listener and tell systemd ``READY=1``; then, in the background, open
+the database (migrating under a lock when configured) and restore the stored state into the
+view, retrying while the database fails (``monitor.daemon.startup``); then start the
+scheduler. Shutdown on SIGTERM or SIGINT, at any point: tell systemd ``STOPPING=1``, stop
+scheduling, give the in-flight poll until ``poll.shutdown_grace_s`` to finish (a restore still
+running is cancelled), close everything in reverse order. Signal handlers are installed here
+and removed on the way out.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC
 
 from aiohttp import web
@@ -34,8 +36,15 @@ from monitor.daemon.http import make_app
 from monitor.daemon.metrics import Instruments
 from monitor.daemon.notify import SystemdNotifier
 from monitor.daemon.service import Monitor, build_monitor
+from monitor.daemon.startup import (
+    Backoff,
+    Progressing,
+    Startup,
+    StateLoadedCollector,
+    retrying,
+)
 from monitor.errors import ListenError
-from monitor.oneinch.client import RequestRecord
+from monitor.oneinch.client import BalanceClient, RequestRecord
 from monitor.ports import utc_now
 from monitor.runtime import open_client, open_store
 
@@ -55,82 +64,199 @@ async def run_daemon(
     environ: Mapping[str, str] | None = None,
     on_listening: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
+    backoff: Backoff | None = None,
 ) -> None:
     """Run until SIGTERM/SIGINT (or until ``stop`` is set).
 
-    Raises ``ListenError`` when ``metrics.listen`` cannot be bound.
+    Raises ``ListenError`` when ``metrics.listen`` cannot be bound. ``backoff``: between
+    attempts to load the stored state while the database fails (default ``Backoff()``).
     """
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    notifier = SystemdNotifier(os.environ if environ is None else environ)
-    # No *_created series: they double the counters and histograms on /metrics, and
-    # Prometheus (without created-timestamp ingestion, off by default) stores them as plain
-    # gauges nobody queries. A process-wide switch in prometheus_client, set by the runtime.
-    disable_created_metrics()  # type: ignore[no-untyped-call]
-    registry = CollectorRegistry(auto_describe=True)
-    instruments = Instruments(registry, version=__version__)
-    installed: list[signal.Signals] = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-        installed.append(sig)
-    try:
-        async with contextlib.AsyncExitStack() as stack:
-            store = await stack.enter_async_context(open_store(config))
+    daemon = Daemon(
+        config,
+        api_key,
+        environ=os.environ if environ is None else environ,
+        on_listening=on_listening,
+        stop=stop or asyncio.Event(),
+        backoff=backoff or Backoff(),
+    )
+    await daemon.run()
 
-            def count_request(record: RequestRecord) -> None:
-                instruments.api_requests.labels(endpoint=record.endpoint, code=record.code).inc()
-                instruments.api_request_duration.labels(endpoint=record.endpoint).observe(
-                    record.duration_s
+
+class Daemon:
+    """The service's lifecycle, as uvicorn's ``Server``: start-up, main loop, shutdown.
+
+    Start-up binds the listener first and tells systemd ``READY=1``, then loads the stored
+    state in the background (``monitor.daemon.startup``): the process answers ``/healthz``
+    within moments whatever the portfolio size, and ``/readyz`` says when the state is
+    loaded. Only then does the scheduler start, so the first poll compares with that state.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        api_key: ApiKey | None,
+        *,
+        environ: Mapping[str, str],
+        on_listening: Callable[[str], None] | None,
+        stop: asyncio.Event,
+        backoff: Backoff,
+    ) -> None:
+        self._config = config
+        self._api_key = api_key
+        self._notifier = SystemdNotifier(environ)
+        self._on_listening = on_listening
+        self._stop = stop
+        self._backoff = backoff
+        # No *_created series: they double the counters and histograms on /metrics, and
+        # Prometheus (without created-timestamp ingestion, off by default) stores them as
+        # plain gauges nobody queries. A process-wide switch in prometheus_client, set by the
+        # runtime.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        self._registry = CollectorRegistry(auto_describe=True)
+        self._instruments = Instruments(self._registry, version=__version__)
+        self.startup = Startup()
+        self._registry.register(StateLoadedCollector(self.startup))
+        self._monitor: Monitor | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+            installed.append(sig)
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                await self._listen(stack)
+                # Ready once listening: the state follows in the background, and /readyz,
+                # not systemd, says when it is loaded (see systemd/exposure-monitor.service).
+                self._notifier.ready()
+                self._notifier.status("restoring state")
+                self._watchdog = asyncio.create_task(
+                    _watchdog(self._notifier, self.startup, self._config)
                 )
+                try:
+                    monitor = await self._until_stopped(self._load_state(stack))
+                    if monitor is not None:
+                        await self._main_loop(monitor)
+                finally:
+                    self._watchdog.cancel()
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
 
-            client = await stack.enter_async_context(
-                open_client(config, api_key, on_request=count_request)
+    # -- start-up -----------------------------------------------------------------------------
+
+    async def _listen(self, stack: contextlib.AsyncExitStack) -> None:
+        config = self._config
+        web_config = config.metrics.web
+        app = make_app(
+            registry=self._registry,
+            view=lambda: self._loaded().view,
+            state_text=lambda: self._loaded().state_text,
+            clock=utc_now,
+            ready_max_age_s=config.poll.interval_s * config.metrics.ready_after_intervals,
+            users=web_config.users if web_config else None,
+            loading=self.startup.waiting_for,
+        )
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        tls = web_config.ssl_context if web_config else None
+        site = web.TCPSite(runner, config.metrics.host, config.metrics.port, ssl_context=tls)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ListenError.from_os_error(
+                "metrics.listen", config.metrics.host, config.metrics.port, exc
+            ) from None
+        url = _site_url(site, "https" if tls else "http")
+        log.info("listening on %s", url)
+        if self._on_listening is not None:
+            self._on_listening(url)
+
+    def _loaded(self) -> Monitor:
+        if self._monitor is None:  # the endpoints ask only once Startup says it is loaded
+            raise RuntimeError("the stored state is not loaded yet")
+        return self._monitor
+
+    async def _until_stopped(self, loading: Coroutine[None, None, Monitor]) -> Monitor | None:
+        """The loaded ``Monitor``, or None when asked to stop first (loading is cancelled)."""
+        task = asyncio.create_task(loading)
+        stopped = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not task.done():
+                self._stopping("stopping before the stored state is loaded")
+                task.cancel()
+            await asyncio.gather(task, stopped, return_exceptions=True)
+        if task.cancelled():
+            return None
+        return task.result()  # a bug while loading ends the daemon, loudly
+
+    async def _load_state(self, stack: contextlib.AsyncExitStack) -> Monitor:
+        instruments = self._instruments
+
+        def count_request(record: RequestRecord) -> None:
+            instruments.api_requests.labels(endpoint=record.endpoint, code=record.code).inc()
+            instruments.api_request_duration.labels(endpoint=record.endpoint).observe(
+                record.duration_s
             )
+
+        # A session only: no request is made before the restore asks for prices.
+        client = await stack.enter_async_context(
+            open_client(self._config, self._api_key, on_request=count_request)
+        )
+        started = time.monotonic()
+        monitor = await retrying(
+            lambda: self._restore(stack, client),
+            self.startup,
+            backoff=self._backoff,
+            on_failure=self._notifier.status,
+        )
+        self._monitor = monitor
+        self.startup.loaded_into(monitor)
+        log.info("stored state loaded in %.1fs", time.monotonic() - started)
+        return monitor
+
+    async def _restore(self, stack: contextlib.AsyncExitStack, client: BalanceClient) -> Monitor:
+        """One attempt: open the database, restore the state. What it opened is closed if it
+        fails, and handed to ``stack`` (closed at exit) if it succeeds."""
+        async with contextlib.AsyncExitStack() as attempt:
+            self.startup.step("opening the database")
+            store = await attempt.enter_async_context(open_store(self._config))
             monitor = build_monitor(
-                config, client=client, store=store, instruments=instruments, clock=utc_now
-            )
-            await monitor.restore()
-
-            web_config = config.metrics.web
-            app = make_app(
-                registry=registry,
-                view=lambda: monitor.view,
-                state_text=lambda: monitor.state_text,
+                self._config,
+                client=client,
+                store=store,
+                instruments=self._instruments,
                 clock=utc_now,
-                ready_max_age_s=config.poll.interval_s * config.metrics.ready_after_intervals,
-                users=web_config.users if web_config else None,
             )
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
-            stack.push_async_callback(runner.cleanup)
-            tls = web_config.ssl_context if web_config else None
-            site = web.TCPSite(runner, config.metrics.host, config.metrics.port, ssl_context=tls)
-            try:
-                await site.start()
-            except OSError as exc:
-                raise ListenError.from_os_error(
-                    "metrics.listen", config.metrics.host, config.metrics.port, exc
-                ) from None
-            url = _site_url(site, "https" if tls else "http")
-            log.info("listening on %s", url)
-            if on_listening is not None:
-                on_listening(url)
+            self.startup.step("loading the stored state")
+            await monitor.restore()
+            stack.push_async_callback(attempt.pop_all().aclose)
+        return monitor
 
-            scheduler = _scheduler(config, monitor, instruments)
-            scheduler.start()
-            notifier.ready()
-            notifier.status("polling")
-            watchdog = asyncio.create_task(_watchdog(notifier, monitor, config))
-            try:
-                await stop.wait()
-            finally:
-                log.info("stopping")
-                notifier.stopping()
-                watchdog.cancel()
-                await _shutdown(scheduler, monitor, config.poll.shutdown_grace_s)
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
+    def _stopping(self, message: str) -> None:
+        """Shutdown begins: no watchdog ping may follow ``STOPPING=1``."""
+        log.info(message)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._notifier.stopping()
+
+    # -- main loop and shutdown ---------------------------------------------------------------
+
+    async def _main_loop(self, monitor: Monitor) -> None:
+        scheduler = _scheduler(self._config, monitor, self._instruments)
+        scheduler.start()
+        self._notifier.status("polling")
+        try:
+            await self._stop.wait()
+        finally:
+            self._stopping("stopping")
+            await _shutdown(scheduler, monitor, self._config.poll.shutdown_grace_s)
 
 
 def _site_url(site: web.TCPSite, scheme: str) -> str:
@@ -186,8 +312,9 @@ async def _shutdown(scheduler: AsyncIOScheduler, monitor: Monitor, grace_s: floa
     scheduler.shutdown(wait=False)
 
 
-async def _watchdog(notifier: SystemdNotifier, monitor: Monitor, config: Config) -> None:
-    """Ping systemd's watchdog only while polls keep finishing."""
+async def _watchdog(notifier: SystemdNotifier, monitor: Progressing, config: Config) -> None:
+    """Ping systemd's watchdog only while polls keep finishing (while start-up moves on, until
+    the state is loaded: ``Startup.last_progress_monotonic``)."""
     interval = notifier.watchdog_interval_s
     if interval is None:
         return
