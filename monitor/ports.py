@@ -11,7 +11,7 @@ PositionSource ``monitor.poller.OneInchPositions``       ``MemoryPositions``
                (the 1inch Balance API)
 PollStore      ``monitor.store.snapshots.SqlSnapshotStore`` ``MemoryStore``
                (SQLite, PostgreSQL)
-PriceSource    ``monitor.risk.prices.SpotPriceSource``   ``monitor.risk.prices.StaticPriceSource``
+PriceSource    ``monitor.oneinch.prices.SpotPriceSource`` ``monitor.risk.prices.StaticPriceSource``
                (the 1inch Spot Price API)
 Clock          ``monitor.ports.utc_now``                 ``ManualClock``
 ============== ========================================= ====================================

@@ -39,7 +39,7 @@ EXIT_CONFIG = 2
 EXIT_UPSTREAM = 3
 
 NATIVE_COIN = "0xeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee"
-PRICE_TOKENS_PER_REQUEST = 100  # monitor.risk.prices.MAX_TOKENS_PER_REQUEST
+PRICE_TOKENS_PER_REQUEST = 100  # monitor.oneinch.prices.MAX_TOKENS_PER_REQUEST
 PROBE_TIMEOUT_S = 10.0
 """``--online`` waits at most this long for an answer (or ``api.timeout_s`` if shorter)."""
 

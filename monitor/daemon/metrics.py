@@ -118,8 +118,10 @@ class Instruments:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=registry,
         )
-        self.allowance_changes = Counter(
+        self.recorded_changes = Counter(
             f"{PREFIX}_allowance_changes",
+            # The name says allowance but it counts every recorded change, balances included:
+            # kept, as alert rules and dashboards select it by name.
             "Recorded change events, by kind (granted, revoked, ..., balance_changed).",
             ["change"],
             registry=registry,
@@ -153,7 +155,7 @@ class Instruments:
             "no_longer_unlimited",
             "balance_changed",
         ):
-            self.allowance_changes.labels(change=change)
+            self.recorded_changes.labels(change=change)
 
 
 def clip(text: str) -> str:

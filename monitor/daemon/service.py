@@ -253,7 +253,7 @@ class Monitor:
         reported in the result instead, as the poll itself is stored."""
         recorded = await self._store.record_poll(result)
         for event in recorded.events:
-            self._instruments.allowance_changes.labels(change=event.change.value).inc()
+            self._instruments.recorded_changes.labels(change=event.change.value).inc()
         self._tokens.update(await asyncio.to_thread(_tokens_of, result))
         now = self._clock()
         baseline = await self._baseline_poll_id()

@@ -40,7 +40,7 @@ class RecordedRequest:
     request_id: str
 
 
-class RateLimiter:
+class UpstreamRateLimit:
     """At most ``per_second`` arrivals in any sliding window of ``1 - tolerance_s`` seconds.
 
     Every arrival counts, including the ones refused: a client that keeps hammering while
@@ -123,7 +123,7 @@ class SimulatorState:
         self.faults = FaultBook(scenario.faults)
         self.requests: list[RecordedRequest] = []
         self.limiter = (
-            RateLimiter(scenario.requests_per_second, scenario.rate_limit_tolerance_s)
+            UpstreamRateLimit(scenario.requests_per_second, scenario.rate_limit_tolerance_s)
             if scenario.requests_per_second is not None
             else None
         )

@@ -25,8 +25,9 @@ from monitor.errors import StoreError
 from monitor.risk.rules import Finding
 from monitor.store.schema import FindingRow
 
-FindingKey = tuple[str, int, str, str, str]
-"""(rule, chain_id, wallet, spender, token or "")."""
+FindingRowKey = tuple[str, int, str, str, str]
+"""(rule, chain_id, wallet, spender, token or ""): a stored row's key; a finding's own key is
+``monitor.risk.model.FindingKey`` (token None for none)."""
 
 OpenFinding = tuple[int, str, str, bool]
 """An open finding as stored: (row id, severity, detail, suppressed)."""
@@ -61,10 +62,10 @@ class StoredFinding:
 class FindingPlan:
     """The writes that bring the open findings in line with an evaluation."""
 
-    opened: list[tuple[FindingKey, Finding]]
-    updated: list[tuple[FindingKey, int, Finding]]
+    opened: list[tuple[FindingRowKey, Finding]]
+    updated: list[tuple[FindingRowKey, int, Finding]]
     """(key, row id, finding with the new severity, detail and suppression)."""
-    resolved: list[tuple[FindingKey, int]]
+    resolved: list[tuple[FindingRowKey, int]]
     """(key, row id)."""
 
 
@@ -76,13 +77,13 @@ class OpenFindings:
     them, racing each other), the newest is tracked and the other left alone.
     """
 
-    rows: dict[FindingKey, OpenFinding]
+    rows: dict[FindingRowKey, OpenFinding]
     marker: Marker
     synced: tuple[Finding, ...] | None = None
     """The findings (that very tuple) the rows were last brought in line with: handed the
     same tuple again, with the marker unchanged, there is nothing to compare."""
 
-    def apply(self, plan: FindingPlan, new_ids: Mapping[FindingKey, int]) -> None:
+    def apply(self, plan: FindingPlan, new_ids: Mapping[FindingRowKey, int]) -> None:
         """Take in ``plan`` once it is committed; ``new_ids`` are its opened rows' ids."""
         rows = self.rows
         for key, _ in plan.resolved:
@@ -98,14 +99,16 @@ class OpenFindings:
         )
 
 
-def plan_sync(open_rows: Mapping[FindingKey, OpenFinding], found: Iterable[Finding]) -> FindingPlan:
+def plan_sync(
+    open_rows: Mapping[FindingRowKey, OpenFinding], found: Iterable[Finding]
+) -> FindingPlan:
     """What to write so that the open findings are exactly ``found`` (the last of several
     findings with one key wins)."""
     # One pass over every finding is unavoidable; it allocates as little as it can, because
     # on a large heap each allocation brings the next garbage collection closer.
     current = {(f.rule, f.chain_id, f.wallet, f.spender, f.token or ""): f for f in found}
-    opened: list[tuple[FindingKey, Finding]] = []
-    updated: list[tuple[FindingKey, int, Finding]] = []
+    opened: list[tuple[FindingRowKey, Finding]] = []
+    updated: list[tuple[FindingRowKey, int, Finding]] = []
     row_of = open_rows.get
     for key, f in current.items():
         row = row_of(key)
@@ -113,7 +116,7 @@ def plan_sync(open_rows: Mapping[FindingKey, OpenFinding], found: Iterable[Findi
             opened.append((key, f))
         elif row[1] != f.severity or row[2] != f.detail or row[3] != f.suppressed:
             updated.append((key, row[0], f))
-    resolved: list[tuple[FindingKey, int]] = []
+    resolved: list[tuple[FindingRowKey, int]] = []
     if len(current) - len(opened) < len(open_rows):  # some open finding was not found
         resolved = sorted(
             ((key, open_rows[key][0]) for key in open_rows.keys() - current.keys()),
@@ -173,7 +176,7 @@ async def load_open_findings(conn: AsyncConnection, marker: Marker) -> OpenFindi
 
 async def write_plan(
     conn: AsyncConnection, plan: FindingPlan, *, now: datetime
-) -> dict[FindingKey, int]:
+) -> dict[FindingRowKey, int]:
     """Execute ``plan`` on ``conn``: one statement per chunk of rows. Returns the ids of the
     opened rows."""
     by_id = FindingRow.id == bindparam("row_id")
@@ -205,7 +208,7 @@ async def write_plan(
         FindingRow.token,
         FindingRow.id,
     )
-    new_ids: dict[FindingKey, int] = {}
+    new_ids: dict[FindingRowKey, int] = {}
     rows = [
         {
             "rule": f.rule,
