@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -239,14 +240,19 @@ def in_process_config(folder: Path, base_url: str, **sections: dict[str, Any]) -
 
 @contextlib.asynccontextmanager
 async def daemon_in_process(
-    config: Config, backoff: Backoff | None = None
+    config: Config, backoff: Backoff | None = None, environ: dict[str, str] | None = None
 ) -> AsyncIterator[tuple[str, asyncio.Task[None], asyncio.Event]]:
     """``run_daemon`` as a task; yields its URL (once listening), the task and its stop."""
     stop = asyncio.Event()
     listening: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(
         daemon_run.run_daemon(
-            config, None, environ={}, on_listening=listening.set_result, stop=stop, backoff=backoff
+            config,
+            None,
+            environ=environ or {},
+            on_listening=listening.set_result,
+            stop=stop,
+            backoff=backoff,
         )
     )
     try:
@@ -339,6 +345,70 @@ async def test_stop_during_the_restore_exits_cleanly_without_polling(
             stop.set()
             await asyncio.wait_for(task, 10)  # returns: no exception, no hang
         assert balance_requests(simulator) == 0
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, dict[str, str]]]:
+    """A datagram socket standing in for systemd's, and the environment that names it."""
+    path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        sock.setblocking(False)
+        yield sock, {"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "300000"}
+
+
+def notifications(sock: socket.socket) -> list[bytes]:
+    received = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            received.append(sock.recv(4096))
+    return received
+
+
+async def test_systemd_hears_ready_once_listening_and_pings_while_the_restore_runs(
+    tmp_path: Path,
+    held_restore: asyncio.Event,
+    notify_socket: tuple[socket.socket, dict[str, str]],
+) -> None:
+    sock, environ = notify_socket
+    async with run_simulator(small()) as simulator:
+        config = in_process_config(tmp_path, simulator.base_url)
+        async with daemon_in_process(config, environ=environ) as (url, task, stop):
+            seen: list[bytes] = []
+
+            async def heard(message: bytes) -> bool:
+                seen.extend(notifications(sock))
+                return message in seen
+
+            await eventually(lambda: heard(b"WATCHDOG=1"), "a watchdog ping while restoring")
+            assert seen.index(b"READY=1") < seen.index(b"WATCHDOG=1")
+            assert b"STATUS=restoring state" in seen
+            assert (await http_get(url + "/readyz"))[0] == 503  # ready for systemd, not /readyz
+            held_restore.set()
+            await eventually(lambda: heard(b"STATUS=polling"), "polling")
+            stop.set()
+            await asyncio.wait_for(task, 30)
+    seen += notifications(sock)
+    assert seen[-1] == b"STOPPING=1"
+
+
+async def test_stopping_during_the_restore_is_the_last_word_to_systemd(
+    tmp_path: Path,
+    held_restore: asyncio.Event,
+    notify_socket: tuple[socket.socket, dict[str, str]],
+) -> None:
+    sock, environ = notify_socket
+    async with run_simulator(small()) as simulator:
+        config = in_process_config(tmp_path, simulator.base_url)
+        async with daemon_in_process(config, environ=environ) as (url, task, stop):
+            await eventually(
+                lambda: _readyz_says(url, "loading the stored state"), "the restore to begin"
+            )
+            stop.set()
+            await asyncio.wait_for(task, 10)
+    seen = notifications(sock)
+    assert b"READY=1" in seen
+    assert seen[-1] == b"STOPPING=1"
 
 
 async def test_a_bug_while_restoring_ends_the_daemon(
