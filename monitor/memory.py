@@ -3,15 +3,16 @@
 ``MemoryPositions`` is a portfolio held in dicts that a test changes between polls (grants,
 revokes, balances, failing scopes); ``MemoryStore`` records polls, events and findings in
 lists with the semantics of the SQL store (``tests/test_poll_store_contract.py`` runs one
-suite against both); ``ManualClock`` is a clock a test moves. Prices in memory are
-``monitor.risk.prices.StaticPriceSource``.
+suite against both); ``StaticPriceSource`` answers from fixed prices; ``ManualClock`` is a
+clock a test moves.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from monitor.domain.model import BatchOutcome, PollResult, Position, Token
 from monitor.domain.records import (
@@ -38,6 +39,21 @@ class ManualClock:
 
     def advance(self, **delta: float) -> None:
         self.now += timedelta(**delta)
+
+
+class StaticPriceSource:
+    """Fixed prices by (chain_id, lowercase token): the in-memory ``PriceSource``."""
+
+    def __init__(self, prices: Mapping[tuple[int, str], Decimal]) -> None:
+        self._prices = {(chain_id, token.lower()): p for (chain_id, token), p in prices.items()}
+
+    async def usd_prices(self, chain_id: int, tokens: Sequence[str]) -> dict[str, Decimal]:
+        found: dict[str, Decimal] = {}
+        for token in tokens:
+            price = self._prices.get((chain_id, token.lower()))
+            if price is not None:
+                found[token.lower()] = price
+        return found
 
 
 class MemoryPositions:

@@ -11,7 +11,7 @@ PositionSource ``monitor.poller.OneInchPositions``       ``MemoryPositions``
                (the 1inch Balance API)
 PollStore      ``monitor.store.snapshots.SqlSnapshotStore`` ``MemoryStore``
                (SQLite, PostgreSQL)
-PriceSource    ``monitor.oneinch.prices.SpotPriceSource`` ``monitor.risk.prices.StaticPriceSource``
+PriceSource    ``monitor.oneinch.prices.SpotPriceSource`` ``StaticPriceSource``
                (the 1inch Spot Price API)
 Clock          ``monitor.ports.utc_now``                 ``ManualClock``
 ============== ========================================= ====================================
@@ -25,12 +25,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Protocol
 
 from monitor.domain.model import BatchOutcome, PollResult, Token
 from monitor.domain.records import FindingChanges, PruneResult, RecordedPoll, StoredEvent
 from monitor.domain.snapshot import Change, Snapshot
-from monitor.risk.prices import PriceSource
 from monitor.risk.rules import Finding
 
 __all__ = ["Clock", "PollStore", "PositionSource", "PriceSource", "utc_now"]
@@ -60,6 +60,16 @@ class PositionSource(Protocol):
         (it observed nothing, so nothing may be inferred from the absence of its positions),
         never as empty.
         """
+        ...
+
+
+class PriceSource(Protocol):
+    """USD prices of tokens, per whole token."""
+
+    async def usd_prices(self, chain_id: int, tokens: Sequence[str]) -> dict[str, Decimal]:
+        """Prices of those ``tokens`` (any address case) that have one, keyed by lowercase
+        address. A token without a known price is absent. Never raises for upstream
+        failures."""
         ...
 
 

@@ -11,10 +11,11 @@ import aiohttp
 import pytest
 
 from monitor.domain.addresses import NATIVE_TOKEN
+from monitor.memory import StaticPriceSource
 from monitor.oneinch import BalanceClient, RateLimiter, Reply
 from monitor.oneinch.client import RetryPolicy
 from monitor.oneinch.prices import SpotPriceSource
-from monitor.risk.prices import PriceSource, StaticPriceSource
+from monitor.ports import PriceSource
 from monitor.simulator.faults import Fault
 from monitor.simulator.scenario import load_scenario, parse_scenario
 from monitor.simulator.server import RunningSimulator, run_simulator

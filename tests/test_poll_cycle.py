@@ -15,9 +15,8 @@ from monitor.daemon.metrics import Instruments
 from monitor.daemon.service import Monitor
 from monitor.domain.addresses import NATIVE_TOKEN
 from monitor.domain.model import UINT256_MAX, Token
-from monitor.memory import ManualClock, MemoryPositions, MemoryStore
+from monitor.memory import ManualClock, MemoryPositions, MemoryStore, StaticPriceSource
 from monitor.risk.model import RuleName
-from monitor.risk.prices import StaticPriceSource
 
 W1 = "0x" + "a1" * 20
 W2 = "0x" + "b2" * 20

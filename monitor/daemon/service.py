@@ -31,10 +31,9 @@ from monitor.errors import StoreError
 from monitor.oneinch.client import BalanceClient
 from monitor.oneinch.prices import SpotPriceSource
 from monitor.poller import OneInchPositions
-from monitor.ports import Clock, PollStore, PositionSource
+from monitor.ports import Clock, PollStore, PositionSource, PriceSource
 from monitor.risk.exploits import ExploitList
 from monitor.risk.incremental import RiskEvaluator
-from monitor.risk.prices import PriceSource
 from monitor.risk.rules import FRESH_CHANGES, RiskReport
 
 log = logging.getLogger(__name__)

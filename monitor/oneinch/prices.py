@@ -5,8 +5,8 @@ request, and caches every answer per (chain, token) for ``ttl_s``, including "no
 token 1inch cannot price is not asked again at every poll. It never raises for upstream
 failures: it logs them and answers from its cache, serving a price whose TTL has run out for
 at most ``max_stale_s`` (an old price says more about value at risk than none). A token it
-cannot price is absent from the answer, never zero. The port, and its in-memory adapter, are
-in ``monitor.risk.prices``.
+cannot price is absent from the answer, never zero. The port is in ``monitor.ports``, its
+in-memory adapter in ``monitor.memory``.
 """
 
 from __future__ import annotations
