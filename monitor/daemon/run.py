@@ -13,21 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
 import signal
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC
+from typing import TYPE_CHECKING
 
 from aiohttp import web
-from apscheduler.events import (
-    EVENT_JOB_ERROR,
-    EVENT_JOB_MAX_INSTANCES,
-    EVENT_JOB_MISSED,
-    JobExecutionEvent,
-)
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from monitor import __version__
@@ -35,7 +30,6 @@ from monitor.config import ApiKey, Config
 from monitor.daemon.http import make_app
 from monitor.daemon.metrics import Instruments
 from monitor.daemon.notify import SystemdNotifier
-from monitor.daemon.service import Monitor, build_monitor
 from monitor.daemon.startup import (
     Backoff,
     Progressing,
@@ -44,17 +38,27 @@ from monitor.daemon.startup import (
     retrying,
 )
 from monitor.errors import ListenError
-from monitor.oneinch.client import BalanceClient, RequestRecord
 from monitor.ports import utc_now
-from monitor.runtime import open_client, open_store
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    from monitor.daemon.service import Monitor
+    from monitor.oneinch.client import BalanceClient, RequestRecord
 
 log = logging.getLogger(__name__)
 
-_SCHEDULER_EVENTS = {
-    EVENT_JOB_MISSED: "missed",
-    EVENT_JOB_ERROR: "errored",
-    EVENT_JOB_MAX_INSTANCES: "skipped",
-}
+
+_ENGINE_MODULES = ("monitor.runtime", "monitor.daemon.service", "apscheduler.schedulers.asyncio")
+"""What the listener does not need: the store (SQLAlchemy, Alembic, the drivers), the poll
+cycle and APScheduler, about a second of imports on a small machine. They are imported in a
+worker thread once the listener answers, so /healthz does not wait for them; the functions
+below then import their names from ``sys.modules`` at no cost."""
+
+
+def _import_the_engine() -> None:
+    for name in _ENGINE_MODULES:
+        importlib.import_module(name)
 
 
 async def run_daemon(
@@ -197,6 +201,10 @@ class Daemon:
         return task.result()  # a bug while loading ends the daemon, loudly
 
     async def _load_state(self, stack: contextlib.AsyncExitStack) -> Monitor:
+        self.startup.step("loading the program")
+        await asyncio.to_thread(_import_the_engine)
+        from monitor.runtime import open_client
+
         instruments = self._instruments
 
         def count_request(record: RequestRecord) -> None:
@@ -224,6 +232,9 @@ class Daemon:
     async def _restore(self, stack: contextlib.AsyncExitStack, client: BalanceClient) -> Monitor:
         """One attempt: open the database, restore the state. What it opened is closed if it
         fails, and handed to ``stack`` (closed at exit) if it succeeds."""
+        from monitor.daemon.service import build_monitor
+        from monitor.runtime import open_store
+
         async with contextlib.AsyncExitStack() as attempt:
             self.startup.step("opening the database")
             store = await attempt.enter_async_context(open_store(self._config))
@@ -267,6 +278,19 @@ def _site_url(site: web.TCPSite, scheme: str) -> str:
 
 
 def _scheduler(config: Config, monitor: Monitor, instruments: Instruments) -> AsyncIOScheduler:
+    from apscheduler.events import (
+        EVENT_JOB_ERROR,
+        EVENT_JOB_MAX_INSTANCES,
+        EVENT_JOB_MISSED,
+        JobExecutionEvent,
+    )
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    events = {
+        EVENT_JOB_MISSED: "missed",
+        EVENT_JOB_ERROR: "errored",
+        EVENT_JOB_MAX_INSTANCES: "skipped",
+    }
     interval_s = config.poll.interval_s
     scheduler = AsyncIOScheduler(timezone=UTC)
     scheduler.add_job(
@@ -291,7 +315,7 @@ def _scheduler(config: Config, monitor: Monitor, instruments: Instruments) -> As
     )
 
     def on_event(event: JobExecutionEvent) -> None:
-        name = _SCHEDULER_EVENTS.get(event.code)
+        name = events.get(event.code)
         if name is not None:
             instruments.scheduler_events.labels(event=name).inc()
             log.warning("scheduler: job %s %s", event.job_id, name)
