@@ -122,7 +122,8 @@ class StateLoadedCollector:
 DATABASE_FAILURES: tuple[type[BaseException], ...] = (StoreError, OSError)
 """Failures worth retrying at start-up. ``StoreError`` is what the store raises; a connection
 refused can surface as a bare ``OSError`` (asyncpg) and a few reads may still let a
-SQLAlchemy error through, which ``is_database_failure`` recognises by its module."""
+SQLAlchemy error through, which ``is_database_failure`` recognises by its module: this module
+is imported before the listener binds, SQLAlchemy only after."""
 
 
 def is_database_failure(exc: BaseException) -> bool:
