@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from email.utils import format_datetime
 
 import aiohttp
 import pytest
 
 from monitor.config.secrets import ApiKey
-from monitor.errors import Rejected
+from monitor.errors import BadResponse, Rejected
 from monitor.oneinch import BalanceClient, RateLimiter
 from monitor.oneinch.client import RetryPolicy
 from tests.aioresponses_shim import mocked_http
@@ -20,6 +21,7 @@ BASE = "https://api.example.test"
 WALLET = "0x5014ef5ED72014E90B82285EA7888B4A091409Ec"
 SPENDER = "0x111111125421ca6dc452d289314280a0f8842a65"
 AGGREGATED = re.compile(rf"^{re.escape(BASE)}/balance/v1\.2/1/aggregatedBalancesAndAllowances/.*$")
+PRICES = re.compile(rf"^{re.escape(BASE)}/price/v1\.1/1$")
 
 
 def client(
@@ -136,3 +138,42 @@ async def test_aggregated_answers_key_wallets_by_the_strings_asked_for() -> None
             )
     assert [list(entry.wallets) for entry in reply.value] == [[asked], [asked]]
     assert all(key is asked for entry in reply.value for key in entry.wallets)
+
+
+async def test_a_body_nested_too_deep_is_a_bad_response_not_a_crash() -> None:
+    # json.loads raised RecursionError here, which no caller handled: the poll failed whole.
+    sleeps = Sleeps()
+    with mocked_http() as http:
+        http.get(AGGREGATED, body=b"[" * 5_000 + b"]" * 5_000)
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(BadResponse, match=r"body is not JSON \(10000 bytes"):
+                await client(session, sleeps).aggregated_balances_and_allowances(
+                    1, SPENDER, [WALLET]
+                )
+    assert sleeps.delays == []
+
+
+async def test_an_amount_sent_as_a_huge_json_number_is_refused_naming_it_exactly() -> None:
+    sleeps = Sleeps()
+    answer = (
+        '[{"address": "0xeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee", "decimals": 18, '
+        f'"wallets": {{"{WALLET}": {{"balance": "1", "allowance": {2**80}}}}}}}]'
+    )
+    with mocked_http() as http:
+        http.get(AGGREGATED, body=answer.encode())
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(BadResponse) as info:
+                await client(session, sleeps).aggregated_balances_and_allowances(
+                    1, SPENDER, [WALLET]
+                )
+    assert f"allowance: amount must be a string of decimal digits, got {2**80} (" in str(info.value)
+
+
+async def test_a_price_sent_as_a_huge_json_integer_is_exact() -> None:
+    sleeps = Sleeps()
+    wei = 10**30 + 7
+    with mocked_http() as http:
+        http.get(PRICES, body=f'{{"0xeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee": {wei}}}'.encode())
+        async with aiohttp.ClientSession() as session:
+            reply = await client(session, sleeps).whitelisted_prices(1)
+    assert reply.value == {"0xeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee": Decimal(wei)}

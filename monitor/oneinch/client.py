@@ -432,8 +432,8 @@ class BalanceClient:
         attempt: int,
     ) -> Reply[T]:
         try:
-            data = json.loads(payload)
-        except (ValueError, UnicodeDecodeError):
+            value = parse.parse_body(payload, parser)
+        except parse.NotJson:
             error = BadResponse(
                 f"body is not JSON ({len(payload)} bytes, {self.origin})",
                 endpoint=endpoint,
@@ -443,8 +443,6 @@ class BalanceClient:
             )
             self._log_failure(error, final=True)
             raise error from None
-        try:
-            value = parser(data)
         except ValueError as exc:
             error = BadResponse(
                 self._redact(f"unexpected answer: {exc} ({self.origin})"),

@@ -1,5 +1,7 @@
 """Pure parsers from 1inch JSON to typed values. Every problem is a ``ValueError`` naming it.
 
+``parse_body`` decodes a response body and hands it to one of them.
+
 Tolerant where 1inch itself is inconsistent (missing ``tags``/``tracked``, ``wallets: null``,
 checksum-cased wallet keys, extra fields, null symbol or name); strict where a mistake would
 hide risk (amounts, addresses, duplicate keys).
@@ -7,14 +9,59 @@ hide risk (amounts, addresses, duplicate keys).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import json
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from typing import TypeVar
+
+import orjson
 
 from monitor.domain.addresses import is_address
 from monitor.domain.model import UINT256_MAX, Token, parse_amount
 
+T = TypeVar("T")
+
 _UINT256_MAX_TEXT = str(UINT256_MAX)  # 78 digits
+
+
+class NotJson(ValueError):
+    """A body that ``json.loads`` cannot decode (nesting too deep for it included)."""
+
+    def __init__(self, size_bytes: int) -> None:
+        super().__init__(f"body is not JSON ({size_bytes} bytes)")
+        self.size_bytes = size_bytes
+
+
+def parse_body(payload: bytes, parser: Callable[[object], T]) -> T:
+    """``parser(json.loads(payload))`` exactly, decoded by orjson where that cannot differ.
+
+    ``parser`` is one of this module's parsers. orjson decodes a large answer in 40-60% of
+    the time ``json`` takes. The two disagree only where orjson refuses what ``json`` accepts
+    (NaN and Infinity, a byte-order mark, UTF-16 and UTF-32, lone surrogates, nesting past
+    1,024 levels) and on integers outside [-2^63, 2^64), which orjson makes floats. No parser
+    here accepts such a float (amounts are strings, decimals 0..255, prices strings or exact
+    integers), so what orjson decodes and the parser accepts is what ``json`` would give;
+    anything else is decoded again by ``json`` and judged from that, so that the verdict and
+    its message are the ones ``json.loads`` leads to.
+
+    Raises ``NotJson`` when ``json`` cannot decode the body, and the parser's ``ValueError``
+    when it refuses the document.
+    """
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        pass
+    else:
+        try:
+            return parser(data)
+        except ValueError:
+            pass
+    try:
+        data = json.loads(payload)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise NotJson(len(payload)) from None
+    return parser(data)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
