@@ -16,16 +16,19 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import sqlalchemy as sa
 import yaml
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
 
 from monitor.config import Config, parse_config
 from monitor.daemon import run as daemon_run
@@ -53,6 +56,7 @@ from tests.daemon_helpers import (
     wait_for,
     write_config,
 )
+from tests.databases import postgres_admin_url
 from tests.simulator_helpers import small
 
 LOADED = "exposure_monitor_state_loaded"
@@ -438,6 +442,41 @@ async def test_a_database_that_cannot_be_opened_is_retried_until_it_can(tmp_path
             assert balance_requests(simulator) == 0
             folder.mkdir()
             await eventually(lambda: _status_is(url + "/readyz", 200), "ready once it opens")
+
+
+def admin_engine() -> sa.Engine:
+    """The PostgreSQL test server, through the sync driver, outside any transaction."""
+    return sa.create_engine(
+        postgres_admin_url().set(drivername="postgresql+psycopg"),
+        isolation_level="AUTOCOMMIT",
+        poolclass=NullPool,
+    )
+
+
+def execute(engine: sa.Engine, statement: str) -> None:
+    with engine.connect() as conn:
+        conn.exec_driver_sql(statement)
+
+
+async def test_a_postgresql_database_created_after_start_is_picked_up(tmp_path: Path) -> None:
+    name = f"exposure_monitor_test_{uuid.uuid4().hex[:16]}"
+    url = postgres_admin_url().set(database=name).render_as_string(hide_password=False)
+    admin = admin_engine()
+    try:
+        async with run_simulator(small()) as simulator:
+            config = in_process_config(tmp_path, simulator.base_url, database={"url": url})
+            backoff = Backoff(initial_s=0.05, max_s=0.2)
+            async with daemon_in_process(config, backoff) as (url_, task, _stop):
+                await eventually(
+                    lambda: _readyz_says(url_, f'database "{name}" does not exist'),
+                    "a failed attempt",
+                )
+                assert not task.done()
+                await asyncio.to_thread(execute, admin, f'CREATE DATABASE "{name}"')
+                await eventually(lambda: _status_is(url_ + "/readyz", 200), "ready once it exists")
+    finally:
+        execute(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
 
 
 # -- exposure-monitor run as a process --------------------------------------------------------
