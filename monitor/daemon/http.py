@@ -16,7 +16,6 @@ import hmac
 import html
 import itertools
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from datetime import datetime
 
 import bcrypt
 from aiohttp import web
@@ -24,12 +23,11 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from monitor.daemon.metrics import StateText, gzip_compress
-from monitor.daemon.status_page import MIN_REFRESH_S, render_status
+from monitor.daemon.status_page import render_status
 from monitor.daemon.view import MonitorView
+from monitor.ports import Clock
 
 __all__ = ["OPEN_PATHS", "accepts_gzip", "basic_auth_middleware", "make_app", "render_status"]
-
-Clock = Callable[[], datetime]
 
 STATUS_PAGE_HEADERS = {
     # The page runs no script and loads nothing: whatever slipped past escaping could not
@@ -57,8 +55,9 @@ LOADING_PAGE = """<!doctype html>
 </head>
 <body>
 <h1>exposure-monitor</h1>
-<p>Loading the stored state: {reason}.</p>
-<p>Polling starts once it is loaded. This page reloads every {refresh_s} s.</p>
+<p>Loading the stored state. Polling starts once it is loaded.</p>
+<p>{reason}</p>
+<p>This page reloads every {refresh_s} s.</p>
 </body>
 </html>
 """
@@ -119,8 +118,7 @@ def make_app(
         waiting = loading()
         if waiting is not None:
             page = LOADING_PAGE.format(
-                reason=html.escape(waiting, quote=True),
-                refresh_s=min(LOADING_REFRESH_S, MIN_REFRESH_S),
+                reason=html.escape(waiting, quote=True), refresh_s=LOADING_REFRESH_S
             )
             return web.Response(text=page, content_type="text/html", headers=STATUS_PAGE_HEADERS)
         # Off the loop: a page of hundreds of rows is milliseconds of CPU scrapes need not wait.
