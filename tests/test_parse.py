@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from monitor.domain.model import UINT256_MAX, parse_amount
@@ -304,3 +304,51 @@ def test_naming_the_wallets_asked_for_changes_no_outcome(
     expected = outcome()
     assert outcome(wallets=asked) == expected
     assert outcome(wallets=[a.lower() for a in asked]) == expected
+
+
+# -- the bulk conversion of a wallets map and the entry-by-entry one agree ---------------------
+
+amount_texts = (
+    amounts
+    | st.sampled_from(
+        ["", "0", "007", MAX, str(UINT256_MAX + 1), "9" * 79, "1_0", "+1", " 1", "1\ud800"]
+    )
+    | st.text(alphabet="0123456789\u0663 _+-x", max_size=80)
+)
+wallet_maps = st.dictionaries(
+    st.sampled_from([W1, W1.lower(), W2.lower(), W2, "0xnope"]) | addresses,
+    st.fixed_dictionaries({"balance": amount_texts, "allowance": amount_texts})
+    | st.fixed_dictionaries({"balance": amount_texts})
+    | json_values,
+    max_size=5,
+)
+
+
+def entry(balance: str, allowance: str = "1") -> dict[str, str]:
+    return {"balance": balance, "allowance": allowance}
+
+
+@given(wallet_maps, st.booleans(), st.lists(st.sampled_from([W1, W1.lower(), W2, W2.lower()])))
+@example({W1: entry("1\ud800")}, True, [])
+@example({W1: entry("")}, True, [])
+@example({W1: entry("1", "9" * 79)}, True, [])
+@example({W1: entry("1", "1" * 5000)}, True, [])  # past int()'s 4,300-digit limit
+@example({W1: entry(str(UINT256_MAX + 1))}, True, [])
+@example({W1: entry("1_0")}, True, [])
+@example({W1: entry("1"), W1.lower(): entry("2")}, True, [])
+def test_bulk_and_entry_by_entry_wallet_maps_agree(
+    raw: dict[str, Any], all_learnt: bool, learnt: list[str]
+) -> None:
+    # The spellings already learnt: every key of the map (then the bulk path runs) or some.
+    if all_learnt:
+        learnt = [k for k in raw if re.fullmatch(r"0x[0-9a-fA-F]{40}", k)]
+
+    def outcome(convert: Any) -> object:
+        canonical = {key: key.lower() for key in learnt}
+        try:
+            result: object = convert(raw, canonical, "[3]")
+        except ValueError as exc:
+            result = str(exc)
+        return result, canonical
+
+    assert outcome(parse._wallet_amounts) == outcome(parse._checked_wallet_amounts)
