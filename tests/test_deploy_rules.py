@@ -137,6 +137,7 @@ def test_alerts_name_the_wallet_spender_token_and_symbol_their_series_have() -> 
         "ExposureMonitorFindingsNotExported": {"instance"},
         "ExposureMonitorUpstreamDown": {"chain_id", "instance"},
         "ExposureMonitorDown": {"instance"},
+        "ExposureMonitorStateNotLoaded": {"instance"},
         "ExposureMonitorApprovalGranted": {"instance"},
         "ExposureMonitorAbsent": set(),
     }

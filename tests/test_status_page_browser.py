@@ -36,6 +36,7 @@ from tests.daemon_helpers import (
     daemon_process,
     get,
     metric_samples,
+    metric_value,
     simulator_process,
     wait_for,
     write_config,
@@ -225,12 +226,17 @@ def test_after_a_restart_the_page_shows_the_restored_last_poll(tmp_path: Path) -
             assert daemon.wait(timeout=40) == 0
         # Every balance answer now hangs past the client's timeout: the restarted daemon's
         # first poll is still running while the page is read. (Prices still answer: restoring
-        # the state values it before the listener starts.)
+        # the state values it before the first poll starts.)
         for endpoint in ENDPOINTS:
             if endpoint not in ("price", "any"):
                 add_fault(base_url, endpoint=endpoint, body="ok", delay_s=120)
         with daemon_process(config, log=tmp_path / "restarted.log") as daemon:
-            wait_for(lambda: get(metrics_url + "/healthz")[0] == 200, 30, "the listener")
+            # The listener answers before the stored state is loaded: wait for the state.
+            wait_for(
+                lambda: metric_value(metrics_url, "exposure_monitor_state_loaded") == 1,
+                30,
+                "the stored state",
+            )
             started = time.monotonic()
             status, ready = get(metrics_url + "/readyz")
             assert status == 200, ready

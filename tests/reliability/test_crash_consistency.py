@@ -21,6 +21,7 @@ import pytest
 from monitor.domain.model import UINT256_MAX
 from tests.daemon_helpers import (
     get,
+    metric_value,
     simulator_process,
     simulator_state,
     start_daemon,
@@ -30,6 +31,11 @@ from tests.daemon_helpers import (
 from tests.reliability.common import daemon_config, db_check, history, sqlite_rows, write_scenario
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(420)]
+
+
+def state_loaded(metrics_url: str) -> bool:
+    return metric_value(metrics_url, "exposure_monitor_state_loaded") == 1
+
 
 SEED = 20261124
 KILLS = 60
@@ -135,11 +141,12 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) 
             before = recorded_polls(db)
             daemon = start_daemon(config, log=log)
             try:
-                wait_for(lambda: get(metrics_url + "/healthz")[0] == 200, 30, "the listener")
+                wait_for(lambda: state_loaded(metrics_url), 30, "the stored state")
                 if idle_cycles >= MAX_IDLE_CYCLES:
                     forced_waits += 1
                     wait_for(lambda b=before: recorded_polls(db) > b, 30, "a recorded poll")
-                # The first poll starts as the listener opens, then one each second: land in
+                # The first poll starts as the stored state is loaded (the listener answers
+                # before), then one each second: land in
                 # the first 250 ms of the first or second poll, where the requests and the
                 # database transaction are.
                 time.sleep(rng.choice((0.0, 1.0)) + rng.uniform(0.0, 0.25))
