@@ -1,4 +1,4 @@
-"""One measuring process: drives ``monitor.daemon.service.Monitor`` in-process, exactly as the
+"""One measuring process: drives ``monitor.daemon.poll_cycle.Monitor`` in-process, exactly as the
 daemon wires it (client, store, prices, exploit list, instruments), against a simulator running
 in another process, and measures every poll cycle.
 
@@ -53,7 +53,7 @@ from monitor.config import Config, parse_config
 from monitor.config.exploits import load_exploits
 from monitor.config.model import RiskSettings
 from monitor.daemon.metrics import Instruments
-from monitor.daemon.service import Monitor
+from monitor.daemon.poll_cycle import Monitor
 from monitor.oneinch.prices import SpotPriceSource
 from monitor.poller import OneInchPositions
 from monitor.ports import utc_now

@@ -230,13 +230,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "simulate":
         return asyncio.run(_simulate(args.scenario, args.listen, args.print_config))
     if command == "demo":
-        from monitor.commands import service
+        from monitor.commands import demo
 
         try:
             asyncio.run(
-                service.demo(
-                    directory=args.dir, listen=args.listen, interval_s=args.interval, out=out
-                )
+                demo.demo(directory=args.dir, listen=args.listen, interval_s=args.interval, out=out)
             )
         except ListenError as exc:  # the daemon names its setting; here the user gave --listen
             raise ListenError("--listen", exc.address, exc.reason) from None
@@ -268,10 +266,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         asyncio.run(run_daemon(config, load_api_key()))
         return EXIT_OK
     if command == "findings":
-        from monitor.commands import service
+        from monitor.commands import findings
 
         asyncio.run(
-            service.show_findings(config, fmt=args.format, include_resolved=args.all, out=out)
+            findings.show_findings(config, fmt=args.format, include_resolved=args.all, out=out)
         )
         return EXIT_OK
     from monitor.commands import history
@@ -329,7 +327,7 @@ async def _once_demo(fmt: str, changes_only: bool, out: TextIO) -> int:
     """``once`` against the built-in scenario in-process, recorded in a throwaway SQLite."""
     import tempfile
 
-    from monitor.commands import poll, service
+    from monitor.commands import demo, poll
     from monitor.simulator.scenario import load_scenario
     from monitor.simulator.server import run_simulator
 
@@ -337,7 +335,7 @@ async def _once_demo(fmt: str, changes_only: bool, out: TextIO) -> int:
     with tempfile.TemporaryDirectory(prefix="exposure-monitor-once-") as scratch:
         async with run_simulator(scenario) as simulator:
             database = Path(scratch) / "once.sqlite"
-            config = service.demo_config(scenario, simulator.base_url, database)
+            config = demo.demo_config(scenario, simulator.base_url, database)
             ok = await poll.poll_and_record(
                 config, None, fmt=fmt, changes_only=changes_only, out=out, err=sys.stderr
             )

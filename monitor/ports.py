@@ -1,6 +1,6 @@
 """The ports of the poll cycle: every interface ``Monitor`` talks through, in one place.
 
-The poll cycle (``monitor.daemon.service.Monitor``) polls a ``PositionSource``, records the
+The poll cycle (``monitor.daemon.poll_cycle.Monitor``) polls a ``PositionSource``, records the
 result in a ``PollStore``, values approvals with a ``PriceSource`` and reads the time from a
 ``Clock``. Each port has a real adapter and an in-memory one:
 

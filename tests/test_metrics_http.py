@@ -23,7 +23,7 @@ from monitor.config import parse_config
 from monitor.config.exploits import bundled_exploits
 from monitor.daemon.http import accepts_gzip, make_app
 from monitor.daemon.metrics import Instruments, RenderedState, StateText, render_state
-from monitor.daemon.service import Monitor
+from monitor.daemon.poll_cycle import Monitor
 from monitor.daemon.view import MonitorView
 from monitor.domain.model import UINT256_MAX, Token
 from monitor.domain.snapshot import Snapshot

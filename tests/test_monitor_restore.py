@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from monitor.cli import EXIT_OK, main
 from monitor.config import load_config
 from monitor.daemon.metrics import Instruments
-from monitor.daemon.service import build_monitor
+from monitor.daemon.poll_cycle import build_monitor
 from monitor.runtime import open_client, open_store
 from tests.daemon_helpers import ROOT, simulator_process
 

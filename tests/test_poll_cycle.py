@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from monitor.config import Config, parse_config
 from monitor.config.exploits import bundled_exploits
 from monitor.daemon.metrics import Instruments
-from monitor.daemon.service import Monitor
+from monitor.daemon.poll_cycle import Monitor
 from monitor.domain.addresses import NATIVE_TOKEN
 from monitor.domain.model import UINT256_MAX, Token
 from monitor.memory import ManualClock, MemoryPositions, MemoryStore, StaticPriceSource

@@ -34,7 +34,7 @@ from monitor.config import Config, parse_config
 from monitor.daemon import run as daemon_run
 from monitor.daemon.http import STATUS_PAGE_HEADERS, make_app
 from monitor.daemon.metrics import Instruments, StateText
-from monitor.daemon.service import Monitor
+from monitor.daemon.poll_cycle import Monitor
 from monitor.daemon.startup import (
     Backoff,
     Startup,

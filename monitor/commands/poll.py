@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from monitor import __version__
 from monitor.config import ApiKey, Config
 from monitor.daemon.metrics import Instruments
-from monitor.daemon.service import RecordedCycle, build_monitor
+from monitor.daemon.poll_cycle import RecordedCycle, build_monitor
 from monitor.domain.addresses import to_checksum
 from monitor.domain.model import BatchOutcome, PollResult, Token
 from monitor.domain.records import StoredEvent

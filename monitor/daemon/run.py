@@ -43,13 +43,13 @@ from monitor.ports import utc_now
 if TYPE_CHECKING:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-    from monitor.daemon.service import Monitor
+    from monitor.daemon.poll_cycle import Monitor
     from monitor.oneinch.client import BalanceClient, RequestRecord
 
 log = logging.getLogger(__name__)
 
 
-_ENGINE_MODULES = ("monitor.runtime", "monitor.daemon.service", "apscheduler.schedulers.asyncio")
+_ENGINE_MODULES = ("monitor.runtime", "monitor.daemon.poll_cycle", "apscheduler.schedulers.asyncio")
 """What the listener does not need: the store (SQLAlchemy, Alembic, the drivers), the poll
 cycle and APScheduler, about a second of imports on a small machine. They are imported in a
 worker thread once the listener answers, so /healthz does not wait for them; the functions
@@ -232,7 +232,7 @@ class Daemon:
     async def _restore(self, stack: contextlib.AsyncExitStack, client: BalanceClient) -> Monitor:
         """One attempt: open the database, restore the state. What it opened is closed if it
         fails, and handed to ``stack`` (closed at exit) if it succeeds."""
-        from monitor.daemon.service import build_monitor
+        from monitor.daemon.poll_cycle import build_monitor
         from monitor.runtime import open_store
 
         async with contextlib.AsyncExitStack() as attempt:

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from monitor.config import parse_config
 from monitor.config.exploits import bundled_exploits
 from monitor.daemon.metrics import Instruments
-from monitor.daemon.service import Monitor
+from monitor.daemon.poll_cycle import Monitor
 from monitor.runtime import open_client, open_store
 from monitor.simulator.scenario import parse_scenario
 from monitor.simulator.server import run_simulator

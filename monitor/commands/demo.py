@@ -1,21 +1,17 @@
-"""``demo`` and ``findings`` (``run`` is ``monitor.daemon.run.run_daemon`` itself)."""
+"""``demo``: the simulator's default scenario and the daemon in one process (``run`` is
+``monitor.daemon.run.run_daemon`` itself)."""
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import TextIO
 
-from monitor.commands.history import require_history
 from monitor.config import Config, parse_config
 from monitor.daemon.run import run_daemon
-from monitor.render import safe_text, spender_text, wallet_text
-from monitor.runtime import open_store
 from monitor.simulator.model import Scenario
 from monitor.simulator.scenario import load_scenario
 from monitor.simulator.server import run_simulator
-from monitor.timespec import iso
 
 DEMO_RATE = 50.0
 """The in-process simulator enforces no rate limit: do not wait a second a request."""
@@ -59,37 +55,3 @@ async def demo(*, directory: Path | None, listen: str, interval_s: float, out: T
                 out.flush()
 
             await run_daemon(config, None, on_listening=announce)
-
-
-async def show_findings(config: Config, *, fmt: str, include_resolved: bool, out: TextIO) -> None:
-    """Findings from the database (open ones unless asked for all).
-
-    ``StoreError`` ("no polls recorded in DATABASE yet") and nothing on ``out`` when no poll
-    has observed anything: "no open findings" would claim what nobody checked.
-    """
-    async with open_store(config) as store:
-        await require_history(store)
-        found = await store.findings(include_resolved=include_resolved)
-    for f in found:
-        if fmt == "json":
-            row = {
-                "rule": f.rule,
-                "severity": f.severity,
-                "chain_id": f.chain_id,
-                "wallet": f.wallet,
-                "spender": f.spender,
-                "token": f.token,
-                "opened_at": iso(f.opened_at),
-                "resolved_at": iso(f.resolved_at) if f.resolved_at else None,
-                "suppressed": f.suppressed,
-                "detail": f.detail,
-            }
-            out.write(json.dumps(row, ensure_ascii=True) + "\n")
-        else:
-            out.write(
-                f"{iso(f.opened_at)}  {f.severity:<8} {f.rule:<20} chain {f.chain_id}  "
-                f"{wallet_text(config, f.wallet)} -> {spender_text(config, f.chain_id, f.spender)}"
-                f"{'  (suppressed)' if f.suppressed else ''}  {safe_text(f.detail, 120)}\n"
-            )
-    if fmt != "json" and not found:
-        out.write("no open findings\n" if not include_resolved else "no findings\n")
