@@ -65,7 +65,9 @@ def test_run_logs_that_it_listens_at_the_default_level_without_library_chatter(
 
     logged = log.read_text()
     assert f"INFO monitor.daemon.run: listening on {metrics_url}" in logged, logged
-    assert re.search(r" INFO monitor\.daemon\.service: poll 1 ok in [\d.]+s: \d+ positions", logged)
+    assert re.search(
+        r" INFO monitor\.daemon\.poll_cycle: poll 1 ok in [\d.]+s: \d+ positions", logged
+    )
     # APScheduler logs each job run at info ("Running job", "executed successfully"): not
     # at the default level.
     assert "apscheduler" not in logged, logged

@@ -20,6 +20,7 @@ from monitor.config import parse_config
 from monitor.config.exploits import bundled_exploits
 from monitor.daemon.metrics import Instruments
 from monitor.daemon.poll_cycle import Monitor
+from monitor.poller import OneInchPositions
 from monitor.runtime import open_client, open_store
 from monitor.simulator.scenario import parse_scenario
 from monitor.simulator.server import run_simulator
@@ -61,7 +62,7 @@ async def test_memory_and_file_descriptors_stay_flat_over_many_polls(tmp_path: P
         async with open_store(config) as store, open_client(config, None) as client:
             monitor = Monitor(
                 config=config,
-                client=client,
+                source=OneInchPositions(client, config),
                 store=store,
                 prices=None,
                 exploits=bundled_exploits(),
