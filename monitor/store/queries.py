@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,19 +20,26 @@ async def latest_snapshot(conn: AsyncConnection) -> Snapshot:
     return EMPTY_SNAPSHOT if head is None else await snapshot_at_poll(conn, head)
 
 
+STREAM_CHUNK_ROWS = 5_000
+"""Rows converted per step when a snapshot is read: the event loop serves scrapes and health
+checks between steps, instead of waiting for 400,000 values at once (about 2 s)."""
+
+
 async def snapshot_at_poll(conn: AsyncConnection, poll_id: int) -> Snapshot:
     allowances: dict[AllowanceKey, int] = {}
-    for row in await latest_versions(
+    async for rows in latest_versions(
         conn, AllowanceVersion, ("chain_id", "wallet", "token", "spender"), poll_id
     ):
-        if row.amount:
-            allowances[(row.chain_id, row.wallet, row.token, row.spender)] = row.amount
+        for row in rows:
+            if row.amount:
+                allowances[(row.chain_id, row.wallet, row.token, row.spender)] = row.amount
     balances: dict[BalanceKey, int] = {}
-    for row in await latest_versions(
+    async for rows in latest_versions(
         conn, BalanceVersion, ("chain_id", "wallet", "token"), poll_id
     ):
-        if row.amount:
-            balances[(row.chain_id, row.wallet, row.token)] = row.amount
+        for row in rows:
+            if row.amount:
+                balances[(row.chain_id, row.wallet, row.token)] = row.amount
     return Snapshot(allowances=allowances, balances=balances)
 
 
@@ -41,7 +48,9 @@ async def latest_versions(
     table: type[AllowanceVersion] | type[BalanceVersion],
     key_columns: Sequence[str],
     poll_id: int,
-) -> Sequence[Any]:
+) -> AsyncIterator[Sequence[Any]]:
+    """The latest version of every key at or before ``poll_id``, in chunks of rows (streamed:
+    each chunk is fetched with an await, so the loop runs between them)."""
     keys = [getattr(table, c) for c in key_columns]
     ranked = (
         select(
@@ -53,7 +62,9 @@ async def latest_versions(
         .subquery()
     )
     query = select(*(ranked.c[c] for c in key_columns), ranked.c.amount).where(ranked.c.rank == 1)
-    return (await conn.execute(query)).all()
+    result = await conn.stream(query)
+    async for rows in result.partitions(STREAM_CHUNK_ROWS):
+        yield rows
 
 
 async def load_tokens(
