@@ -15,6 +15,7 @@ from monitor.daemon.metrics import Instruments
 from monitor.daemon.poll_cycle import Monitor
 from monitor.domain.addresses import NATIVE_TOKEN
 from monitor.domain.model import UINT256_MAX, Token
+from monitor.errors import StoreError
 from monitor.memory import ManualClock, MemoryPositions, MemoryStore, StaticPriceSource
 from monitor.risk.model import RuleName
 
@@ -179,3 +180,34 @@ async def test_a_store_that_fails_keeps_the_previous_view() -> None:
     assert after.snapshot == before.snapshot
     assert after.findings == before.findings
     assert after.last_poll_outcome == "failed"
+
+
+class BaselineUnknown(MemoryStore):
+    """A store whose baseline cannot be read (the rest works)."""
+
+    failing = False
+
+    async def baseline_poll_id(self) -> int | None:
+        if self.failing:
+            raise StoreError("baseline query failed")
+        return await super().baseline_poll_id()
+
+
+async def test_an_unreadable_baseline_never_makes_first_observations_fresh() -> None:
+    cfg = config()
+    store = BaselineUnknown(unlimited_threshold=cfg.risk.unlimited_threshold)
+    rig = Rig(cfg, store=store)
+    rig.source.set_allowance(1, W1, USDC, ROUTER, 1_000)  # there before monitoring began
+    await rig.cycle()
+    assert (RuleName.FRESH_APPROVAL, W1, ROUTER) not in rig.open_rules()
+    store.failing = True
+    await rig.cycle()
+    assert (RuleName.FRESH_APPROVAL, W1, ROUTER) not in rig.open_rules()
+    assert rig.monitor.view.recent_changes == ()
+
+
+async def test_a_restore_counts_as_progress_for_the_watchdog() -> None:
+    rig = Rig(config())
+    rig.monitor.last_progress_monotonic = 0.0  # as if built long before the restore ended
+    await rig.monitor.restore()
+    assert rig.monitor.last_progress_monotonic > 0.0

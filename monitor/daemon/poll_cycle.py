@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from monitor.config import Config
 from monitor.config.exploits import bundled_exploits
@@ -153,8 +154,7 @@ class Monitor:
         upstream = await self._store.upstream_status()
         last_poll = await self._store.last_poll()
         now = self._clock()
-        baseline = await self._baseline_poll_id()
-        report = await self._evaluate(snapshot, now, baseline)
+        report = await self._evaluate(snapshot, now)
         await self._publish(
             replace(
                 self._view,
@@ -166,9 +166,11 @@ class Monitor:
                 upstream_up=upstream,
                 last_poll_at=last_poll[0] if last_poll else None,
                 last_poll_outcome=last_poll[1] if last_poll else None,
-                recent_changes=await self._recent_changes(now, baseline),
+                recent_changes=await self._recent_changes(now),
             )
         )
+        # The restore was progress: the watchdog's allowance for the first poll starts now.
+        self.last_progress_monotonic = time.monotonic()
 
     # -- one cycle ----------------------------------------------------------------------------
 
@@ -255,8 +257,7 @@ class Monitor:
             self._instruments.recorded_changes.labels(change=event.change.value).inc()
         self._tokens.update(await asyncio.to_thread(_tokens_of, result))
         now = self._clock()
-        baseline = await self._baseline_poll_id()
-        report = await self._evaluate(recorded.snapshot, now, baseline)
+        report = await self._evaluate(recorded.snapshot, now)
         findings_recorded = True
         try:
             await self._store.sync_findings(report.findings, now=now)
@@ -278,46 +279,41 @@ class Monitor:
                 upstream_up=_chain_outcomes(result),
                 last_poll_at=result.finished_at,
                 last_poll_outcome=recorded.outcome,
-                recent_changes=await self._recent_changes(now, baseline),
+                recent_changes=await self._recent_changes(now),
             )
         )
         return RecordedCycle(
             result=result, recorded=recorded, report=report, findings_recorded=findings_recorded
         )
 
-    async def _baseline_poll_id(self) -> int | None:
-        try:
-            return await self._store.baseline_poll_id()
-        except StoreError as exc:
-            log.warning("baseline poll unknown: %s", exc)
-            return None
+    async def _changes_after_baseline(self, **filters: Any) -> list[StoredEvent]:
+        """Recorded changes after the baseline poll, whose "grants" are first observations,
+        not changes. Raises ``StoreError`` when either cannot be read: without the baseline,
+        every first observation would pass for a change."""
+        baseline = await self._store.baseline_poll_id()
+        return await self._store.events(after_poll=baseline, **filters)
 
-    async def _recent_changes(self, now: datetime, baseline: int | None) -> tuple[StoredEvent, ...]:
+    async def _recent_changes(self, now: datetime) -> tuple[StoredEvent, ...]:
         """The newest changes of the last day for the status page, newest first (a first
         poll's baseline "grants" are not changes)."""
         if not self._serve_view:
             return ()
         try:
-            events = await self._store.events(
-                since=now - timedelta(hours=RECENT_CHANGES_HOURS),
-                after_poll=baseline,
-                limit=RECENT_CHANGES_MAX,
+            events = await self._changes_after_baseline(
+                since=now - timedelta(hours=RECENT_CHANGES_HOURS), limit=RECENT_CHANGES_MAX
             )
         except StoreError as exc:
             log.warning("recent changes unavailable for the status page: %s", exc)
             return self._view.recent_changes
         return tuple(reversed(events))
 
-    async def _evaluate(
-        self, snapshot: Snapshot, now: datetime, baseline: int | None
-    ) -> RiskReport:
+    async def _evaluate(self, snapshot: Snapshot, now: datetime) -> RiskReport:
         prices = await self._usd_prices(snapshot)
         try:
             # A first poll "grants" every approval it discovers; those are not fresh.
-            recent = await self._store.events(
+            recent = await self._changes_after_baseline(
                 since=now - timedelta(hours=self._config.risk.fresh_approval_hours),
                 changes=sorted(FRESH_CHANGES),
-                after_poll=baseline,
                 latest_per_key=True,
             )
         except StoreError as exc:
