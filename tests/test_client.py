@@ -18,7 +18,7 @@ from monitor.domain.addresses import NATIVE_TOKEN
 from monitor.domain.model import UINT256_MAX
 from monitor.errors import BadResponse, RateLimited, Rejected, Unavailable
 from monitor.oneinch import BalanceClient, RateLimiter, RequestRecord
-from monitor.oneinch.client import RetryPolicy
+from monitor.oneinch.client import RETRY_AFTER_CEILING_S, RetryPolicy, _retry_after_s
 from monitor.poller import poll_once
 from monitor.simulator.faults import Fault
 from monitor.simulator.scenario import parse_scenario
@@ -220,6 +220,22 @@ async def test_after_a_retry_after_beyond_the_cap_other_requests_fail_without_se
     assert simulator.base_url.removeprefix("http://") in str(info.value)
     assert len(simulator.requests) == 1  # the key is refused for an hour: nothing more sent
     assert sleeps.delays == []
+
+
+async def test_an_absurd_retry_after_holds_the_key_for_a_day_at_most(
+    make_client: Factory, simulator: RunningSimulator
+) -> None:
+    simulator.add_fault(Fault(endpoint="balances", status=429, retry_after_s=10**12, count=1))
+    limiter = RateLimiter(1000)
+    client = make_client(limiter=limiter, retry=RetryPolicy(max_attempts=2, retry_after_max_s=60))
+    with pytest.raises(RateLimited, match="exceeds retry_after_max_s"):
+        await client.balances(1, TREASURY)
+    assert 0 < limiter.paused_s() <= RETRY_AFTER_CEILING_S
+
+
+def test_a_retry_after_too_long_to_be_a_number_is_no_retry_after() -> None:
+    assert _retry_after_s("9" * 400) is None  # float() of it is inf
+    assert _retry_after_s(" 120 ") == 120.0
 
 
 async def test_timeout_is_retried_then_reported_as_unavailable(

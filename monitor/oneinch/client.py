@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+RETRY_AFTER_CEILING_S = 86_400.0
+"""The longest a single ``Retry-After`` holds the key's requests, whatever it says: an absurd
+value (a typo, a hostile proxy) must not stop monitoring until a restart."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Reply(Generic[T]):
@@ -305,7 +309,7 @@ class BalanceClient:
                 delay = self._retry.backoff_s(attempt, self._rng)
                 if retry_after is not None:
                     # The key's limit, not this request's: every request waits it out.
-                    self._limiter.pause(retry_after)
+                    self._limiter.pause(min(retry_after, RETRY_AFTER_CEILING_S))
                     if retry_after > self._retry.retry_after_max_s:
                         self._log_failure(error, final=True)
                         raise type(error)(
@@ -526,7 +530,8 @@ def _retry_after_s(value: str | None) -> float | None:
         return None
     value = value.strip()
     if value.isdigit():
-        return float(value)
+        seconds = float(value)  # a long enough string of digits is inf: not a usable delay
+        return seconds if seconds != float("inf") else None
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
