@@ -20,7 +20,9 @@ from monitor.domain.records import (
     PruneResult,
     RecordedPoll,
     StoredEvent,
+    chain_outcomes,
     poll_outcome,
+    scope_outcomes,
 )
 from monitor.domain.snapshot import EMPTY_SNAPSHOT, Change, Snapshot, observe_changes
 from monitor.errors import StoreError
@@ -193,10 +195,7 @@ class MemoryStore:
             self._snapshot, result.positions, result.coverages(), threshold=self._threshold
         )
         poll_id = self._next_id()
-        scopes: dict[tuple[int, str], bool] = {}
-        for batch in result.batches:
-            key = (batch.chain_id, batch.spender)
-            scopes[key] = scopes.get(key, True) and batch.ok
+        scopes = scope_outcomes(result)
         outcome = poll_outcome(result)
         self._polls.append(
             _Poll(poll_id=poll_id, finished_at=result.finished_at, outcome=outcome, scopes=scopes)
@@ -249,10 +248,7 @@ class MemoryStore:
 
     async def upstream_status(self) -> dict[int, bool]:
         newest = next((p for p in reversed(self._polls) if p.scopes), None)
-        status: dict[int, bool] = {}
-        for (chain_id, _spender), ok in newest.scopes.items() if newest else ():
-            status[chain_id] = status.get(chain_id, True) and ok
-        return status
+        return chain_outcomes(newest.scopes) if newest else {}
 
     async def last_poll(self) -> tuple[datetime, str] | None:
         return (self._polls[-1].finished_at, self._polls[-1].outcome) if self._polls else None

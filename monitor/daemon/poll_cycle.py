@@ -26,7 +26,7 @@ from monitor.config.model import spender_index
 from monitor.daemon.metrics import Instruments, StateText, render_state
 from monitor.daemon.view import MonitorView
 from monitor.domain.model import BatchOutcome, PollResult, Token
-from monitor.domain.records import RecordedPoll, StoredEvent
+from monitor.domain.records import RecordedPoll, StoredEvent, chain_outcomes, scope_outcomes
 from monitor.domain.snapshot import Snapshot
 from monitor.errors import StoreError
 from monitor.oneinch.client import BalanceClient
@@ -265,7 +265,7 @@ class Monitor:
             log.error("findings not recorded: %s", exc)
             findings_recorded = False
         last_success = dict(self._view.last_success)
-        for (chain_id, spender), ok in _scope_outcomes(result).items():
+        for (chain_id, spender), ok in scope_outcomes(result).items():
             if ok:
                 last_success[(chain_id, spender)] = result.finished_at
         await self._publish(
@@ -276,7 +276,7 @@ class Monitor:
                 findings=report.findings,
                 exposures=report.exposures,
                 last_success=last_success,
-                upstream_up=_chain_outcomes(result),
+                upstream_up=chain_outcomes(scope_outcomes(result)),
                 last_poll_at=result.finished_at,
                 last_poll_outcome=recorded.outcome,
                 recent_changes=await self._recent_changes(now),
@@ -362,7 +362,7 @@ class Monitor:
         await self._publish(
             replace(
                 self._view,
-                upstream_up=_chain_outcomes(result),
+                upstream_up=chain_outcomes(scope_outcomes(result)),
                 last_poll_at=result.finished_at,
                 last_poll_outcome="failed",
             )
@@ -401,21 +401,6 @@ def _tokens_at_risk(snapshot: Snapshot) -> dict[int, set[str]]:
         if (chain_id, wallet, token) in balances:
             wanted.setdefault(chain_id, set()).add(token)
     return wanted
-
-
-def _scope_outcomes(result: PollResult) -> dict[tuple[int, str], bool]:
-    outcomes: dict[tuple[int, str], bool] = {}
-    for batch in result.batches:
-        key = (batch.chain_id, batch.spender)
-        outcomes[key] = outcomes.get(key, True) and batch.ok
-    return outcomes
-
-
-def _chain_outcomes(result: PollResult) -> dict[int, bool]:
-    outcomes: dict[int, bool] = {}
-    for batch in result.batches:
-        outcomes[batch.chain_id] = outcomes.get(batch.chain_id, True) and batch.ok
-    return outcomes
 
 
 def _log_poll(cycle: RecordedCycle, duration_s: float) -> None:

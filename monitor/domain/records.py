@@ -4,6 +4,7 @@ poll, a stored change event, what a sync of findings and a prune changed. Plain 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -47,6 +48,23 @@ def poll_outcome(result: PollResult) -> str:
     if not result.batches or not any(b.ok for b in result.batches):
         return "failed"
     return "ok" if result.ok else "partial"
+
+
+def scope_outcomes(result: PollResult) -> dict[tuple[int, str], bool]:
+    """Per (chain_id, spender) the poll asked: did every batch of it succeed."""
+    outcomes: dict[tuple[int, str], bool] = {}
+    for batch in result.batches:
+        key = (batch.chain_id, batch.spender)
+        outcomes[key] = outcomes.get(key, True) and batch.ok
+    return outcomes
+
+
+def chain_outcomes(scopes: Mapping[tuple[int, str], bool]) -> dict[int, bool]:
+    """Per chain: did every (chain, spender) scope of it succeed."""
+    outcomes: dict[int, bool] = {}
+    for (chain_id, _spender), ok in scopes.items():
+        outcomes[chain_id] = outcomes.get(chain_id, True) and ok
+    return outcomes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
