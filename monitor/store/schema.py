@@ -6,6 +6,9 @@
   observed it until the next version of the same key. Zero is stored (it ends a value).
 - ``change_events``: the typed diff, stored with the poll that observed it.
 - ``tokens``: token metadata as 1inch last described it.
+- ``discovery_cursors`` / ``discovered_approvals`` / ``discovery_nft_counts``: chain
+  discovery's progress per (chain, wallet), the approval pairs its logs named, and how many
+  ERC-721 approvals it saw.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     ForeignKey,
@@ -185,3 +189,46 @@ class FindingRow(Base):
     __table_args__ = (
         Index("ix_findings_open_key", "rule", "chain_id", "wallet", "spender", "token"),
     )
+
+
+class DiscoveryCursor(Base):
+    """Chain discovery: the next block to scan for a wallet's ``Approval`` logs. Every block
+    below it, from the configured ``start_block`` on, has been scanned. Only moves forward."""
+
+    __tablename__ = "discovery_cursors"
+
+    chain_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    wallet: Mapped[str] = mapped_column(ADDRESS, primary_key=True)
+    next_block: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DiscoveredApprovalRow(Base):
+    """A (wallet, token, spender) pair that at least one ERC-20 ``Approval`` log names.
+
+    Which pairs exist and when they were last approved: never the logs' values (the live
+    ``allowance()`` read is the truth; a ``transferFrom`` lowers it without any log).
+    """
+
+    __tablename__ = "discovered_approvals"
+
+    chain_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    wallet: Mapped[str] = mapped_column(ADDRESS, primary_key=True)
+    token: Mapped[str] = mapped_column(ADDRESS, primary_key=True)
+    spender: Mapped[str] = mapped_column(ADDRESS, primary_key=True)
+    first_block: Mapped[int] = mapped_column(BigInteger)
+    last_block: Mapped[int] = mapped_column(BigInteger)
+    last_approved_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    """The block time of ``last_block``, the pair's newest ``Approval`` log."""
+    discovered_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    """When the pair was first stored."""
+
+
+class DiscoveryNftCount(Base):
+    """ERC-721 ``Approval`` logs (four topics) seen per chain by discovery, kept for later."""
+
+    __tablename__ = "discovery_nft_counts"
+
+    chain_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    nft_approvals: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
