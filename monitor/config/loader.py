@@ -26,10 +26,12 @@ from monitor.config.model import (
     Config,
     CustomTokenConfig,
     DatabaseSettings,
+    DiscoverySettings,
     MetricsSettings,
     PollSettings,
     PriceSettings,
     RiskSettings,
+    RpcSettings,
     SpenderConfig,
     WalletConfig,
 )
@@ -105,6 +107,7 @@ def parse_config(data: object, *, source: Path | None = None) -> Config:
     database = _parse_database(root.section("database"), source)
     poll = _parse_poll(root.section("poll"))
     metrics = _parse_metrics(root.section("metrics"), source)
+    rpc = _parse_rpc(root.section("rpc"))
     chains = _parse_chains(root.list("chains", required=True), "chains")
     wallets = _parse_wallets(root.list("wallets", required=True), "wallets", chains)
     risk = _parse_risk(root.section("risk"), source)
@@ -117,6 +120,7 @@ def parse_config(data: object, *, source: Path | None = None) -> Config:
         wallets=wallets,
         chains=chains,
         risk=risk,
+        rpc=rpc,
         source=source,
     )
 
@@ -413,11 +417,93 @@ def _parse_chains(items: tuple[list[object], str], _: str) -> tuple[ChainConfig,
                 f"{at}.id", f"chain {chain_id} is already configured at {seen[chain_id]}"
             )
         seen[chain_id] = at
-        spenders = _parse_spenders(section.list("spenders", required=True))
+        discovery = _parse_discovery(section, f"{at}.discovery")
+        # With discovery on, the spenders are found on-chain: naming some is optional.
+        spenders = _parse_spenders(section.list("spenders", required=discovery is None))
         custom_tokens = _parse_custom_tokens(section.list("custom_tokens"))
+        rpc = section.section("rpc")
+        rpc_url = rpc.take("url", _rpc_url, None)
+        rpc.finish()
         section.finish()
-        chains.append(ChainConfig(id=chain_id, spenders=spenders, custom_tokens=custom_tokens))
+        chains.append(
+            ChainConfig(
+                id=chain_id,
+                spenders=spenders,
+                custom_tokens=custom_tokens,
+                rpc_url=rpc_url,
+                discovery=discovery,
+            )
+        )
     return tuple(chains)
+
+
+def _parse_discovery(chain: _Section, path: str) -> DiscoverySettings | None:
+    """``discovery:`` present (a mapping, empty, or ``true``) is on; absent or ``false`` off."""
+    if not chain.has("discovery"):
+        return None
+    value = chain.take("discovery", lambda v, _: v, None)
+    if value is False:
+        return None
+    if value is None or value is True:
+        return DiscoverySettings()
+    section = _Section(value, path)
+    defaults = DiscoverySettings()
+    settings = DiscoverySettings(
+        start_block=section.take(
+            "start_block", _integer(minimum=0, maximum=2**63 - 1), defaults.start_block
+        ),
+        confirmations=section.take(
+            "confirmations", _integer(minimum=0, maximum=10_000), defaults.confirmations
+        ),
+    )
+    section.finish()
+    return settings
+
+
+def _rpc_url(value: object, path: str) -> str:
+    """An http(s) JSON-RPC URL. It may carry a provider key in its path or query, so no error
+    here ever repeats it."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(path, f"expected an http(s) URL, got {_kind(value)}")
+    text = value.strip()
+    try:
+        parts = urlsplit(text)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ConfigError(path, "expected an http(s) URL with a host (the value is not shown)")
+    return text
+
+
+def _parse_rpc(section: _Section) -> RpcSettings:
+    defaults = RpcSettings()
+    rpc = RpcSettings(
+        requests_per_second=section.take(
+            "requests_per_second",
+            _number(minimum=0.01, maximum=10_000),
+            defaults.requests_per_second,
+        ),
+        timeout_s=section.take("timeout_s", _number(minimum=0.1, maximum=600), defaults.timeout_s),
+        max_attempts=section.take(
+            "max_attempts", _integer(minimum=1, maximum=20), defaults.max_attempts
+        ),
+        max_block_range=section.take(
+            "max_block_range", _integer(minimum=1, maximum=10_000_000), defaults.max_block_range
+        ),
+        wallets_per_query=section.take(
+            "wallets_per_query", _integer(minimum=1, maximum=1000), defaults.wallets_per_query
+        ),
+        calls_per_multicall=section.take(
+            "calls_per_multicall", _integer(minimum=1, maximum=5000), defaults.calls_per_multicall
+        ),
+        max_batch_size=section.take(
+            "max_batch_size", _integer(minimum=1, maximum=1000), defaults.max_batch_size
+        ),
+    )
+    section.finish()
+    return rpc
 
 
 def _parse_custom_tokens(items: tuple[list[object], str]) -> tuple[CustomTokenConfig, ...]:

@@ -125,10 +125,55 @@ class CustomTokenConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RpcSettings:
+    """The ``rpc:`` section: how the chain reader talks to every chain's JSON-RPC endpoint.
+
+    The endpoints themselves are per chain (``chains[].rpc.url``, the environment variable
+    ``EXPOSURE_MONITOR_RPC_URL_<chain id>``, the systemd credential ``rpc_url_<chain id>``, or
+    1inch's Web3 RPC API with the 1inch key), resolved by ``monitor.chain.endpoints``.
+    """
+
+    requests_per_second: float = 10.0
+    """Per endpoint; the 1inch Web3 RPC API shares the 1inch key's limiter instead."""
+    timeout_s: float = 30.0
+    max_attempts: int = 5
+    max_block_range: int = 10_000
+    """The widest ``eth_getLogs`` range asked; halved while a provider refuses, grown back."""
+    wallets_per_query: int = 100
+    """Wallets OR-ed into one ``eth_getLogs`` topic filter."""
+    calls_per_multicall: int = 300
+    """Calls in one Multicall3 ``aggregate3``."""
+    max_batch_size: int = 100
+    """JSON-RPC calls in one batch array."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DiscoverySettings:
+    """``chains[].discovery``: find every ERC-20 approval of the wallets from ``Approval``
+    logs and read it live on-chain. Present means on."""
+
+    start_block: int = 0
+    """The first block scanned for a wallet with no cursor yet."""
+    confirmations: int = 12
+    """Logs are scanned up to head minus this many blocks, so a reorg cannot feed them."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ChainConfig:
     id: int
     spenders: tuple[SpenderConfig, ...]
     custom_tokens: tuple[CustomTokenConfig, ...] = ()
+    rpc_url: str | None = None
+    """``chains[].rpc.url``: a JSON-RPC endpoint. May carry a provider key: never shown."""
+    discovery: DiscoverySettings | None = None
+    """None: only the configured spenders are watched, through 1inch."""
+
+    def __repr__(self) -> str:  # the RPC URL may hold a key: never in a repr or a traceback
+        return (
+            f"ChainConfig(id={self.id}, spenders={len(self.spenders)}, "
+            f"custom_tokens={len(self.custom_tokens)}, "
+            f"rpc_url={'***' if self.rpc_url else None}, discovery={self.discovery!r})"
+        )
 
     @property
     def custom_token_addresses(self) -> tuple[str, ...]:
@@ -182,7 +227,13 @@ class Config:
     wallets: tuple[WalletConfig, ...]
     chains: tuple[ChainConfig, ...]
     risk: RiskSettings = field(default_factory=RiskSettings)
+    rpc: RpcSettings = field(default_factory=RpcSettings)
     source: Path | None = None
+
+    @property
+    def discovery_chains(self) -> tuple[ChainConfig, ...]:
+        """The chains whose approvals are discovered from logs."""
+        return tuple(c for c in self.chains if c.discovery is not None)
 
     def wallets_on(self, chain_id: int) -> tuple[WalletConfig, ...]:
         """The wallets watched on ``chain_id``, in configuration order."""
