@@ -2,18 +2,21 @@
 
     MonitorError
     ├── ConfigError            the YAML file, a CLI argument or the environment is wrong
-    ├── UpstreamError          the 1inch API did not give us usable data
+    ├── UpstreamError          the 1inch API or a JSON-RPC node did not give us usable data
     │   ├── RateLimited        429 after every retry
     │   ├── Unavailable        5xx, timeout or connection failure after every retry
     │   │   └── HostUnreachable  the host refused or did not resolve again and again: its
     │   │                        breaker is open, and requests to it fail at once
     │   ├── Rejected           400/401/403/404: the request itself is refused (never retried)
-    │   └── BadResponse        a 2xx answer we cannot trust (not JSON, wrong shape, bad amount)
+    │   ├── BadResponse        a 2xx answer we cannot trust (not JSON, wrong shape, bad amount)
+    │   └── RpcError           a JSON-RPC node answered a call with an error object (a revert,
+    │                          a refused log range, an unknown method)
     ├── StoreError             the database failed
     └── ListenError            a server cannot bind its address (in use, or not permitted)
 
 Messages are built here and name the offending thing. They never contain the API key: the
-key is held by the client alone and no error is ever given it.
+key is held by the client alone and no error is ever given it. Nor do they contain an RPC
+URL beyond ``scheme://host[:port]``: a provider's key often sits in its path or query.
 """
 
 from __future__ import annotations
@@ -148,3 +151,34 @@ _REASONS: dict[type[UpstreamError], str] = {
     Rejected: "rejected",
     BadResponse: "bad_response",
 }
+
+
+class RpcError(UpstreamError):
+    """A JSON-RPC error object ``{code, message, data}`` answering one call.
+
+    ``rpc_message`` and ``data`` (the revert data of an ``eth_call``, when the node gives it
+    as a string) are already redacted by the client: no part of the RPC URL beyond
+    ``scheme://host[:port]``, no header value. ``endpoint`` is the JSON-RPC method.
+    """
+
+    def __init__(
+        self,
+        code: int,
+        rpc_message: str,
+        *,
+        endpoint: str,
+        origin: str,
+        data: str | None = None,
+        attempts: int = 1,
+    ) -> None:
+        self.code = code
+        self.rpc_message = rpc_message
+        self.data = data
+        super().__init__(
+            f"JSON-RPC error {code}: {rpc_message} ({origin})", endpoint=endpoint, attempts=attempts
+        )
+
+    @property
+    def reason(self) -> str:
+        """``rpc_error``: the node answered, with an error for this call."""
+        return "rpc_error"
