@@ -119,6 +119,17 @@ def test_without_auto_mining_transactions_wait_for_mine() -> None:
         assert allowance(anvil, token, owner, spender) == 2
 
 
+def test_an_impersonated_address_sends_transactions_at_a_set_time(node: Anvil) -> None:
+    wallet = "0x00000000000000000000000000000000000b0b0b"
+    spender = node.accounts[1]
+    token = deploy_token(node)
+    node.impersonate(wallet)
+    node.set_next_block_timestamp(2_000_000_000)
+    receipt = node.send(wallet, token, "approve(address,uint256)", spender, 9)
+    assert node.block_timestamp(int(receipt["blockNumber"], 16)) == 2_000_000_000
+    assert allowance(node, token, wallet, spender) == 9
+
+
 # -- TestToken --------------------------------------------------------------------------------
 
 
