@@ -3,13 +3,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from monitor.chain.abi import APPROVAL_TOPIC0, topic_for_address
 from monitor.chain.discovery import (
@@ -19,10 +24,13 @@ from monitor.chain.discovery import (
     ScanProgress,
     is_range_refusal,
 )
+from monitor.chain.rpc import ChainRpc, RpcEndpoint
 from monitor.errors import BadResponse, RateLimited, Rejected, RpcError, Unavailable
+from monitor.oneinch import RateLimiter
 from monitor.store import migrate
 from monitor.store.discovery import SqlDiscoveryStore
 from monitor.store.engine import create_engine
+from tests.chain_helpers import Anvil, anvil_fixture
 
 W1 = "0x" + "a1" * 20
 W2 = "0x" + "a2" * 20
@@ -595,3 +603,102 @@ async def test_chunks_saved_in_the_store_resume_an_interrupted_scan(tmp_path: Pa
         assert await store.cursors(1, [W1, W2], start_block=0) == {W1: 500, W2: 500}
     finally:
         await engine.dispose()
+
+
+# -- on a real node --------------------------------------------------------------------------
+
+node = anvil_fixture()
+
+
+@contextlib.asynccontextmanager
+async def refusing_proxy(
+    upstream: str, session: aiohttp.ClientSession, *, max_blocks: int, asked: list[tuple[int, int]]
+) -> AsyncIterator[str]:
+    """A JSON-RPC proxy in front of ``upstream`` that answers an eth_getLogs over more than
+    ``max_blocks`` blocks as Alchemy does, and records every eth_getLogs range it is asked."""
+
+    def refusal(call: dict[str, Any]) -> dict[str, Any] | None:
+        if call.get("method") != "eth_getLogs":
+            return None
+        query = call["params"][0]
+        start, end = int(query["fromBlock"], 16), int(query["toBlock"], 16)
+        asked.append((start, end))
+        if end - start + 1 <= max_blocks:
+            return None
+        return {"jsonrpc": "2.0", "id": call["id"], "error": {"code": -32602, "message": ALCHEMY}}
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.json()
+        calls = body if isinstance(body, list) else [body]
+        refused = [refusal(call) for call in calls]
+        if not isinstance(body, list) and refused[0] is not None:
+            return web.json_response(refused[0])
+        async with session.post(upstream, json=body) as answer:
+            return web.json_response(await answer.json())
+
+    app = web.Application()
+    app.router.add_post("/{key}", handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield f"http://127.0.0.1:{server.port}/secret-key"
+    finally:
+        await server.close()
+
+
+async def test_a_scan_of_a_real_node_behind_a_range_refusing_proxy(node: Anvil) -> None:
+    owner, spender, stranger, other_spender = node.accounts[:4]
+    token = node.deploy("TestToken", "Test", "TST", 18)
+    nft = node.deploy("TestNft")
+    node.send(owner, token, "approve(address,uint256)", spender, 5)
+    node.send(stranger, token, "approve(address,uint256)", spender, 9)  # not watched
+    node.mine(150)
+    node.send(owner, nft, "mint(address,uint256)", owner, 1)
+    node.send(owner, nft, "approve(address,uint256)", spender, 1)
+    node.send(owner, token, "approve(address,uint256)", other_spender, 2**256 - 1)
+    node.mine(20)
+    head = node.block_number()
+    asked: list[tuple[int, int]] = []
+
+    async with (
+        aiohttp.ClientSession() as session,
+        refusing_proxy(node.url, session, max_blocks=64, asked=asked) as url,
+    ):
+        rpc = ChainRpc(
+            session,
+            RpcEndpoint(chain_id=1, url=url, origin="test"),
+            limiter=RateLimiter(1000),
+            max_attempts=1,
+        )
+        scanner = ApprovalScanner(rpc, chain_id=1, max_block_range=1000)
+        chunks: list[ScanChunk] = []
+
+        async def keep(chunk: ScanChunk) -> None:
+            chunks.append(chunk)
+
+        first = await scanner.scan({owner: 0}, to_block=head - 10, on_chunk=keep)
+
+        assert [(a.owner, a.token, a.spender) for a in first.approvals] == [
+            (owner, token, spender),
+            (owner, token, other_spender),
+        ]
+        assert first.nft_approvals == 1
+        assert first.cursors == {owner: head - 9}
+        times = {b: t for chunk in chunks for b, t in chunk.block_times.items()}
+        assert times == {
+            a.block_number: node.block_timestamp(a.block_number) for a in first.approvals
+        }
+        assert asked[0] == (0, head - 10)  # refused: more than 64 blocks
+        answered = sorted((a, b) for a, b in asked if b - a + 1 <= 64)
+        assert answered[0][0] == 0
+        assert answered[-1][1] == head - 10
+        assert all(nxt[0] == prev[1] + 1 for prev, nxt in itertools.pairwise(answered))
+
+        node.send(owner, token, "approve(address,uint256)", spender, 0)  # a revoke is a log too
+        asked.clear()
+        second = await scanner.scan(first.cursors, to_block=node.block_number())
+
+    assert min(start for start, _ in asked) == head - 9
+    assert [(a.spender, a.value, a.block_number) for a in second.approvals] == [
+        (spender, 0, node.block_number())
+    ]
