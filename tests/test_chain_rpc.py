@@ -294,6 +294,43 @@ async def test_an_unauthorized_array_is_rejected_not_taken_for_a_refusal(
     assert rpc.batches_supported is None
 
 
+RANGE_REFUSAL = {"code": -32602, "message": "Log response size exceeded. Try a smaller range"}
+
+
+async def test_a_json_rpc_error_sent_with_http_400_is_the_call_s_answer(
+    served: Served, make_rpc: Callable[..., ChainRpc]
+) -> None:
+    served.node.script.append(
+        lambda body: web.json_response(
+            {"jsonrpc": "2.0", "id": body["id"], "error": RANGE_REFUSAL}, status=400
+        )
+    )
+    rpc = make_rpc()
+    with pytest.raises(RpcError) as caught:
+        await rpc.get_logs(from_block=0, to_block=10**6, topics=[])
+    assert (caught.value.code, caught.value.rpc_message) == (
+        RANGE_REFUSAL["code"],
+        RANGE_REFUSAL["message"],
+    )
+    assert rpc.requests_sent == 1
+
+
+async def test_a_batch_answered_with_http_400_and_per_call_errors_is_no_refusal(
+    served: Served, make_rpc: Callable[..., ChainRpc]
+) -> None:
+    def answer(body: Any) -> web.Response:
+        first = {"jsonrpc": "2.0", "id": body[0]["id"], "error": RANGE_REFUSAL}
+        return web.json_response([first, served.node.answer(body[1])], status=400)
+
+    served.node.script.append(answer)
+    rpc = make_rpc()
+    results = await rpc.batch([("eth_getLogs", [{}]), ("eth_chainId", [])])
+    assert isinstance(results[0], RpcError)
+    assert results[1] == "0x1"
+    assert rpc.batches_supported is True
+    assert rpc.requests_sent == 1
+
+
 async def test_an_empty_batch_sends_nothing(make_rpc: Callable[..., ChainRpc]) -> None:
     rpc = make_rpc()
     assert await rpc.batch([]) == []

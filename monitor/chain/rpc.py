@@ -61,6 +61,9 @@ provider's text would only garble it. The whole URL, path and query are scrubbed
 their length."""
 
 _DETAIL_MAX_CHARS = 300
+_JSON_RPC_ERROR_STATUSES = frozenset({400, 404, 405, 413, 422})
+"""4xx statuses a provider may give to JSON-RPC error objects (Alchemy answers a refused log
+range with 400 and a JSON-RPC error): such a body is the calls' answer, not a refusal."""
 _BATCH_REFUSAL_STATUSES = frozenset({400, 404, 405, 406, 413, 415, 422})
 """Statuses that, answering an array, mean "no batches here": 401, 403 (the key) and 429 (the
 rate) would answer a single call alike, so they are not taken for a refusal."""
@@ -457,6 +460,8 @@ class ChainRpc:
                 breaker.answered()
                 if 200 <= status < 300:
                     return _Answer(status, payload)
+                if status in _JSON_RPC_ERROR_STATUSES and _holds_json_rpc_errors(payload):
+                    return _Answer(status, payload)  # errors for the calls, read as such
                 if array and status in _BATCH_REFUSAL_STATUSES:
                     return _Answer(status, payload, refused=True)
                 error = self._status_error(label, status, payload, attempt)
@@ -607,6 +612,19 @@ def _as_is(data: object) -> object:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _holds_json_rpc_errors(payload: bytes) -> bool:
+    """Whether a 4xx body is JSON-RPC responses holding an error (as some providers send a
+    refused ``eth_getLogs`` range, with HTTP 400): the calls' answers, not the request's."""
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return False
+    items = data if isinstance(data, list) else [data]
+    if not items or not all(isinstance(item, dict) and "id" in item for item in items):
+        return False
+    return any(isinstance(item.get("error"), dict) for item in items)
 
 
 def _is_anonymous_error(item: object) -> bool:
