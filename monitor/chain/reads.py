@@ -1,0 +1,401 @@
+"""Live reads at one block: allowances, token balances, native balances, token metadata and
+whether addresses hold code.
+
+Through Multicall3's ``aggregate3`` (``allowFailure`` true, at its canonical address) when
+the chain has it, several aggregates to one JSON-RPC batch; else JSON-RPC batches of plain
+``eth_call`` (and ``eth_getBalance`` for native balances).
+
+A call that reverts or answers anything but the documented shape makes its item unreadable
+(None, with a reason), never an exception and never a number: a contract that emits fake
+``Approval`` logs and has no ``allowance()`` reads as unreadable, and so does every call to a
+"token" that answers a function no contract implements (a catch-all fallback answers anything).
+Only a failure of the node itself (an :class:`~monitor.errors.UpstreamError` raised by the
+client, or an error object that says the node cannot serve the block or the method) is raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol, TypeVar
+
+from monitor.chain.abi import (
+    DECIMALS,
+    MULTICALL3_ADDRESS,
+    NAME,
+    NO_SUCH_FUNCTION,
+    SYMBOL,
+    TOTAL_SUPPLY,
+    decode_aggregate3,
+    decode_decimals,
+    decode_text,
+    decode_uint256,
+    encode_aggregate3,
+    encode_allowance,
+    encode_balance_of,
+    encode_get_eth_balance,
+    hex_bytes,
+    is_word,
+)
+from monitor.chain.rpc import hex_block
+from monitor.errors import RpcError
+
+REVERTED: Final = "reverted"
+"""The call failed: it reverted, ran out of gas, or the node answered it with an error."""
+MALFORMED: Final = "malformed"
+"""The call answered, but not one 32-byte word (a uint256)."""
+NOT_ERC20: Final = "not_erc20"
+"""The contract answers ``totalSupply()`` with no uint256, or answers a function no contract
+implements (a catch-all fallback): none of its answers mean anything."""
+
+_T = TypeVar("_T")
+
+
+class CallRpc(Protocol):
+    """What the reader needs of :class:`monitor.chain.rpc.ChainRpc`."""
+
+    async def batch(self, calls: Sequence[tuple[str, list[Any]]]) -> list[Any | RpcError]:
+        """Results in call order; a call's JSON-RPC error object returned as ``RpcError``."""
+        ...
+
+    async def get_code(self, address: str, *, block: int | str = "latest") -> bytes:
+        """``eth_getCode``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LiveReads:
+    """What one :meth:`LiveReader.read` read, at ``block``. None is unreadable; the reason
+    (:data:`REVERTED`, :data:`MALFORMED`, :data:`NOT_ERC20`) is in the matching ``*_errors``."""
+
+    block: int
+    allowances: dict[tuple[str, str, str], int | None]
+    """(wallet, token, spender) -> ``allowance(wallet, spender)`` of ``token``."""
+    balances: dict[tuple[str, str], int | None]
+    """(wallet, token) -> ``balanceOf(wallet)`` of ``token``."""
+    natives: dict[str, int | None]
+    """wallet -> native balance in wei."""
+    allowance_errors: dict[tuple[str, str, str], str]
+    balance_errors: dict[tuple[str, str], str]
+    native_errors: dict[str, str]
+
+    @property
+    def unreadable(self) -> int:
+        """How many items could not be read."""
+        return len(self.allowance_errors) + len(self.balance_errors) + len(self.native_errors)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenMetadata:
+    """``symbol()``, ``name()`` and ``decimals()`` of a contract, None where unreadable.
+
+    ``is_token`` is true when ``totalSupply()`` answers a uint256 and a function no contract
+    implements does not (a catch-all fallback would answer anything with a word).
+    """
+
+    symbol: str | None
+    name: str | None
+    decimals: int | None
+    is_token: bool
+
+
+# Error objects that say the node cannot serve the request at all, whatever the contract: an
+# unknown method, bad parameters, a pruned or unknown block, a rate limit. Raised, so that a
+# poll fails as a whole rather than reading every item as unreadable.
+_NODE_CODES: Final = frozenset({-32700, -32600, -32601, -32602, -32005, -32029, 429})
+_NODE_TEXTS: Final = (
+    "header not found",
+    "missing trie node",
+    "unknown block",
+    "block not found",
+    "historical state",
+    "state is not available",
+    "pruned",
+    "rate limit",
+    "too many requests",
+    "capacity exceeded",
+    "request timed out",
+    "method not found",
+    "does not exist/is not available",
+)
+
+
+def is_node_failure(error: RpcError) -> bool:
+    """Whether ``error``, answering an ``eth_call``, is the node's failure rather than the
+    called contract's: never for a revert (code 3, or a message naming one, whatever its
+    text: a revert reason is the contract's to choose)."""
+    message = error.rpc_message.lower()
+    if error.code == 3 or "revert" in message:
+        return False
+    return error.code in _NODE_CODES or any(text in message for text in _NODE_TEXTS)
+
+
+class LiveReader:
+    """Reads ERC-20 state at a block, in bulk, tolerating contracts that are not tokens.
+
+    ``calls_per_multicall`` calls go into one ``aggregate3`` and ``multicalls_per_batch``
+    aggregates into one JSON-RPC batch; without Multicall3, ``calls_per_multicall`` plain
+    calls make one batch. Batches run concurrently: the client's limiter paces them.
+    """
+
+    def __init__(
+        self,
+        rpc: CallRpc,
+        *,
+        calls_per_multicall: int = 300,
+        multicalls_per_batch: int = 10,
+    ) -> None:
+        if calls_per_multicall < 1 or multicalls_per_batch < 1:
+            raise ValueError(
+                f"calls_per_multicall ({calls_per_multicall}) and multicalls_per_batch "
+                f"({multicalls_per_batch}) must be at least 1"
+            )
+        self._rpc = rpc
+        self._calls_per_multicall = calls_per_multicall
+        self._multicalls_per_batch = multicalls_per_batch
+        self._multicall: bool | None = None
+
+    async def multicall_available(self, *, block: int) -> bool:
+        """Whether Multicall3 has code at its canonical address; asked once, at the first
+        ``block`` read, and remembered for the life of the reader."""
+        if self._multicall is None:
+            self._multicall = bool(await self._rpc.get_code(MULTICALL3_ADDRESS, block=block))
+        return self._multicall
+
+    async def read(
+        self,
+        *,
+        block: int,
+        allowances: Sequence[tuple[str, str, str]],
+        balances: Sequence[tuple[str, str]],
+        natives: Sequence[str],
+    ) -> LiveReads:
+        """``allowance()`` of each (wallet, token, spender), ``balanceOf()`` of each
+        (wallet, token) and the native balance of each wallet, all at ``block``."""
+        allowance_keys = list(dict.fromkeys(allowances))
+        balance_keys = list(dict.fromkeys(balances))
+        native_keys = list(dict.fromkeys(natives))
+        tokens = list(
+            dict.fromkeys([t for _, t, _ in allowance_keys] + [t for _, t in balance_keys])
+        )
+        multicall = await self.multicall_available(block=block)
+
+        calls: list[tuple[str, bytes]] = []
+        for wallet, token, spender in allowance_keys:
+            calls.append((token, encode_allowance(wallet, spender)))
+        for wallet, token in balance_keys:
+            calls.append((token, encode_balance_of(wallet)))
+        for token in tokens:
+            # The probe first: for a token it fails, and failures that end an aggregate
+            # are tried again (see _call_all).
+            calls.append((token, NO_SUCH_FUNCTION))
+            calls.append((token, TOTAL_SUPPLY))
+        if multicall:
+            calls.extend((MULTICALL3_ADDRESS, encode_get_eth_balance(w)) for w in native_keys)
+        answers = await self._call_all(calls, block=block, multicall=multicall)
+
+        at = iter(answers)
+        allowance_answers = [next(at) for _ in allowance_keys]
+        balance_answers = [next(at) for _ in balance_keys]
+        not_tokens = set()
+        for token in tokens:
+            probe, total_supply = next(at), next(at)
+            if total_supply is None or not is_word(total_supply) or (probe and is_word(probe)):
+                not_tokens.add(token)
+        if multicall:
+            native_answers: list[bytes | int | None] = list(at)
+        else:
+            native_answers = list(await self._balances(native_keys, block=block))
+
+        allowance_values, allowance_errors = _words(
+            allowance_keys, allowance_answers, lambda key: key[1] in not_tokens
+        )
+        balance_values, balance_errors = _words(
+            balance_keys, balance_answers, lambda key: key[1] in not_tokens
+        )
+        native_values, native_errors = _words(native_keys, native_answers, lambda key: False)
+        return LiveReads(
+            block=block,
+            allowances=allowance_values,
+            balances=balance_values,
+            natives=native_values,
+            allowance_errors=allowance_errors,
+            balance_errors=balance_errors,
+            native_errors=native_errors,
+        )
+
+    async def token_metadata(
+        self, tokens: Sequence[str], *, block: int
+    ) -> dict[str, TokenMetadata]:
+        """``symbol()``, ``name()``, ``decimals()`` of each token at ``block`` (a ``bytes32``
+        symbol or name is read as text; a revert or garbage leaves the field None)."""
+        keys = list(dict.fromkeys(tokens))
+        functions = (NO_SUCH_FUNCTION, SYMBOL, NAME, DECIMALS, TOTAL_SUPPLY)
+        calls = [(token, function) for token in keys for function in functions]
+        multicall = await self.multicall_available(block=block)
+        answers = iter(await self._call_all(calls, block=block, multicall=multicall))
+        result: dict[str, TokenMetadata] = {}
+        for token in keys:
+            probe, symbol, name, decimals, total_supply = (next(answers) for _ in functions)
+            result[token] = TokenMetadata(
+                symbol=decode_text(symbol) if symbol is not None else None,
+                name=decode_text(name) if name is not None else None,
+                decimals=decode_decimals(decimals) if decimals is not None else None,
+                is_token=total_supply is not None
+                and is_word(total_supply)
+                and not (probe is not None and is_word(probe)),
+            )
+        return result
+
+    async def has_code(self, addresses: Sequence[str], *, block: int) -> dict[str, bool]:
+        """Whether each address holds contract code at ``block`` (an externally owned account
+        has none). Every error here is the node's: raised."""
+        keys = list(dict.fromkeys(addresses))
+        requests = [("eth_getCode", [address, hex_block(block)]) for address in keys]
+        answers = await _gather(
+            self._rpc.batch(chunk) for chunk in _chunks(requests, self._calls_per_multicall)
+        )
+        result: dict[str, bool] = {}
+        for address, answer in zip(keys, (a for chunk in answers for a in chunk), strict=True):
+            if isinstance(answer, RpcError):
+                raise answer
+            code = hex_bytes(answer)
+            if code is None:
+                raise ValueError(f"eth_getCode of {address}: the answer is not hex data")
+            result[address] = bool(code)
+        return result
+
+    # -- the calls ---------------------------------------------------------------------------
+
+    async def _call_all(
+        self, calls: Sequence[tuple[str, bytes]], *, block: int, multicall: bool
+    ) -> list[bytes | None]:
+        """The return data of each (target, calldata) at ``block``, None where it failed."""
+        if not multicall:
+            return await self._plain(calls, block=block)
+        chunks = list(_chunks(calls, self._calls_per_multicall))
+        requests = [
+            (
+                "eth_call",
+                [{"to": MULTICALL3_ADDRESS, "data": _hex(encode_aggregate3(c))}, hex_block(block)],
+            )
+            for c in chunks
+        ]
+        outcomes = await _gather(
+            self._rpc.batch(group) for group in _chunks(requests, self._multicalls_per_batch)
+        )
+        answers: list[bytes | None] = []
+        retry: list[int] = []
+        for chunk, outcome in zip(chunks, (o for group in outcomes for o in group), strict=True):
+            results = self._aggregate_results(outcome, len(chunk))
+            if results is None:
+                retry.extend(range(len(answers), len(answers) + len(chunk)))
+                answers.extend([None] * len(chunk))
+                continue
+            # A call that burns all the gas it is given (old contracts' throw, an INVALID
+            # opcode) leaves too little for the calls after it in the same aggregate, which
+            # then fail for nothing: the failures that end a chunk get a second chance on
+            # their own. Other failures are the contract's own; retrying them would cost a
+            # call per unreadable item and poll.
+            starved = len(results)
+            while starved and not results[starved - 1][0]:
+                starved -= 1
+            retry.extend(range(len(answers) + starved, len(answers) + len(results)))
+            answers.extend(data if success else None for success, data in results)
+        if retry:
+            again = await self._plain([calls[i] for i in retry], block=block)
+            for i, answer in zip(retry, again, strict=True):
+                answers[i] = answer
+        return answers
+
+    def _aggregate_results(self, outcome: object, count: int) -> list[tuple[bool, bytes]] | None:
+        if isinstance(outcome, RpcError):
+            if is_node_failure(outcome):
+                raise outcome
+            return None
+        data = hex_bytes(outcome)
+        results = decode_aggregate3(data) if data is not None else None
+        return results if results is not None and len(results) == count else None
+
+    async def _plain(self, calls: Sequence[tuple[str, bytes]], *, block: int) -> list[bytes | None]:
+        requests = [
+            ("eth_call", [{"to": target, "data": _hex(data)}, hex_block(block)])
+            for target, data in calls
+        ]
+        outcomes = await _gather(
+            self._rpc.batch(chunk) for chunk in _chunks(requests, self._calls_per_multicall)
+        )
+        answers: list[bytes | None] = []
+        for outcome in (o for chunk in outcomes for o in chunk):
+            if isinstance(outcome, RpcError):
+                if is_node_failure(outcome):
+                    raise outcome
+                answers.append(None)
+            else:
+                # An answer that is no hex data at all reads as malformed, like any garbage.
+                data = hex_bytes(outcome)
+                answers.append(data if data is not None else b"")
+        return answers
+
+    async def _balances(self, wallets: Sequence[str], *, block: int) -> list[int | bytes]:
+        requests = [("eth_getBalance", [wallet, hex_block(block)]) for wallet in wallets]
+        outcomes = await _gather(
+            self._rpc.batch(chunk) for chunk in _chunks(requests, self._calls_per_multicall)
+        )
+        balances: list[int | bytes] = []
+        for outcome in (o for chunk in outcomes for o in chunk):
+            if isinstance(outcome, RpcError):
+                raise outcome  # eth_getBalance cannot revert: an error is the node's
+            balance = _quantity(outcome)
+            balances.append(balance if balance is not None else b"")  # malformed
+        return balances
+
+
+def _words(
+    keys: Sequence[_T], answers: Sequence[bytes | int | None], not_token: Callable[[_T], bool]
+) -> tuple[dict[_T, int | None], dict[_T, str]]:
+    values: dict[_T, int | None] = {}
+    errors: dict[_T, str] = {}
+    for key, answer in zip(keys, answers, strict=True):
+        if answer is None:
+            values[key] = None
+            errors[key] = REVERTED
+            continue
+        value = answer if isinstance(answer, int) else decode_uint256(answer)
+        if value is None:
+            values[key] = None
+            errors[key] = MALFORMED
+        elif not_token(key):
+            values[key] = None
+            errors[key] = NOT_ERC20
+        else:
+            values[key] = value
+    return values, errors
+
+
+def _quantity(value: object) -> int | None:
+    if not isinstance(value, str) or not value.startswith("0x") or not 2 < len(value) <= 66:
+        return None
+    try:
+        return int(value[2:], 16)
+    except ValueError:
+        return None
+
+
+def _hex(data: bytes) -> str:
+    return "0x" + data.hex()
+
+
+def _chunks(items: Sequence[_T], size: int) -> Iterable[Sequence[_T]]:
+    return (items[start : start + size] for start in range(0, len(items), size))
+
+
+async def _gather(awaitables: Iterable[Awaitable[_T]]) -> list[_T]:
+    """The results of ``awaitables``, run concurrently; the first error raised after all end
+    (none is left running behind the caller's back)."""
+    results = await asyncio.gather(*awaitables, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results  # type: ignore[return-value]
