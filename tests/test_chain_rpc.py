@@ -166,6 +166,7 @@ async def test_a_call_returns_its_result_and_sends_json_rpc(
 ) -> None:
     rpc = make_rpc()
     assert await rpc.request("eth_chainId", []) == "0x1"
+    assert not served.session.closed
     (body,) = served.node.bodies
     assert body["jsonrpc"] == "2.0"
     assert body["method"] == "eth_chainId"
@@ -482,6 +483,52 @@ async def test_a_timeout_is_retried_then_unavailable(
     with pytest.raises(Unavailable, match=r"no answer within 0\.05s"):
         await rpc.chain_id()
     assert rpc.requests_sent == 2
+
+
+THROTTLE = {"code": 429, "message": "Your app has exceeded its compute units per second capacity"}
+
+
+async def test_calls_throttled_inside_a_batch_are_sent_again(
+    served: Served, make_rpc: Callable[..., ChainRpc]
+) -> None:
+    def second_throttled(body: Any) -> web.Response:
+        throttled = {"jsonrpc": "2.0", "id": body[1]["id"], "error": THROTTLE}
+        return web.json_response([served.node.answer(body[0]), throttled])
+
+    served.node.script.append(second_throttled)
+    sleeps = Sleeps()
+    rpc = make_rpc(sleep=sleeps)
+    assert await rpc.batch([("eth_chainId", []), ("eth_blockNumber", [])]) == ["0x1", "0x10"]
+    assert served.node.bodies[1]["method"] == "eth_blockNumber"  # only the throttled one
+    assert rpc.requests_sent == 2
+    assert len(sleeps.delays) == 1
+
+
+async def test_a_call_throttled_on_every_attempt_is_rate_limited(
+    served: Served, make_rpc: Callable[..., ChainRpc]
+) -> None:
+    infura = {"code": -32005, "message": "project ID request rate exceeded"}
+    served.node.script.extend(
+        [lambda body: web.json_response({"jsonrpc": "2.0", "id": body["id"], "error": infura})] * 3
+    )
+    rpc = make_rpc()
+    with pytest.raises(RateLimited, match="project ID request rate exceeded") as caught:
+        await rpc.chain_id()
+    assert caught.value.attempts == 3
+    assert rpc.requests_sent == 3
+
+
+async def test_a_range_refusal_is_no_throttle(
+    served: Served, make_rpc: Callable[..., ChainRpc]
+) -> None:
+    infura = {"code": -32005, "message": "query returned more than 10000 results"}
+    served.node.script.append(
+        lambda body: web.json_response({"jsonrpc": "2.0", "id": body["id"], "error": infura})
+    )
+    rpc = make_rpc()
+    with pytest.raises(RpcError, match="more than 10000 results"):
+        await rpc.get_logs(from_block=0, to_block=1, topics=[])
+    assert rpc.requests_sent == 1
 
 
 async def test_other_4xx_are_rejected_without_retry(

@@ -233,7 +233,7 @@ class ChainRpc:
 
     async def request(self, method: str, params: list[Any]) -> Any:
         """The ``result`` of one call; a JSON-RPC error object is raised as ``RpcError``."""
-        outcome = await self._single(method, params)
+        (outcome,) = await self._unthrottled([(method, params)])
         if isinstance(outcome, RpcError):
             raise outcome
         return outcome
@@ -242,6 +242,43 @@ class ChainRpc:
         """The results of ``calls``, in their order; a call's JSON-RPC error object is returned
         in its place as ``RpcError``, not raised. Sent as arrays of ``max_batch_size`` calls,
         or one by one where the provider refuses arrays."""
+        return await self._unthrottled(calls)
+
+    async def _unthrottled(self, calls: Sequence[tuple[str, list[Any]]]) -> list[Any | RpcError]:
+        """``_send``, with the calls a provider throttled through a JSON-RPC error (inside an
+        answer of status 200, as some do per call in a batch) sent again after a backoff,
+        like a 429; ``RateLimited`` when some still are after ``max_attempts``. Such an error
+        is the provider's limit, not the call's answer: never returned as one."""
+        results = await self._send(calls)
+        for attempt in range(1, self._retry.max_attempts + 1):
+            throttled = [i for i, r in enumerate(results) if _is_throttled(r)]
+            if not throttled:
+                return results
+            first: RpcError = results[throttled[0]]
+            if attempt == self._retry.max_attempts:
+                error = RateLimited(
+                    f"rate limited: {first.rpc_message} ({self._display})",
+                    endpoint=first.endpoint,
+                    attempts=attempt,
+                )
+                log.warning("JSON-RPC request failed: %s", error)
+                raise error
+            delay = self._retry.backoff_s(attempt, self._rng)
+            log.info(
+                "%d of %d JSON-RPC calls throttled by %s (%s), retrying in %.1fs",
+                len(throttled),
+                len(calls),
+                self._display,
+                first.rpc_message,
+                delay,
+            )
+            await self._sleep(delay)
+            again = await self._send([calls[i] for i in throttled])
+            for i, result in zip(throttled, again, strict=True):
+                results[i] = result
+        return results
+
+    async def _send(self, calls: Sequence[tuple[str, list[Any]]]) -> list[Any | RpcError]:
         results: list[Any | RpcError] = []
         for start in range(0, len(calls), self._max_batch_size):
             chunk = calls[start : start + self._max_batch_size]
@@ -625,6 +662,22 @@ def _holds_json_rpc_errors(payload: bytes) -> bool:
     if not items or not all(isinstance(item, dict) and "id" in item for item in items):
         return False
     return any(isinstance(item.get("error"), dict) for item in items)
+
+
+_THROTTLED = re.compile(
+    r"rate.?limit|too many requests|request rate exceeded|compute units per second|"
+    r"exceeded its .*capacity",
+    re.IGNORECASE,
+)
+"""Texts of the JSON-RPC errors by which providers throttle a call (Alchemy's code 429 "Your
+app has exceeded its compute units per second capacity", Infura's -32005 "project ID request
+rate exceeded"). Infura's -32005 also refuses a log range: that one is no throttle."""
+
+
+def _is_throttled(result: object) -> bool:
+    return isinstance(result, RpcError) and (
+        result.code == 429 or _THROTTLED.search(result.rpc_message) is not None
+    )
 
 
 def _is_anonymous_error(item: object) -> bool:
