@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import pytest
 from eth_abi.abi import decode, encode
 
@@ -21,7 +22,10 @@ from monitor.chain.reads import (
     TokenMetadata,
     is_node_failure,
 )
+from monitor.chain.rpc import ChainRpc, RpcEndpoint
 from monitor.errors import RpcError, Unavailable
+from monitor.oneinch import RateLimiter
+from tests.chain_helpers import Anvil, anvil_fixture
 
 BLOCK = 1_000
 WALLET = "0x" + "a1" * 20
@@ -473,3 +477,87 @@ async def test_has_code_raises_a_node_error() -> None:
     chain.batch = refusing  # type: ignore[method-assign]
     with pytest.raises(RpcError):
         await LiveReader(chain).has_code([TOKEN], block=BLOCK)
+
+
+# --- on a real node -----------------------------------------------------------------------
+
+anvil = anvil_fixture()
+
+
+@pytest.mark.parametrize("multicall", [True, False], ids=["multicall", "plain"])
+async def test_a_real_node_reads_live_values_at_the_block_asked(
+    anvil: Anvil, multicall: bool
+) -> None:
+    owner, spender, spender2, recipient = anvil.accounts[:4]
+    if multicall:
+        anvil.place_multicall3()
+    token = anvil.deploy("TestToken", "Test Token", "TST", 6)
+    anvil.send(owner, token, "mint(address,uint256)", owner, 1_000)
+    anvil.send(owner, token, "approve(address,uint256)", spender, MAX)
+    anvil.send(owner, token, "approve(address,uint256)", spender2, 500)
+    anvil.send(spender2, token, "transferFrom(address,address,uint256)", owner, recipient, 200)
+    maker = anvil.deploy(
+        "Bytes32SymbolToken", b"Maker".ljust(32, b"\0"), b"MKR".ljust(32, b"\0"), 18
+    )
+    anvil.send(owner, maker, "mint(address,uint256)", owner, 7)
+    anvil.send(owner, maker, "approve(address,uint256)", spender, 1)
+    bad = anvil.deploy("RevertingAllowanceToken", "Bad", "BAD", 18)
+    anvil.send(owner, bad, "mint(address,uint256)", owner, 9)
+    anvil.send(owner, bad, "approve(address,uint256)", spender, 3)
+    fake = anvil.deploy("FakeApprovalEmitter")
+    anvil.send(owner, fake, "emitApproval(address,address,uint256)", owner, spender, MAX)
+    block = anvil.block_number()
+    native = int(anvil.rpc("eth_getBalance", [owner, hex(block)]), 16)
+    anvil.send(owner, token, "approve(address,uint256)", spender, 0)  # after the block read
+
+    async with aiohttp.ClientSession() as session:
+        rpc = ChainRpc(
+            session,
+            RpcEndpoint(chain_id=1, url=anvil.url, origin="test"),
+            limiter=RateLimiter(1000),
+            max_attempts=1,
+        )
+        reader = LiveReader(rpc)
+        tokens = [token, maker, bad, fake, recipient]
+        reads = await reader.read(
+            block=block,
+            allowances=[(owner, t, spender) for t in tokens] + [(owner, token, spender2)],
+            balances=[(owner, t) for t in tokens],
+            natives=[owner, recipient],
+        )
+        assert await reader.multicall_available(block=block) is multicall
+        assert reads.allowances == {
+            (owner, token, spender): MAX,  # the revoke came after the block
+            (owner, token, spender2): 300,  # the event said 500: transferFrom spent 200
+            (owner, maker, spender): 1,
+            (owner, bad, spender): None,
+            (owner, fake, spender): None,
+            (owner, recipient, spender): None,
+        }
+        assert reads.allowance_errors == {
+            (owner, bad, spender): REVERTED,
+            (owner, fake, spender): REVERTED,
+            (owner, recipient, spender): MALFORMED,
+        }
+        assert reads.balances == {
+            (owner, token): 800,
+            (owner, maker): 7,
+            (owner, bad): 9,
+            (owner, fake): None,
+            (owner, recipient): None,
+        }
+        assert reads.natives == {owner: native, recipient: anvil.balance(recipient)}
+        assert rpc.requests_sent <= 3  # eth_getCode, then one batch (or two without multicall)
+
+        metadata = await reader.token_metadata([token, maker, bad, fake, recipient], block=block)
+        assert metadata == {
+            token: TokenMetadata(symbol="TST", name="Test Token", decimals=6, is_token=True),
+            maker: TokenMetadata(symbol="MKR", name="Maker", decimals=18, is_token=True),
+            bad: TokenMetadata(symbol="BAD", name="Bad", decimals=18, is_token=True),
+            fake: TokenMetadata(symbol=None, name=None, decimals=None, is_token=False),
+            recipient: TokenMetadata(symbol=None, name=None, decimals=None, is_token=False),
+        }
+        assert await reader.has_code([token, recipient], block=block) == {
+            token: True,
+            recipient: False,
+        }
