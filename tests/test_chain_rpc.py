@@ -518,6 +518,16 @@ async def test_a_call_throttled_on_every_attempt_is_rate_limited(
     assert rpc.requests_sent == 3
 
 
+async def test_a_revert_whose_reason_speaks_of_a_rate_limit_is_no_throttle(
+    served: Served, make_rpc: Callable[..., ChainRpc]
+) -> None:
+    served.node.results["eth_call"] = Exception("execution reverted: rate limit exceeded")
+    rpc = make_rpc()
+    (result,) = await rpc.batch([("eth_call", [{}])])
+    assert isinstance(result, RpcError)
+    assert rpc.requests_sent == 1
+
+
 async def test_a_range_refusal_is_no_throttle(
     served: Served, make_rpc: Callable[..., ChainRpc]
 ) -> None:

@@ -675,9 +675,11 @@ rate exceeded"). Infura's -32005 also refuses a log range: that one is no thrott
 
 
 def _is_throttled(result: object) -> bool:
-    return isinstance(result, RpcError) and (
-        result.code == 429 or _THROTTLED.search(result.rpc_message) is not None
-    )
+    if not isinstance(result, RpcError):
+        return False
+    if result.code == 3 or "revert" in result.rpc_message.lower():
+        return False  # a contract's own words ("rate limited" as a revert reason)
+    return result.code == 429 or _THROTTLED.search(result.rpc_message) is not None
 
 
 def _is_anonymous_error(item: object) -> bool:
