@@ -29,11 +29,24 @@ from decimal import Decimal
 from typing import Protocol
 
 from monitor.domain.model import BatchOutcome, PollResult, Token
-from monitor.domain.records import FindingChanges, PruneResult, RecordedPoll, StoredEvent
+from monitor.domain.records import (
+    DiscoveryFacts,
+    FindingChanges,
+    PruneResult,
+    RecordedPoll,
+    StoredEvent,
+)
 from monitor.domain.snapshot import Change, Snapshot
 from monitor.risk.rules import Finding
 
-__all__ = ["Clock", "PollStore", "PositionSource", "PriceSource", "utc_now"]
+__all__ = [
+    "ApprovalFacts",
+    "Clock",
+    "PollStore",
+    "PositionSource",
+    "PriceSource",
+    "utc_now",
+]
 
 Clock = Callable[[], datetime]
 """The time now, timezone-aware UTC. Injected everywhere a decision depends on it."""
@@ -60,6 +73,21 @@ class PositionSource(Protocol):
         (it observed nothing, so nothing may be inferred from the absence of its positions),
         never as empty.
         """
+        ...
+
+
+class ApprovalFacts(Protocol):
+    """What a position source knows of approvals beyond their amounts: the chain reader
+    (``monitor.chain.source.ChainPositions``) knows which spenders have no contract code and
+    when each discovered approval was approved (its ``Approval`` log's block time)."""
+
+    def facts(self) -> DiscoveryFacts:
+        """What is known now (after the latest poll)."""
+        ...
+
+    async def load(self) -> DiscoveryFacts:
+        """What earlier runs stored, for the first evaluation after a restart. Raises
+        ``monitor.errors.StoreError`` when it cannot be read."""
         ...
 
 

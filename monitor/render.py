@@ -26,8 +26,9 @@ def safe_text(text: str, limit: int = _MAX_SYMBOL, *, replacement: str = "?") ->
 
 
 def position_json(position: Position, config: Config) -> dict[str, object]:
-    """The JSON fields of one position (amounts as exact decimal strings of base units)."""
-    return row_json(
+    """The JSON fields of one position (amounts as exact decimal strings of base units),
+    and ``source``: where it was read (``1inch`` or ``chain``)."""
+    data = row_json(
         position.token,
         wallet=position.wallet,
         spender=position.spender,
@@ -35,6 +36,8 @@ def position_json(position: Position, config: Config) -> dict[str, object]:
         allowance=position.allowance,
         config=config,
     )
+    data["source"] = position.source
+    return data
 
 
 def row_json(
@@ -169,8 +172,8 @@ class HoldingRow:
     allowance: int
 
 
-def _sort_key(p: Position) -> tuple[str, int, str, str, str]:
-    return (p.wallet, p.chain_id, p.token.symbol.lower(), p.token.address, p.spender)
+def _sort_key(p: Position) -> tuple[str, int, str, str, str, str]:
+    return (p.wallet, p.chain_id, p.token.symbol.lower(), p.token.address, p.spender, p.source)
 
 
 def write_json_lines(positions: Iterable[Position], out: TextIO, config: Config) -> None:

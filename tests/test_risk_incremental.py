@@ -186,3 +186,43 @@ def test_now_must_be_timezone_aware() -> None:
             recent_events=(),
             now=NOW.replace(tzinfo=None),
         )
+
+
+def test_spender_code_facts_and_log_dates_give_the_full_evaluation() -> None:
+    evaluator = RiskEvaluator(spenders=SPENDERS, exploits=EXPLOITS, settings=RuleSettings())
+    allowances: dict[AllowanceKey, int] = {
+        (1, W1, USDC, STRANGER): 5 * 10**6,
+        (1, W2, USDC, STRANGER): UINT256_MAX,
+    }
+    current = _snapshot(allowances, {(1, W1, USDC): 10**6})
+    now = NOW
+    for codeless, dated in (
+        (frozenset(), {}),
+        (frozenset({(1, STRANGER)}), {(1, W1, USDC, STRANGER): now - timedelta(hours=1)}),
+        (frozenset({(1, STRANGER)}), {}),
+        (frozenset(), {(1, W2, USDC, STRANGER): now - timedelta(hours=30)}),
+    ):
+        now += timedelta(minutes=5)
+        expected = evaluate(
+            current,
+            tokens=TOKENS,
+            spenders=SPENDERS,
+            exploits=EXPLOITS,
+            prices_usd={},
+            recent_events=(),
+            settings=RuleSettings(),
+            now=now,
+            codeless_spenders=codeless,
+            approved_at=dated,
+        )
+        got = evaluator.evaluate(
+            current,
+            tokens=dict(TOKENS),
+            prices_usd={},
+            recent_events=(),
+            now=now,
+            codeless_spenders=codeless,
+            approved_at=dated,
+        )
+        assert got.findings == expected.findings
+        assert any(f.rule == "eoa_spender" for f in got.findings) == bool(codeless)

@@ -594,3 +594,56 @@ def test_findings_and_exposures_are_frozen() -> None:
 def test_now_must_be_timezone_aware() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         run(snap({}), now=NOW.replace(tzinfo=None))
+
+
+# -- eoa_spender and approvals dated by their log -------------------------------------------
+
+
+def test_an_approval_to_an_address_without_code_is_a_critical_eoa_finding() -> None:
+    snapshot = snap({(W1, USDC, STRANGER): 5 * 10**6, (W1, USDC, ROUTER): 7 * 10**6})
+    report = evaluate(
+        snapshot,
+        tokens=TOKENS,
+        spenders=SPENDERS,
+        exploits=EXPLOITS,
+        prices_usd=PRICES,
+        recent_events=(),
+        settings=RuleSettings(),
+        now=NOW,
+        codeless_spenders=frozenset({(1, STRANGER)}),
+    )
+    eoa = fired(report, RuleName.EOA_SPENDER)
+    assert [(f.wallet, f.token, f.spender, f.severity) for f in eoa] == [
+        (W1, USDC, STRANGER, Severity.CRITICAL)
+    ]
+    assert "no contract code" in eoa[0].detail
+    assert "5 USDC" in eoa[0].detail or "5 " in eoa[0].detail
+    # Without the fact, no finding: the rule never guesses.
+    assert fired(run(snapshot), RuleName.EOA_SPENDER) == []
+
+
+def test_a_discovered_approval_is_fresh_by_its_log_block_time_not_by_first_sight() -> None:
+    snapshot = snap({(W1, USDC, STRANGER): 5 * 10**6, (W1, WETH, STRANGER): 10**18})
+    approved_at = {
+        (1, W1, USDC, STRANGER): NOW - timedelta(hours=2),  # fresh
+        (1, W1, WETH, STRANGER): NOW - timedelta(days=400),  # years-old, seen first today
+    }
+    # A first sight today of both (what a new install sees) must not date the old one.
+    events = [
+        granted(W1, USDC, STRANGER, at=NOW - timedelta(minutes=5), new=5 * 10**6),
+        granted(W1, WETH, STRANGER, at=NOW - timedelta(minutes=5), new=10**18),
+    ]
+    report = evaluate(
+        snapshot,
+        tokens=TOKENS,
+        spenders=SPENDERS,
+        exploits=EXPLOITS,
+        prices_usd=PRICES,
+        recent_events=events,
+        settings=RuleSettings(),
+        now=NOW,
+        approved_at=approved_at,
+    )
+    fresh = fired(report, RuleName.FRESH_APPROVAL)
+    assert [(f.token, f.spender) for f in fresh] == [(USDC, STRANGER)]
+    assert (NOW - timedelta(hours=2)).isoformat()[:16] in fresh[0].detail.replace(" ", "T")

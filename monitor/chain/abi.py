@@ -15,6 +15,7 @@ never mistaken for an allowance.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -164,19 +165,30 @@ def topic_for_address(address: str) -> str:
 # --- Calls ---------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=65_536)
+def _address_argument(address: str) -> bytes:
+    """``address`` ABI-encoded as an argument (one word).
+
+    Static arguments lie head to head in calldata, so ``allowance(a, b)``'s arguments are the
+    words of ``a`` and ``b`` joined. A poll encodes the same few thousand wallets and
+    spenders tens of thousands of times, and eth-abi takes ~10 µs an address: each word is
+    encoded once and remembered."""
+    return encode(("address",), (_address(address),))
+
+
 def encode_allowance(owner: str, spender: str) -> bytes:
     """Calldata of ``allowance(owner, spender)``."""
-    return ALLOWANCE + encode(("address", "address"), (_address(owner), _address(spender)))
+    return ALLOWANCE + _address_argument(owner) + _address_argument(spender)
 
 
 def encode_balance_of(owner: str) -> bytes:
     """Calldata of ``balanceOf(owner)``."""
-    return BALANCE_OF + encode(("address",), (_address(owner),))
+    return BALANCE_OF + _address_argument(owner)
 
 
 def encode_get_eth_balance(address: str) -> bytes:
     """Calldata of Multicall3's ``getEthBalance(address)``: the native balance, as a call."""
-    return GET_ETH_BALANCE + encode(("address",), (_address(address),))
+    return GET_ETH_BALANCE + _address_argument(address)
 
 
 def encode_aggregate3(calls: Sequence[tuple[str, bytes]]) -> bytes:

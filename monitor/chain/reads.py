@@ -274,6 +274,30 @@ class LiveReader:
         """The return data of each (target, calldata) at ``block``, None where it failed."""
         if not multicall:
             return await self._plain(calls, block=block)
+        per_batch = self._calls_per_multicall * self._multicalls_per_batch
+        starts = range(0, len(calls), per_batch)
+        groups = await _gather(
+            self._aggregates(calls[start : start + per_batch], block=block) for start in starts
+        )
+        answers: list[bytes | None] = []
+        retry: list[int] = []
+        for start, (group_answers, group_retry) in zip(starts, groups, strict=True):
+            answers.extend(group_answers)
+            retry.extend(start + i for i in group_retry)
+        if retry:
+            again = await self._plain([calls[i] for i in retry], block=block)
+            for i, answer in zip(retry, again, strict=True):
+                answers[i] = answer
+        return answers
+
+    async def _aggregates(
+        self, calls: Sequence[tuple[str, bytes]], *, block: int
+    ) -> tuple[list[bytes | None], list[int]]:
+        """``calls`` as one JSON-RPC batch of aggregates: the return data of each (None where
+        it failed) and the indexes of those to read again on their own.
+
+        Encoding and decoding happen here, one batch at a time, so that the event loop runs
+        between batches (eth-abi takes milliseconds an aggregate)."""
         chunks = list(_chunks(calls, self._calls_per_multicall))
         requests = [
             (
@@ -282,12 +306,10 @@ class LiveReader:
             )
             for c in chunks
         ]
-        outcomes = await _gather(
-            self._rpc.batch(group) for group in _chunks(requests, self._multicalls_per_batch)
-        )
+        outcomes = await self._rpc.batch(requests)
         answers: list[bytes | None] = []
         retry: list[int] = []
-        for chunk, outcome in zip(chunks, (o for group in outcomes for o in group), strict=True):
+        for chunk, outcome in zip(chunks, outcomes, strict=True):
             results = self._aggregate_results(outcome, len(chunk))
             if results is None:
                 retry.extend(range(len(answers), len(answers) + len(chunk)))
@@ -303,11 +325,7 @@ class LiveReader:
                 starved -= 1
             retry.extend(range(len(answers) + starved, len(answers) + len(results)))
             answers.extend(data if success else None for success, data in results)
-        if retry:
-            again = await self._plain([calls[i] for i in retry], block=block)
-            for i, answer in zip(retry, again, strict=True):
-                answers[i] = answer
-        return answers
+        return answers, retry
 
     def _aggregate_results(self, outcome: object, count: int) -> list[tuple[bool, bytes]] | None:
         if isinstance(outcome, RpcError):

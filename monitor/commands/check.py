@@ -32,6 +32,9 @@ from monitor.domain.chains import SUPPORTED_CHAINS
 from monitor.errors import ConfigError, UpstreamError
 
 if TYPE_CHECKING:
+    import aiohttp
+
+    from monitor.chain.rpc import RpcEndpoint
     from monitor.oneinch.client import RequestRecord
 
 EXIT_OK = 0
@@ -62,9 +65,12 @@ class RequestBudget:
         return self.aggregated + self.custom
 
 
-def request_budget(config: Config) -> RequestBudget:
-    """Count the requests of one poll of ``config`` (retries not included)."""
+def request_budget(config: Config, *, oneinch: bool = True) -> RequestBudget:
+    """Count the 1inch requests of one poll of ``config`` (retries not included); none in
+    key-free mode (``oneinch`` False)."""
     aggregated = custom = chains = 0
+    if not oneinch:
+        return RequestBudget(aggregated=0, custom=0, price_chains=0)
     for chain in config.chains:
         wallets = len(config.wallets_on(chain.id))
         if not wallets:
@@ -164,19 +170,54 @@ def _host(base_url: str) -> str:
 
 
 def key_problem(config: Config, key: ApiKey | None) -> str | None:
-    """The real 1inch API with no key at all: nothing would ever be answered."""
+    """The real 1inch API with no key, for a chain that only 1inch would watch (one without
+    discovery): nothing would ever be answered there. With discovery on every chain, no key
+    is key-free mode: the chain reader alone serves."""
     if key is not None or not is_oneinch_api(config.api.base_url):
         return None
+    only_1inch = [c.id for c in config.chains if c.discovery is None]
+    if not only_1inch:
+        return None
+    chains = ", ".join(str(c) for c in only_1inch)
     return (
         f"api.base_url {config.api.base_url} is the real 1inch API, which answers nothing "
-        f"without a key, and none is set: set the environment variable {ENV_VAR} or the "
-        f"systemd credential {CREDENTIAL_NAME} (LoadCredential=), or point api.base_url at "
-        "a simulator"
+        f"without a key, and none is set, while chain {chains} has no discovery: set the "
+        f"environment variable {ENV_VAR} or the systemd credential {CREDENTIAL_NAME} "
+        "(LoadCredential=), turn on chains[].discovery with a JSON-RPC endpoint (key-free "
+        "mode), or point api.base_url at a simulator"
     )
+
+
+def endpoint_problems(
+    config: Config, key: ApiKey | None, env: Mapping[str, str]
+) -> tuple[list[str], dict[int, RpcEndpoint]]:
+    """Every chain with discovery needs a JSON-RPC endpoint; the problems, and the
+    endpoints found (shown as ``scheme://host`` only)."""
+    from monitor.runtime import chain_endpoints
+
+    try:
+        found = chain_endpoints(config, key, env)
+    except ConfigError as exc:
+        return [str(exc)], {}
+    problems = [
+        f"chains[{_chain_index(config, chain_id)}].discovery: chain {chain_id} has no "
+        f"JSON-RPC endpoint: set chains[].rpc.url, the environment variable "
+        f"EXPOSURE_MONITOR_RPC_URL_{chain_id}, the systemd credential rpc_url_{chain_id}, "
+        "or a 1inch API key (its Web3 RPC API)"
+        for chain_id, endpoint in found.items()
+        if endpoint is None
+    ]
+    return problems, {c: e for c, e in found.items() if e is not None}
+
+
+def _chain_index(config: Config, chain_id: int) -> int:
+    return next(i for i, c in enumerate(config.chains) if c.id == chain_id)
 
 
 def describe_key(config: Config, key: ApiKey | None) -> str:
     """Where the key comes from, never the key."""
+    if key is None and is_oneinch_api(config.api.base_url):
+        return "no key: 1inch is not asked (key-free mode)"
     if key is None:
         return f"no key (not needed for {_host(config.api.base_url)})"
     return key.source
@@ -208,11 +249,16 @@ def run_check(
         missing = key_problem(config, key)
         if missing:
             problems.append(missing)
-    budget = request_budget(config)
+    rpc_problems, endpoints = endpoint_problems(config, key, env)
+    problems += rpc_problems
+    # Key-free mode (no key, discovery everywhere) asks 1inch nothing; otherwise count 1inch's
+    # requests even when the key is missing, so that every problem is reported at once.
+    key_free = key is None and is_oneinch_api(config.api.base_url) and not key_problem(config, key)
+    budget = request_budget(config, oneinch=not key_free)
     problems += budget_problems(config, budget)
     if problems:
         return _config_errors(problems, err)
-    _write_summary(path, config, key, budget, out)
+    _write_summary(path, config, key, budget, out, endpoints)
     for note in budget_notes(config, budget):
         err.write(f"exposure-monitor: warning: {note}\n")
     if not online:
@@ -235,7 +281,12 @@ def _config_errors(problems: list[str], err: TextIO) -> int:
 
 
 def _write_summary(
-    path: Path, config: Config, key: ApiKey | None, budget: RequestBudget, out: TextIO
+    path: Path,
+    config: Config,
+    key: ApiKey | None,
+    budget: RequestBudget,
+    out: TextIO,
+    endpoints: Mapping[int, RpcEndpoint],
 ) -> None:
     spenders = sum(len(c.spenders) for c in config.chains)
     counts = [
@@ -246,6 +297,10 @@ def _write_summary(
     out.write(f"{path}: ok ({', '.join(counts)})\n")
     out.write(f"API: {config.api.base_url}\n")
     out.write(f"API key: {describe_key(config, key)}\n")
+    if key is None and is_oneinch_api(config.api.base_url):
+        out.write(
+            "key-free mode: the chain reader alone serves; no prices (value at risk unpriced)\n"
+        )
     for chain in config.chains:
         wallets = config.wallets_on(chain.id)
         name = SUPPORTED_CHAINS.get(chain.id, "unknown chain")
@@ -258,6 +313,13 @@ def _write_summary(
         for spender in chain.spenders:
             trusted = ", trusted" if spender.trusted else ""
             out.write(f"  spender  {_named(spender.label, spender.address)}{trusted}\n")
+        if chain.discovery is not None and chain.id in endpoints:
+            endpoint = endpoints[chain.id]
+            out.write(
+                f"  discovery from block {chain.discovery.start_block}, "
+                f"{chain.discovery.confirmations} confirmations, through "
+                f"{endpoint.display} ({endpoint.origin})\n"
+            )
     rate = config.api.requests_per_second
     prices = (
         f"; after it, price requests: one per chain and {PRICE_TOKENS_PER_REQUEST} tokens at "
@@ -340,7 +402,11 @@ async def probe_upstreams(config: Config, key: ApiKey | None) -> list[ProbeRepor
     host, keyed = _host(config.api.base_url), key is not None
     records: list[RequestRecord] = []
     reports = []
+    oneinch = key is not None or not is_oneinch_api(config.api.base_url)
     async with open_client(probe_config, key, on_request=records.append) as client:
+        reports += await _probe_chains(config, key, client.session)
+        if not oneinch:
+            return reports
         if wallets:
             # The native coin's balance of one wallet (endpoint 3): the smallest answer of
             # the Balance API, and unlike the aggregated endpoint it moves no simulator on.
@@ -350,6 +416,54 @@ async def probe_upstreams(config: Config, key: ApiKey | None) -> list[ProbeRepor
             # The route and currency the daemon's price source uses, for one token.
             price = client.prices(chain.id, [NATIVE_COIN], currency="USD")
             reports.append(await _probe("Spot Price API", host, keyed, records, price))
+    return reports
+
+
+async def _probe_chains(
+    config: Config, key: ApiKey | None, session: aiohttp.ClientSession
+) -> list[ProbeReport]:
+    """``eth_chainId`` of every discovery endpoint, one attempt each: reachable, and serving
+    the chain it is configured for."""
+    from monitor.chain.rpc import ChainRpc
+    from monitor.oneinch import RateLimiter
+    from monitor.runtime import chain_endpoints
+
+    reports = []
+    for chain_id, endpoint in chain_endpoints(config, key).items():
+        if endpoint is None:
+            continue
+        records: list[RequestRecord] = []
+        rpc = ChainRpc(
+            session,
+            endpoint,
+            limiter=RateLimiter(config.rpc.requests_per_second),
+            max_attempts=1,
+            timeout_s=min(config.rpc.timeout_s, PROBE_TIMEOUT_S),
+            on_request=records.append,
+        )
+        problem: str | None = None
+        try:
+            answered = await rpc.chain_id()
+        except UpstreamError as exc:
+            problem = exc.problem
+        else:
+            if answered != chain_id:
+                problem = (
+                    f"eth_chainId answered {answered}, but this endpoint is configured for "
+                    f"chain {chain_id}"
+                )
+        attempt = records[0] if records else None
+        status = int(attempt.code) if attempt is not None and attempt.code.isdigit() else None
+        reports.append(
+            ProbeReport(
+                api=f"chain {chain_id} RPC",
+                host=endpoint.display,
+                keyed=bool(endpoint.headers),
+                status=status,
+                latency_ms=attempt.duration_s * 1000 if attempt is not None and status else None,
+                problem=problem if problem is not None or status is not None else "no answer",
+            )
+        )
     return reports
 
 

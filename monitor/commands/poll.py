@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from monitor import __version__
 from monitor.config import ApiKey, Config
 from monitor.daemon.metrics import Instruments
-from monitor.daemon.poll_cycle import RecordedCycle, build_monitor
+from monitor.daemon.poll_cycle import RecordedCycle, make_monitor
 from monitor.domain.addresses import to_checksum
 from monitor.domain.model import BatchOutcome, PollResult, Token
 from monitor.domain.records import StoredEvent
@@ -38,8 +38,9 @@ async def poll_and_record(
     """Poll, record the poll and its findings, print. Returns False when any batch failed
     upstream; raises ``StoreError`` when the poll or its findings could not be recorded."""
     async with open_store(config) as store, open_client(config, api_key) as client:
-        monitor = build_monitor(
+        monitor = make_monitor(
             config,
+            api_key,
             client=client,
             store=store,
             instruments=Instruments(CollectorRegistry(auto_describe=True), version=__version__),
@@ -117,8 +118,9 @@ def _report_failures(result: PollResult, err: TextIO) -> None:
             err.write(f"exposure-monitor: {len(failures)} batches not polled: {problem}\n")
             continue
         failure = failures[0]
+        what = f"spender {to_checksum(failure.spender)}" if failure.spender else "discovery"
         err.write(
-            f"exposure-monitor: chain {failure.chain_id} spender {to_checksum(failure.spender)} "
+            f"exposure-monitor: chain {failure.chain_id} {what} "
             f"({len(failure.wallets)} wallets) not polled: {failure.error}\n"
         )
 

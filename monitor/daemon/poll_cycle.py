@@ -20,22 +20,32 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from monitor.config import Config
+from monitor.chain.source import ChainPositions
+from monitor.config import ApiKey, Config
 from monitor.config.exploits import bundled_exploits
 from monitor.config.model import spender_index
 from monitor.daemon.metrics import Instruments, StateText, render_state
 from monitor.daemon.view import MonitorView
 from monitor.domain.model import BatchOutcome, PollResult, Token
-from monitor.domain.records import RecordedPoll, StoredEvent, chain_outcomes, scope_outcomes
+from monitor.domain.records import (
+    DiscoveryFacts,
+    RecordedPoll,
+    StoredEvent,
+    chain_outcomes,
+    scope_outcomes,
+)
 from monitor.domain.snapshot import Snapshot
-from monitor.errors import StoreError
+from monitor.errors import ConfigError, StoreError
 from monitor.oneinch.client import BalanceClient
 from monitor.oneinch.prices import SpotPriceSource
 from monitor.poller import OneInchPositions
-from monitor.ports import Clock, PollStore, PositionSource, PriceSource
+from monitor.ports import ApprovalFacts, Clock, PollStore, PositionSource, PriceSource, utc_now
 from monitor.risk.exploits import ExploitList
 from monitor.risk.incremental import RiskEvaluator
 from monitor.risk.rules import FRESH_CHANGES, RiskReport
+from monitor.runtime import oneinch_usable, open_chain
+from monitor.sources import CombinedPositions
+from monitor.store.snapshots import SqlSnapshotStore
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +86,15 @@ class Monitor:
         clock: Clock,
         poll_timeout_s: float,
         serve_view: bool = True,
+        approval_facts: ApprovalFacts | None = None,
     ) -> None:
-        """``serve_view`` False (one-shot commands): no view is rendered for ``/metrics``."""
+        """``serve_view`` False (one-shot commands): no view is rendered for ``/metrics``.
+        ``approval_facts``: the chain reader's knowledge of spenders and approval dates, for
+        the ``eoa_spender`` and ``fresh_approval`` rules (None without discovery)."""
         self._config = config
         self._source = source
+        self._approval_facts = approval_facts
+        self._facts = DiscoveryFacts()
         self._store = store
         self._prices = prices
         self._instruments = instruments
@@ -148,6 +163,8 @@ class Monitor:
 
     async def restore(self) -> None:
         """Publish the state stored by earlier runs, so metrics do not blink on restart."""
+        if self._approval_facts is not None:
+            self._facts = await self._approval_facts.load()
         snapshot = await self._store.latest()
         self._tokens = await self._store.tokens()
         last_success = await self._store.last_successes()
@@ -253,6 +270,8 @@ class Monitor:
         (nothing is published then); a failure to record the findings is logged and
         reported in the result instead, as the poll itself is stored."""
         recorded = await self._store.record_poll(result)
+        if self._approval_facts is not None:
+            self._facts = self._approval_facts.facts()
         for event in recorded.events:
             self._instruments.recorded_changes.labels(change=event.change.value).inc()
         self._tokens.update(await asyncio.to_thread(_tokens_of, result))
@@ -328,6 +347,8 @@ class Monitor:
             prices_usd=prices,
             recent_events=recent,
             now=now,
+            codeless_spenders=self._facts.codeless_spenders,
+            approved_at=self._facts.approved_at,
         )
 
     async def _usd_prices(self, snapshot: Snapshot) -> Mapping[tuple[int, str], Decimal]:
@@ -428,16 +449,34 @@ def build_monitor(
     instruments: Instruments,
     clock: Clock,
     serve_view: bool = True,
+    chain: ChainPositions | None = None,
+    oneinch: bool = True,
 ) -> Monitor:
-    """The ``Monitor`` of ``config``: its price source, its exploit list and its limits."""
+    """The ``Monitor`` of ``config``: its sources, price source, exploit list and limits.
+
+    ``oneinch`` False (no key for the real API: key-free mode): 1inch is neither polled nor
+    asked for prices, and ``chain`` (the chain reader) must serve alone.
+    """
     prices = (
         SpotPriceSource(client, ttl_s=config.risk.prices.ttl_s)
-        if config.risk.prices.enabled
+        if config.risk.prices.enabled and oneinch
         else None
     )
+    sources: list[PositionSource] = []
+    if oneinch and any(c.spenders for c in config.chains):
+        sources.append(OneInchPositions(client, config, clock=clock))
+    if chain is not None:
+        sources.append(chain)
+    if not sources:
+        raise ConfigError(
+            "",
+            "nothing to poll: the 1inch API needs a key (ONEINCH_API_KEY) for the configured "
+            "spenders, and no chain has discovery with a JSON-RPC endpoint",
+        )
     return Monitor(
         config=config,
-        source=OneInchPositions(client, config, clock=clock),
+        source=sources[0] if len(sources) == 1 else CombinedPositions(sources, clock=clock),
+        approval_facts=chain,
         store=store,
         prices=prices,
         # The denylist was read and validated with the config: not read a second time.
@@ -446,4 +485,28 @@ def build_monitor(
         clock=clock,
         poll_timeout_s=config.poll.timeout_s,
         serve_view=serve_view,
+    )
+
+
+def make_monitor(
+    config: Config,
+    api_key: ApiKey | None,
+    *,
+    client: BalanceClient,
+    store: SqlSnapshotStore,
+    instruments: Instruments,
+    clock: Clock = utc_now,
+    serve_view: bool = True,
+) -> Monitor:
+    """``build_monitor`` with every source ``config`` can use: 1inch when it can answer (a
+    key, or the simulator), the chain reader on every chain with discovery."""
+    return build_monitor(
+        config,
+        client=client,
+        store=store,
+        instruments=instruments,
+        clock=clock,
+        serve_view=serve_view,
+        chain=open_chain(config, api_key, client, store, clock=clock),
+        oneinch=oneinch_usable(config, api_key),
     )

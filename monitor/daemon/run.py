@@ -232,14 +232,15 @@ class Daemon:
     async def _restore(self, stack: contextlib.AsyncExitStack, client: BalanceClient) -> Monitor:
         """One attempt: open the database, restore the state. What it opened is closed if it
         fails, and handed to ``stack`` (closed at exit) if it succeeds."""
-        from monitor.daemon.poll_cycle import build_monitor
+        from monitor.daemon.poll_cycle import make_monitor
         from monitor.runtime import open_store
 
         async with contextlib.AsyncExitStack() as attempt:
             self.startup.step("opening the database")
             store = await attempt.enter_async_context(open_store(self._config))
-            monitor = build_monitor(
+            monitor = make_monitor(
                 self._config,
+                self._api_key,
                 client=client,
                 store=store,
                 instruments=self._instruments,

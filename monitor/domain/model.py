@@ -54,6 +54,8 @@ class Position:
     token: Token
     balance: int
     allowance: int
+    source: str = "1inch"
+    """``"1inch"`` (the Balance API) or ``"chain"`` (discovered from logs, read on-chain)."""
 
     @property
     def key(self) -> tuple[int, str, str, str]:
@@ -91,7 +93,10 @@ class BatchOutcome:
     chain_id: int
     spender: str
     wallets: tuple[str, ...]
-    kind: str  # "aggregated" or "custom"
+    kind: str  # "aggregated", "custom" or "discovered"
+    source: str = "1inch"
+    """Where the answer came from: ``"1inch"`` (the Balance API) or ``"chain"`` (discovered
+    from logs and read live on-chain)."""
     tokens: frozenset[str] | None = None
     """The tokens this batch asked about; None: every token 1inch lists, minus
     ``except_tokens`` (the chain's custom tokens, which have their own batches)."""

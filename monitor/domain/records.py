@@ -5,11 +5,11 @@ poll, a stored change event, what a sync of findings and a prune changed. Plain 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from monitor.domain.model import PollResult
-from monitor.domain.snapshot import ChangeEvent, Snapshot
+from monitor.domain.snapshot import AllowanceKey, ChangeEvent, Snapshot
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,3 +74,15 @@ class FindingChanges:
     opened: int
     resolved: int
     updated: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DiscoveryFacts:
+    """What discovery knows beyond the amounts, for the risk rules and the view."""
+
+    approved_at: Mapping[AllowanceKey, datetime] = field(default_factory=dict)
+    """When the newest ``Approval`` log of each discovered pair was mined (its block time)."""
+    codeless_spenders: frozenset[tuple[int, str]] = frozenset()
+    """(chain_id, spender) with no contract code: approvals to plain wallets."""
+    discovered: frozenset[AllowanceKey] = frozenset()
+    """Every pair some ``Approval`` log named."""

@@ -121,6 +121,16 @@ class BalanceClient:
         self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
 
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The HTTP session (the chain reader shares it; neither closes it)."""
+        return self._session
+
+    @property
+    def limiter(self) -> RateLimiter:
+        """The API key's limiter: 1inch's Web3 RPC API counts against the same key."""
+        return self._limiter
+
     # -- Balance API v1.2 -------------------------------------------------------------------
 
     async def aggregated_balances_and_allowances(

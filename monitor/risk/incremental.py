@@ -35,9 +35,12 @@ from monitor.risk.model import (
     Suppression,
 )
 from monitor.risk.rules import (
+    ApprovalTimes,
+    CodelessSpenders,
     ObservedChange,
     SpenderIndex,
     TokenIndex,
+    eoa_finding,
     exploited_finding,
     finding_order,
     fresh_approvals,
@@ -58,6 +61,7 @@ K = TypeVar("K")
 _BUCKET_PREFIX = {
     rule: (-severity.rank, rule.value)
     for severity, rule in (
+        (Severity.CRITICAL, RuleName.EOA_SPENDER),
         (Severity.CRITICAL, RuleName.EXPLOITED_SPENDER),
         (Severity.WARNING, RuleName.UNLIMITED_APPROVAL),
         (Severity.WARNING, RuleName.UNTRUSTED_SPENDER),
@@ -83,6 +87,7 @@ class RiskEvaluator:
         self._settings = settings
         self._token_facts: dict[tuple[int, str], tuple[str, int | None, bool]] | None = None
         self._in_force: tuple[Suppression, ...] = ()
+        self._codeless: CodelessSpenders = frozenset()
         self._reset()
 
     def _reset(self) -> None:
@@ -118,15 +123,22 @@ class RiskEvaluator:
         prices_usd: Mapping[tuple[int, str], Decimal],
         recent_events: Sequence[ObservedChange],
         now: datetime,
+        codeless_spenders: CodelessSpenders = frozenset(),
+        approved_at: ApprovalTimes | None = None,
     ) -> RiskReport:
         """The same report as ``rules.evaluate`` with this evaluator's settings."""
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
         facts = {key: (t.symbol, t.decimals, t.is_native) for key, t in tokens.items()}
         in_force = tuple(s for s in self._settings.suppressions if s.until is None or now < s.until)
-        if facts != self._token_facts or in_force != self._in_force:
+        if (
+            facts != self._token_facts
+            or in_force != self._in_force
+            or codeless_spenders != self._codeless
+        ):
             self._reset()
             self._token_facts, self._in_force = facts, in_force
+            self._codeless = codeless_spenders
 
         dirty = self._update_approvals(snapshot.allowances, tokens, now)
         for chain_id, wallet, token in _changed(self._balances, snapshot.balances):
@@ -146,6 +158,7 @@ class RiskEvaluator:
             spenders=self._spenders,
             window=timedelta(hours=self._settings.fresh_approval_hours),
             now=now,
+            approved_at=approved_at,
         )
         suppressions = self._settings.suppressions
         fresh_out = tuple(
@@ -201,6 +214,7 @@ class RiskEvaluator:
                     exploited_finding(key, allowance, tokens, self._spenders, self._exploits),
                     unlimited_finding(key, allowance, tokens, self._spenders, threshold),
                     untrusted_finding(key, allowance, tokens, self._spenders),
+                    eoa_finding(key, allowance, tokens, self._spenders, self._codeless),
                 ):
                     if found is not None:
                         bucket = (*_BUCKET_PREFIX[found.rule], chain_id, wallet)

@@ -86,6 +86,7 @@ class RuleName(StrEnum):
     EXPLOITED_SPENDER = "exploited_spender"
     VALUE_AT_RISK = "value_at_risk"
     FRESH_APPROVAL = "fresh_approval"
+    EOA_SPENDER = "eoa_spender"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

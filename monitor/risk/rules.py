@@ -6,7 +6,10 @@
 - ``value_at_risk`` (critical): a (chain, wallet, spender) whose value at risk exceeds
   ``risk.value_at_risk_usd``;
 - ``fresh_approval`` (info): a grant or increase seen within ``risk.fresh_approval_hours``
-  that is still non-zero.
+  that is still non-zero; for an approval discovered from chain logs, dated by the block time
+  of its newest ``Approval`` log (a true "approved at", not "first seen");
+- ``eoa_spender`` (critical): a non-zero allowance to an address with no contract code. A
+  plain wallet as spender is the signature of phishing: no protocol needs it.
 
 Every finding but ``value_at_risk`` is per approval (chain, wallet, token, spender). The
 native coin never counts: it needs no approval. A finding matched by an active ``risk.ignore``
@@ -46,6 +49,7 @@ __all__ = [
     "RuleName",
     "Severity",
     "SpenderExposure",
+    "eoa_finding",
     "evaluate",
     "exploited_finding",
     "exploited_spenders",
@@ -71,6 +75,11 @@ class ObservedChange(Protocol):
     def event(self) -> ChangeEvent: ...
 
 
+CodelessSpenders = frozenset[tuple[int, str]]
+"""(chain_id, spender) of spenders known to have no contract code (read on-chain)."""
+ApprovalTimes = Mapping[AllowanceKey, datetime]
+"""When each discovered approval was last approved: its newest ``Approval`` log's block time."""
+
 SpenderIndex = Mapping[tuple[int, str], KnownSpender]
 """The spenders the user named, by (chain_id, lowercase address)."""
 TokenIndex = Mapping[tuple[int, str], Token]
@@ -94,12 +103,16 @@ def evaluate(
     recent_events: Sequence[ObservedChange],
     settings: RuleSettings,
     now: datetime,
+    codeless_spenders: CodelessSpenders = frozenset(),
+    approved_at: ApprovalTimes | None = None,
 ) -> RiskReport:
     """Every rule over ``snapshot``, suppressions applied, findings in a stable order.
 
     ``tokens`` gives symbols and decimals; ``spenders`` the spenders the user named (one that
     is absent is untrusted); ``prices_usd`` USD per whole token (absent: unknown);
-    ``recent_events`` at least the changes of the last ``settings.fresh_approval_hours``.
+    ``recent_events`` at least the changes of the last ``settings.fresh_approval_hours``;
+    ``codeless_spenders`` the spenders read on-chain to have no code; ``approved_at`` when
+    each discovered approval was last approved on-chain.
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
@@ -110,6 +123,12 @@ def evaluate(
         ),
         *untrusted_spenders(snapshot, tokens=tokens, spenders=spenders),
         *exploited_spenders(snapshot, tokens=tokens, spenders=spenders, exploits=exploits),
+        *(
+            found
+            for key, allowance in _approvals(snapshot, tokens)
+            if (found := eoa_finding(key, allowance, tokens, spenders, codeless_spenders))
+            is not None
+        ),
         *value_at_risk(
             exposures, tokens=tokens, spenders=spenders, threshold_usd=settings.value_at_risk_usd
         ),
@@ -120,6 +139,7 @@ def evaluate(
             spenders=spenders,
             window=timedelta(hours=settings.fresh_approval_hours),
             now=now,
+            approved_at=approved_at,
         ),
     ]
     suppressed = (suppress(f, settings.suppressions, now=now) for f in findings)
@@ -223,6 +243,26 @@ def exploited_finding(
     )
 
 
+def eoa_finding(
+    key: AllowanceKey,
+    allowance: int,
+    tokens: TokenIndex,
+    spenders: SpenderIndex,
+    codeless: CodelessSpenders,
+) -> Finding | None:
+    chain_id, _, token, spender = key
+    if (chain_id, spender) not in codeless:
+        return None
+    return _finding(
+        RuleName.EOA_SPENDER,
+        Severity.CRITICAL,
+        key,
+        f"{_amount(allowance, chain_id, token, tokens)} approved to "
+        f"{_spender_name(chain_id, spender, spenders)}, an address with no contract code "
+        "(a plain wallet: the signature of a phishing approval)",
+    )
+
+
 def value_at_risk(
     exposures: Iterable[SpenderExposure],
     *,
@@ -264,13 +304,18 @@ def fresh_approvals(
     spenders: SpenderIndex,
     window: timedelta,
     now: datetime,
+    approved_at: ApprovalTimes | None = None,
 ) -> list[Finding]:
     """Info: an allowance granted or raised at most ``window`` before ``now`` and still
-    non-zero. One finding per approval, describing its latest such change."""
+    non-zero. One finding per approval, describing its latest such change; an approval in
+    ``approved_at`` (discovered from logs) is dated by its newest ``Approval`` log instead."""
+    dated = approved_at or {}
     latest: dict[AllowanceKey, ObservedChange] = {}
     for stored in recent_events:
         event = stored.event
         if event.spender is None or event.change not in FRESH_CHANGES:
+            continue
+        if (event.chain_id, event.wallet, event.token, event.spender) in dated:
             continue
         if now - stored.observed_at > window:
             continue
@@ -296,6 +341,24 @@ def fresh_approvals(
                 f"now {_amount(snapshot.allowance(key), chain_id, token, tokens)}",
             )
         )
+    for key, approved in dated.items():
+        if now - approved > window or snapshot.allowance(key) <= 0:
+            continue
+        chain_id, _, token, spender = key
+        if is_native(chain_id, token, tokens):
+            continue
+        findings.append(
+            _finding(
+                RuleName.FRESH_APPROVAL,
+                Severity.INFO,
+                key,
+                f"{_symbol(chain_id, token, tokens)} approval to "
+                f"{_spender_name(chain_id, spender, spenders)} approved at {_iso(approved)} "
+                f"(block time of its Approval log); "
+                f"now {_amount(snapshot.allowance(key), chain_id, token, tokens)}",
+            )
+        )
+    findings.sort(key=lambda f: (f.chain_id, f.wallet, f.token or "", f.spender))
     return findings
 
 

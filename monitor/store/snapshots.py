@@ -105,6 +105,11 @@ class SqlSnapshotStore:
 
     # -- writing ------------------------------------------------------------------------------
 
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine (the discovery store shares it)."""
+        return self._engine
+
     async def record_poll(self, result: PollResult) -> RecordedPoll:
         """Store one poll in one transaction. Only what successful batches covered changes.
 

@@ -1,0 +1,392 @@
+"""Discovered approvals, read live on-chain, as a ``PositionSource`` (``monitor.ports``).
+
+One poll, per chain with ``discovery`` and an RPC endpoint:
+
+1. the head block; logs are scanned up to head minus ``confirmations`` (``ApprovalScanner``),
+   from each wallet's cursor, and every chunk scanned is saved (pairs and cursors together)
+   before the next, so an interrupted first scan resumes where it stopped;
+2. every (wallet, token, spender) pair any ``Approval`` log named is read live at the head:
+   ``allowance`` and ``balanceOf``, and the native balance (``LiveReader``: Multicall3 when
+   deployed, batched ``eth_call`` otherwise). The live value is the truth, never a log's;
+3. the pairs read become batches of the poll, one per (spender, set of tokens) with the
+   wallets that share it, so each batch's coverage (wallets x tokens) is exactly what was
+   read: inside it a zero is a real zero (a revoke), and a pair that could not be read is in
+   no batch, so its previous value stands.
+
+A chain whose node fails makes one failed batch per spender it knew of (or one with no
+spender), so the poll says that chain is unknown; it never reads as "no approvals".
+
+A pair whose token does not answer as an ERC-20 (a contract emitting fake ``Approval`` logs,
+an ``allowance()`` that reverts) is unreadable: counted in ``status()``, never a position.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from monitor.chain.abi import ApprovalLog
+from monitor.chain.discovery import ApprovalScanner, ScanChunk, ScanProgress
+from monitor.chain.reads import LiveReader, LiveReads
+from monitor.chain.rpc import ChainRpc
+from monitor.config import ChainConfig, Config
+from monitor.domain.addresses import NATIVE_TOKEN
+from monitor.domain.model import BatchOutcome, PollResult, Position, Token
+from monitor.domain.records import DiscoveryFacts
+from monitor.domain.snapshot import AllowanceKey
+from monitor.errors import StoreError, UpstreamError
+from monitor.ports import Clock, utc_now
+from monitor.store.discovery import DiscoveredApproval, SqlDiscoveryStore
+
+log = logging.getLogger(__name__)
+
+SOURCE_NAME = "chain"
+"""``BatchOutcome.source`` of what this source reads (1inch's answers are ``"1inch"``)."""
+
+NATIVE_SYMBOLS = {1: "ETH", 10: "ETH", 56: "BNB", 100: "xDAI", 137: "POL", 8453: "ETH"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChainStatus:
+    """What discovery knows of one chain, for metrics and the status page."""
+
+    chain_id: int
+    endpoint: str
+    """``scheme://host[:port]`` only."""
+    head_block: int | None = None
+    scanned_to: int | None = None
+    """The highest block every watched wallet's scan has covered."""
+    scan_total_blocks: int = 0
+    scan_done_blocks: int = 0
+    scan_eta_s: float | None = None
+    scanning: bool = False
+    pairs: int = 0
+    unreadable: int = 0
+    nft_approvals: int = 0
+    multicall: bool | None = None
+    last_error: str | None = None
+
+
+class ChainPositions:
+    """The chain reader as a ``PositionSource``: discovered approvals, read live."""
+
+    def __init__(
+        self,
+        config: Config,
+        rpcs: Mapping[int, ChainRpc],
+        store: SqlDiscoveryStore,
+        *,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._config = config
+        self._chains = tuple(c for c in config.discovery_chains if c.id in rpcs)
+        self._rpcs = rpcs
+        self._store = store
+        self._clock = clock
+        self._readers = {
+            chain_id: LiveReader(rpc, calls_per_multicall=config.rpc.calls_per_multicall)
+            for chain_id, rpc in rpcs.items()
+        }
+        self._tokens: dict[tuple[int, str], Token] = {}
+        self._not_tokens: set[tuple[int, str]] = set()
+        """Contracts whose ``Approval`` logs name a wallet but that are no ERC-20."""
+        self._has_code: dict[tuple[int, str], bool] = {}
+        self._approved_at: dict[AllowanceKey, datetime] = {}
+        self._discovered: set[AllowanceKey] = set()
+        self._status = {
+            c.id: ChainStatus(chain_id=c.id, endpoint=rpcs[c.id].endpoint.display)
+            for c in self._chains
+        }
+        self._checked_chain_ids: set[int] = set()
+
+    @property
+    def chains(self) -> tuple[ChainConfig, ...]:
+        return self._chains
+
+    def status(self) -> tuple[ChainStatus, ...]:
+        """Per chain, what discovery knows now (cheap: read at scrape time)."""
+        return tuple(self._status[c.id] for c in self._chains)
+
+    def facts(self) -> DiscoveryFacts:
+        return DiscoveryFacts(
+            approved_at=dict(self._approved_at),
+            codeless_spenders=frozenset(k for k, has in self._has_code.items() if not has),
+            discovered=frozenset(self._discovered),
+        )
+
+    async def load(self) -> DiscoveryFacts:
+        """Read what earlier runs discovered (for a restart's first evaluation)."""
+        for chain in self._chains:
+            self._remember(chain.id, await self._store.discovered(chain.id))
+        return self.facts()
+
+    async def poll(
+        self,
+        *,
+        on_start: Callable[[int], None] | None = None,
+        on_batch: Callable[[BatchOutcome], None] | None = None,
+    ) -> PollResult:
+        started_at = self._clock()
+        if on_start is not None:
+            on_start(len(self._chains))
+        results = await asyncio.gather(*(self._poll_chain(chain) for chain in self._chains))
+        batches: list[BatchOutcome] = []
+        for outcomes in results:
+            batches.extend(outcomes)
+            if on_batch is not None:
+                for outcome in outcomes:
+                    on_batch(outcome)
+        return PollResult(started_at=started_at, finished_at=self._clock(), batches=tuple(batches))
+
+    # -- one chain ---------------------------------------------------------------------------
+
+    async def _poll_chain(self, chain: ChainConfig) -> list[BatchOutcome]:
+        rpc = self._rpcs[chain.id]
+        try:
+            return await self._read_chain(chain, rpc)
+        except (UpstreamError, StoreError) as exc:
+            self._status[chain.id] = replace(
+                self._status[chain.id], scanning=False, last_error=str(exc)
+            )
+            log.warning(
+                "discovery on chain %s (%s) failed: %s", chain.id, rpc.endpoint.display, exc
+            )
+            return self._failed(chain, exc)
+
+    async def _read_chain(self, chain: ChainConfig, rpc: ChainRpc) -> list[BatchOutcome]:
+        assert chain.discovery is not None
+        if chain.id not in self._checked_chain_ids:
+            await self._check_chain_id(chain, rpc)
+        head = await rpc.block_number()
+        confirmed = head - chain.discovery.confirmations
+        wallets = [w.address for w in self._config.wallets_on(chain.id)]
+        cursors = await self._store.cursors(
+            chain.id, wallets, start_block=chain.discovery.start_block
+        )
+        self._status[chain.id] = replace(self._status[chain.id], head_block=head, last_error=None)
+        if wallets and min(cursors.values()) <= confirmed:
+            await self._scan(chain, rpc, cursors, confirmed)
+        scanned = confirmed if confirmed >= chain.discovery.start_block else None
+        watched = set(wallets)
+        found = [d for d in await self._store.discovered(chain.id) if d.wallet in watched]
+        self._remember(chain.id, found)
+        return await self._read_pairs(chain, head, found, scanned)
+
+    async def _check_chain_id(self, chain: ChainConfig, rpc: ChainRpc) -> None:
+        answered = await rpc.chain_id()
+        if answered != chain.id:
+            # Not retried poll after poll silently: every poll fails loudly until fixed.
+            raise WrongChain(chain.id, answered, rpc.endpoint.display)
+        self._checked_chain_ids.add(chain.id)
+
+    async def _scan(
+        self, chain: ChainConfig, rpc: ChainRpc, cursors: Mapping[str, int], to_block: int
+    ) -> None:
+        status = self._status[chain.id]
+        self._status[chain.id] = replace(status, scanning=True)
+
+        def progress(p: ScanProgress) -> None:
+            self._status[chain.id] = replace(
+                self._status[chain.id],
+                scan_total_blocks=p.total_blocks,
+                scan_done_blocks=p.done_blocks,
+                scan_eta_s=p.eta_s,
+            )
+
+        async def save(chunk: ScanChunk) -> None:
+            await self._store.save_chunk(
+                chain.id,
+                cursors=chunk.cursors,
+                approvals=chunk.approvals,
+                block_times=chunk.block_times,
+                nft_approvals=chunk.nft_approvals,
+            )
+
+        scanner = ApprovalScanner(
+            rpc,
+            chain_id=chain.id,
+            max_block_range=self._config.rpc.max_block_range,
+            wallets_per_query=self._config.rpc.wallets_per_query,
+            clock=time.monotonic,
+            on_progress=progress,
+        )
+        await scanner.scan(cursors, to_block=to_block, on_chunk=save)
+        self._status[chain.id] = replace(
+            self._status[chain.id],
+            scanning=False,
+            scanned_to=to_block,
+            scan_eta_s=None,
+            nft_approvals=await self._store.nft_approvals(chain.id),
+        )
+
+    async def _read_pairs(
+        self,
+        chain: ChainConfig,
+        head: int,
+        found: Sequence[DiscoveredApproval],
+        scanned_to: int | None,
+    ) -> list[BatchOutcome]:
+        reader = self._readers[chain.id]
+        pairs = sorted({(d.wallet, d.token, d.spender) for d in found})
+        holdings = sorted({(wallet, token) for wallet, token, _ in pairs})
+        wallets = sorted({wallet for wallet, _, _ in pairs})
+        tokens = sorted({token for _, token, _ in pairs})
+        unknown_tokens = [t for t in tokens if (chain.id, t) not in self._tokens]
+        if unknown_tokens:
+            metadata = await reader.token_metadata(unknown_tokens, block=head)
+            for address, meta in metadata.items():
+                if not meta.is_token:
+                    self._not_tokens.add((chain.id, address))
+                self._tokens[(chain.id, address)] = Token(
+                    chain_id=chain.id,
+                    address=address,
+                    symbol=meta.symbol or "",
+                    name=meta.name or "",
+                    decimals=meta.decimals,
+                )
+        spenders = sorted({spender for _, _, spender in pairs})
+        unchecked = [s for s in spenders if not self._has_code.get((chain.id, s), False)]
+        if unchecked:
+            codes = await reader.has_code(unchecked, block=head)
+            self._has_code.update({(chain.id, s): has for s, has in codes.items()})
+        reads = await reader.read(block=head, allowances=pairs, balances=holdings, natives=wallets)
+        self._status[chain.id] = replace(
+            self._status[chain.id],
+            head_block=head,
+            scanned_to=scanned_to,
+            pairs=len(pairs),
+            multicall=await reader.multicall_available(block=head),
+        )
+        return self._batches(chain.id, pairs, reads)
+
+    def _batches(
+        self, chain_id: int, pairs: Sequence[tuple[str, str, str]], reads: LiveReads
+    ) -> list[BatchOutcome]:
+        allowances, balances, natives = reads.allowances, reads.balances, reads.natives
+        native = Token(
+            chain_id=chain_id,
+            address=NATIVE_TOKEN,
+            symbol=NATIVE_SYMBOLS.get(chain_id, "native"),
+            name="",
+            decimals=18,
+            tags=("native",),
+        )
+        # (wallet, spender) -> the tokens read completely (allowance and balance).
+        readable: dict[tuple[str, str], set[str]] = {}
+        unreadable = 0
+        for pair in pairs:
+            wallet, token, spender = pair
+            if (
+                allowances.get(pair) is None
+                or balances.get((wallet, token)) is None
+                or (chain_id, token) in self._not_tokens
+            ):
+                unreadable += 1
+                continue
+            readable.setdefault((wallet, spender), set()).add(token)
+        self._status[chain_id] = replace(self._status[chain_id], unreadable=unreadable)
+        # Wallets sharing a spender and the same token set make one batch: its coverage
+        # (wallets x tokens) is exactly what was read.
+        groups: dict[tuple[str, frozenset[str]], list[str]] = {}
+        for (wallet, spender), read_tokens in readable.items():
+            groups.setdefault((spender, frozenset(read_tokens)), []).append(wallet)
+        batches = []
+        for (spender, token_set), group in sorted(
+            groups.items(), key=lambda g: (g[0][0], sorted(g[0][1]))
+        ):
+            positions = []
+            covered = set(token_set)
+            if all(natives.get(wallet) is not None for wallet in group):
+                covered.add(NATIVE_TOKEN)
+            for wallet in sorted(group):
+                for token in sorted(token_set):
+                    balance = balances[(wallet, token)] or 0
+                    allowance = allowances[(wallet, token, spender)] or 0
+                    if balance or allowance:
+                        positions.append(
+                            Position(
+                                chain_id=chain_id,
+                                wallet=wallet,
+                                spender=spender,
+                                token=self._token(chain_id, token),
+                                balance=balance,
+                                allowance=allowance,
+                                source=SOURCE_NAME,
+                            )
+                        )
+                native_balance = natives.get(wallet)
+                if native_balance and NATIVE_TOKEN in covered:
+                    positions.append(
+                        Position(
+                            chain_id=chain_id,
+                            wallet=wallet,
+                            spender=spender,
+                            token=native,
+                            balance=native_balance,
+                            allowance=0,
+                            source=SOURCE_NAME,
+                        )
+                    )
+            batches.append(
+                BatchOutcome(
+                    chain_id=chain_id,
+                    spender=spender,
+                    wallets=tuple(sorted(group)),
+                    kind="discovered",
+                    source=SOURCE_NAME,
+                    tokens=frozenset(covered),
+                    positions=tuple(positions),
+                )
+            )
+        return batches
+
+    def _token(self, chain_id: int, address: str) -> Token:
+        token = self._tokens.get((chain_id, address))
+        if token is None:
+            token = Token(chain_id=chain_id, address=address, symbol="", name="", decimals=None)
+        return token
+
+    def _remember(self, chain_id: int, found: Sequence[DiscoveredApproval]) -> None:
+        for d in found:
+            key = (chain_id, d.wallet, d.token, d.spender)
+            self._discovered.add(key)
+            self._approved_at[key] = d.last_approved_at
+
+    def _failed(self, chain: ChainConfig, exc: MonitorFailure) -> list[BatchOutcome]:
+        wallets = tuple(w.address for w in self._config.wallets_on(chain.id))
+        spenders = sorted({k[3] for k in self._discovered if k[0] == chain.id}) or [""]
+        reason = exc.reason if isinstance(exc, UpstreamError) else "store"
+        return [
+            BatchOutcome(
+                chain_id=chain.id,
+                spender=spender,
+                wallets=wallets,
+                kind="discovered",
+                source=SOURCE_NAME,
+                tokens=frozenset(),
+                error=str(exc),
+                error_reason=reason,
+            )
+            for spender in spenders
+        ]
+
+
+MonitorFailure = UpstreamError | StoreError
+
+
+class WrongChain(UpstreamError):
+    """The endpoint serves another chain than the one it is configured for."""
+
+    def __init__(self, expected: int, answered: int, endpoint: str) -> None:
+        super().__init__(
+            f"eth_chainId answered {answered}, but this endpoint is configured for chain "
+            f"{expected}: check chains[].rpc.url / EXPOSURE_MONITOR_RPC_URL_{expected}",
+            endpoint=endpoint,
+        )
+
+
+__all__ = ["ApprovalLog", "ChainPositions", "ChainStatus", "DiscoveryFacts", "WrongChain"]
