@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from eth_abi.abi import decode, encode
+from eth_abi.decoding import ContextFramesBytesIO
+from eth_abi.registry import registry
 
 from monitor.domain.keccak import keccak256
 
@@ -62,7 +64,9 @@ _QUANTITY = re.compile(r"0x[0-9a-fA-F]{1,64}")
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _AGGREGATE3_CALLS = ("(address,bool,bytes)[]",)
 _AGGREGATE3_RESULTS = ("(bool,bytes)[]",)
-_UINT256 = ("uint256",)
+# eth-abi's uint256 decoder itself, called on the word: a quarter of what ``decode`` costs with
+# its wrapping tuple, which counts at 40,000 answers a poll.
+_UINT256_DECODER = registry.get_decoder("uint256")
 _WORD_BYTES = 32
 
 
@@ -216,7 +220,7 @@ def decode_uint256(data: bytes) -> int | None:
     """The uint256 in ``data`` if it is exactly one 32-byte word, else None (see module doc)."""
     if len(data) != _WORD_BYTES:
         return None
-    value: int = decode(_UINT256, data)[0]
+    value: int = _UINT256_DECODER(ContextFramesBytesIO(data))  # type: ignore[no-untyped-call]
     return value
 
 
