@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from monitor.chain.source import ChainPositions
+from monitor.chain.source import ChainPositions, ChainStatus
 from monitor.config import ApiKey, Config
 from monitor.config.exploits import bundled_exploits
 from monitor.config.model import spender_index
@@ -87,10 +87,19 @@ class Monitor:
         poll_timeout_s: float,
         serve_view: bool = True,
         approval_facts: ApprovalFacts | None = None,
+        oneinch_polled: bool = True,
+        discovery_status: Callable[[], tuple[ChainStatus, ...]] | None = None,
     ) -> None:
         """``serve_view`` False (one-shot commands): no view is rendered for ``/metrics``.
         ``approval_facts``: the chain reader's knowledge of spenders and approval dates, for
-        the ``eoa_spender`` and ``fresh_approval`` rules (None without discovery)."""
+        the ``eoa_spender`` and ``fresh_approval`` rules (None without discovery).
+        ``oneinch_polled``: whether 1inch is asked about the configured spenders (False in
+        key-free mode). ``discovery_status``: the chain reader's live per-chain status."""
+        self.discovery_status: Callable[[], tuple[ChainStatus, ...]] = discovery_status or (
+            lambda: ()
+        )
+        """Per chain with discovery: scan progress, pairs, unreadable pairs (read at
+        scrape time, so a long first scan's progress shows while it runs)."""
         self._config = config
         self._source = source
         self._approval_facts = approval_facts
@@ -115,6 +124,9 @@ class Monitor:
             poll_interval_s=config.poll.interval_s,
             watched_wallets=tuple(w.address for w in config.wallets),
             watched_spenders=tuple((c.id, s.address) for c in config.chains for s in c.spenders),
+            oneinch_spenders=frozenset((c.id, s.address) for c in config.chains for s in c.spenders)
+            if oneinch_polled
+            else frozenset(),
         )
         self._rendered = render_state(
             self._view,
@@ -184,6 +196,8 @@ class Monitor:
                 last_poll_at=last_poll[0] if last_poll else None,
                 last_poll_outcome=last_poll[1] if last_poll else None,
                 recent_changes=await self._recent_changes(now),
+                discovered=self._facts.discovered,
+                approved_at=self._facts.approved_at,
             )
         )
         # The restore was progress: the watchdog's allowance for the first poll starts now.
@@ -299,6 +313,8 @@ class Monitor:
                 last_poll_at=result.finished_at,
                 last_poll_outcome=recorded.outcome,
                 recent_changes=await self._recent_changes(now),
+                discovered=self._facts.discovered,
+                approved_at=self._facts.approved_at,
             )
         )
         return RecordedCycle(
@@ -477,6 +493,8 @@ def build_monitor(
         config=config,
         source=sources[0] if len(sources) == 1 else CombinedPositions(sources, clock=clock),
         approval_facts=chain,
+        oneinch_polled=oneinch,
+        discovery_status=chain.status if chain is not None else None,
         store=store,
         prices=prices,
         # The denylist was read and validated with the config: not read a second time.

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from monitor.domain.model import Token
 from monitor.domain.records import StoredEvent
-from monitor.domain.snapshot import EMPTY_SNAPSHOT, Snapshot
+from monitor.domain.snapshot import EMPTY_SNAPSHOT, AllowanceKey, Snapshot
 from monitor.risk.rules import Finding, SpenderExposure
 
 
@@ -42,6 +42,22 @@ class MonitorView:
     watched_spenders: tuple[tuple[int, str], ...] = ()
     """The configured (chain_id, spender) pairs, in config order; when empty the page lists
     those it knows of from the labels and the last successes."""
+
+    discovered: frozenset[AllowanceKey] = frozenset()
+    """Approvals some ``Approval`` log named (read live by the chain reader)."""
+    oneinch_spenders: frozenset[tuple[int, str]] = frozenset()
+    """(chain_id, spender) that 1inch's Balance API is asked about (empty in key-free
+    mode)."""
+    approved_at: Mapping[AllowanceKey, datetime] = field(default_factory=dict)
+    """When each discovered approval was last approved: its newest log's block time."""
+
+    def source_of(self, key: AllowanceKey) -> str:
+        """Where an approval is read: ``1inch``, ``chain`` or ``1inch+chain`` (both)."""
+        oneinch = (key[0], key[3]) in self.oneinch_spenders
+        chain = key in self.discovered
+        if oneinch and chain:
+            return "1inch+chain"
+        return "chain" if chain else "1inch"
 
     def newest_success(self) -> datetime | None:
         return max(self.last_success.values(), default=None)
