@@ -23,7 +23,7 @@ from monitor.chain.reads import (
     is_node_failure,
 )
 from monitor.chain.rpc import ChainRpc, RpcEndpoint
-from monitor.errors import RpcError, Unavailable
+from monitor.errors import BadResponse, RpcError, Unavailable
 from monitor.oneinch import RateLimiter
 from tests.chain_helpers import Anvil, anvil_fixture
 
@@ -561,3 +561,14 @@ async def test_a_real_node_reads_live_values_at_the_block_asked(
             token: True,
             recipient: False,
         }
+
+
+async def test_code_that_is_no_hex_data_is_a_bad_response() -> None:
+    chain = node(multicall=False)
+
+    async def garbage(calls: Sequence[tuple[str, list[Any]]]) -> list[Any]:
+        return ["0xzz" for _ in calls]
+
+    chain.batch = garbage  # type: ignore[method-assign]
+    with pytest.raises(BadResponse, match=TOKEN):
+        await LiveReader(chain).has_code([TOKEN], block=BLOCK)

@@ -39,7 +39,7 @@ from monitor.chain.abi import (
     is_word,
 )
 from monitor.chain.rpc import hex_block
-from monitor.errors import RpcError
+from monitor.errors import BadResponse, RpcError
 
 REVERTED: Final = "reverted"
 """The call failed: it reverted, ran out of gas, or the node answered it with an error."""
@@ -188,7 +188,7 @@ class LiveReader:
             calls.append((token, encode_balance_of(wallet)))
         for token in tokens:
             # The probe first: for a token it fails, and failures that end an aggregate
-            # are tried again (see _call_all).
+            # are read again (see _aggregates).
             calls.append((token, NO_SUCH_FUNCTION))
             calls.append((token, TOTAL_SUPPLY))
         if multicall:
@@ -198,11 +198,7 @@ class LiveReader:
         at = iter(answers)
         allowance_answers = [next(at) for _ in allowance_keys]
         balance_answers = [next(at) for _ in balance_keys]
-        not_tokens = set()
-        for token in tokens:
-            probe, total_supply = next(at), next(at)
-            if total_supply is None or not is_word(total_supply) or (probe and is_word(probe)):
-                not_tokens.add(token)
+        not_tokens = {token for token in tokens if not _is_token(next(at), next(at))}
         if multicall:
             native_answers: list[bytes | int | None] = list(at)
         else:
@@ -242,9 +238,7 @@ class LiveReader:
                 symbol=decode_text(symbol) if symbol is not None else None,
                 name=decode_text(name) if name is not None else None,
                 decimals=decode_decimals(decimals) if decimals is not None else None,
-                is_token=total_supply is not None
-                and is_word(total_supply)
-                and not (probe is not None and is_word(probe)),
+                is_token=_is_token(probe, total_supply),
             )
         return result
 
@@ -262,7 +256,7 @@ class LiveReader:
                 raise answer
             code = hex_bytes(answer)
             if code is None:
-                raise ValueError(f"eth_getCode of {address}: the answer is not hex data")
+                raise BadResponse(f"the code of {address} is no hex data", endpoint="eth_getCode")
             result[address] = bool(code)
         return result
 
@@ -368,6 +362,15 @@ class LiveReader:
             balance = _quantity(outcome)
             balances.append(balance if balance is not None else b"")  # malformed
         return balances
+
+
+def _is_token(probe: bytes | None, total_supply: bytes | None) -> bool:
+    """A token answers ``totalSupply()`` with a word, and no function that does not exist."""
+    return (
+        total_supply is not None
+        and is_word(total_supply)
+        and not (probe is not None and is_word(probe))
+    )
 
 
 def _words(
