@@ -144,7 +144,9 @@ def open_chain(
             backoff_initial_s=config.api.backoff_initial_s,
             backoff_max_s=config.api.backoff_max_s,
             retry_after_max_s=config.api.retry_after_max_s,
-            breaker=HostBreaker(endpoint.display, cool_down_s=cool_down_s),
+            breaker=client.breaker
+            if shared
+            else HostBreaker(endpoint.display, cool_down_s=cool_down_s),
         )
     if not rpcs:
         return None

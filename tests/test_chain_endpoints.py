@@ -82,6 +82,15 @@ def test_then_the_1inch_web3_api_with_the_key_as_bearer(tmp_path: Path) -> None:
     assert ONEINCH_KEY.reveal() not in repr(found) + str(found)
 
 
+def test_a_simulator_base_url_serves_its_web3_api_without_a_key(tmp_path: Path) -> None:
+    found = resolve(8453, credentials_dir=tmp_path, oneinch_base_url="http://127.0.0.1:8080/")
+    assert found is not None
+    assert found.url == "http://127.0.0.1:8080/web3/8453"
+    assert found.headers == {}
+    # The real API answers nothing without a key: no endpoint then.
+    assert resolve(8453, credentials_dir=tmp_path) is None
+
+
 def test_nothing_found_is_none(tmp_path: Path) -> None:
     assert resolve(credentials_dir=tmp_path) is None
     assert resolve(environ={"EXPOSURE_MONITOR_RPC_URL_56": ENV_URL}) is None

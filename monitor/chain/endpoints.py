@@ -5,7 +5,8 @@
 3. the systemd credential ``rpc_url_<chain id>`` (``$CREDENTIALS_DIRECTORY``, set by
    ``LoadCredential=``), read as ``monitor.config.secrets`` reads the API key;
 4. with a 1inch key, 1inch's Web3 RPC API, ``{api.base_url}/web3/{chain id}``, with the key as
-   a bearer token.
+   a bearer token; with no key but an ``api.base_url`` that is not the real 1inch API (the
+   simulator), the same path without a key, as the Balance API is asked there.
 
 A URL may hold a provider key in its path, query or userinfo: a ``ConfigError`` here names
 where the URL came from and never repeats it.
@@ -18,7 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from monitor.chain.rpc import RpcEndpoint
-from monitor.config.secrets import ApiKey
+from monitor.config.secrets import ApiKey, is_oneinch_api
 from monitor.errors import ConfigError
 
 ENV_PREFIX = "EXPOSURE_MONITOR_RPC_URL_"
@@ -57,13 +58,16 @@ def resolve_endpoint(
             except (OSError, UnicodeDecodeError) as exc:
                 raise ConfigError(origin, f"cannot read {path}: {type(exc).__name__}") from None
             return _endpoint(chain_id, text, origin)
+    web3_url = f"{oneinch_base_url.rstrip('/')}/web3/{chain_id}"
     if oneinch_key is not None:
         return _endpoint(
             chain_id,
-            f"{oneinch_base_url.rstrip('/')}/web3/{chain_id}",
+            web3_url,
             ONEINCH_WEB3_ORIGIN,
             headers={"Authorization": f"Bearer {oneinch_key.reveal()}"},
         )
+    if not is_oneinch_api(oneinch_base_url):
+        return _endpoint(chain_id, web3_url, ONEINCH_WEB3_ORIGIN)
     return None
 
 

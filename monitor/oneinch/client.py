@@ -127,6 +127,11 @@ class BalanceClient:
         return self._session
 
     @property
+    def breaker(self) -> HostBreaker:
+        """The host's breaker: 1inch's Web3 RPC API is the same host, so it shares it."""
+        return self._breaker
+
+    @property
     def limiter(self) -> RateLimiter:
         """The API key's limiter: 1inch's Web3 RPC API counts against the same key."""
         return self._limiter
