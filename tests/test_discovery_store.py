@@ -194,3 +194,15 @@ async def test_block_numbers_beyond_32_bits_are_kept(store: SqlDiscoveryStore) -
 
     assert await store.cursors(1, [W1], start_block=0) == {W1: big + 1}
     assert (await store.discovered(1))[0].last_block == big
+
+
+async def test_spender_code_facts_survive_and_update(store: SqlDiscoveryStore) -> None:
+    eoa, contract = "0x" + "ab" * 20, "0x" + "CD" * 20
+    assert await store.spender_code(1) == {}
+    await store.save_spender_code(1, {eoa: False, contract: True})
+    await store.save_spender_code(10, {eoa: True})
+    assert await store.spender_code(1) == {eoa: False, contract.lower(): True}
+    # Code deployed later at the address: the newest read wins.
+    await store.save_spender_code(1, {eoa: True})
+    assert await store.spender_code(1) == {eoa: True, contract.lower(): True}
+    assert await store.spender_code(10) == {eoa: True}

@@ -1,5 +1,5 @@
-"""Chain discovery: per-(chain, wallet) scan cursors, the approval pairs found in logs, and
-a count of ERC-721 approvals seen.
+"""Chain discovery: per-(chain, wallet) scan cursors, the approval pairs found in logs, a
+count of ERC-721 approvals seen, and whether each spender has contract code.
 
 Revision ID: 0003
 Revises: 0002
@@ -52,9 +52,18 @@ def upgrade() -> None:
         sa.Column("updated_at", TIMESTAMP, nullable=False),
         sa.PrimaryKeyConstraint("chain_id", name=op.f("pk_discovery_nft_counts")),
     )
+    op.create_table(
+        "spender_code",
+        sa.Column("chain_id", sa.Integer(), nullable=False),
+        sa.Column("spender", ADDRESS, nullable=False),
+        sa.Column("has_code", sa.Boolean(), nullable=False),
+        sa.Column("checked_at", TIMESTAMP, nullable=False),
+        sa.PrimaryKeyConstraint("chain_id", "spender", name=op.f("pk_spender_code")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("spender_code")
     op.drop_table("discovery_nft_counts")
     op.drop_table("discovered_approvals")
     op.drop_table("discovery_cursors")

@@ -122,6 +122,8 @@ class ChainPositions:
         """Read what earlier runs discovered (for a restart's first evaluation)."""
         for chain in self._chains:
             self._remember(chain.id, await self._store.discovered(chain.id))
+            for spender, has in (await self._store.spender_code(chain.id)).items():
+                self._has_code[(chain.id, spender)] = has
         return self.facts()
 
     async def poll(
@@ -252,7 +254,11 @@ class ChainPositions:
         unchecked = [s for s in spenders if not self._has_code.get((chain.id, s), False)]
         if unchecked:
             codes = await reader.has_code(unchecked, block=head)
+            changed = {
+                s: has for s, has in codes.items() if self._has_code.get((chain.id, s)) != has
+            }
             self._has_code.update({(chain.id, s): has for s, has in codes.items()})
+            await self._store.save_spender_code(chain.id, changed)
         reads = await reader.read(block=head, allowances=pairs, balances=holdings, natives=wallets)
         self._status[chain.id] = replace(
             self._status[chain.id],

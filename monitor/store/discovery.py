@@ -32,7 +32,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from monitor.errors import StoreError
 from monitor.ports import Clock, utc_now
 from monitor.store.migrate import describe_database
-from monitor.store.schema import DiscoveredApprovalRow, DiscoveryCursor, DiscoveryNftCount
+from monitor.store.schema import (
+    DiscoveredApprovalRow,
+    DiscoveryCursor,
+    DiscoveryNftCount,
+    SpenderCode,
+)
 
 DATABASE_ERRORS = (SQLAlchemyError, OSError)
 
@@ -202,6 +207,48 @@ class SqlDiscoveryStore:
                 f"could not read the NFT approval count of chain {chain_id}", exc
             ) from exc
         return int(count or 0)
+
+    async def save_spender_code(self, chain_id: int, has_code: Mapping[str, bool]) -> None:
+        """Record whether each spender has contract code (as read now)."""
+        if not has_code:
+            return
+        now = self._clock()
+        rows = [
+            {"chain_id": chain_id, "spender": s.lower(), "has_code": h, "checked_at": now}
+            for s, h in sorted(has_code.items())
+        ]
+        try:
+            async with self._engine.begin() as conn:
+                t = SpenderCode.__table__.c
+                statement = _dialect_insert(conn)(SpenderCode)
+                statement = statement.on_conflict_do_update(
+                    index_elements=[t.chain_id, t.spender],
+                    set_={
+                        "has_code": statement.excluded.has_code,
+                        "checked_at": statement.excluded.checked_at,
+                    },
+                )
+                for start in range(0, len(rows), WRITE_CHUNK):
+                    await conn.execute(statement, rows[start : start + WRITE_CHUNK])
+        except DATABASE_ERRORS as exc:
+            raise self._error(
+                f"could not save spender code facts of chain {chain_id}", exc
+            ) from exc
+
+    async def spender_code(self, chain_id: int) -> dict[str, bool]:
+        """Whether each spender checked on ``chain_id`` had contract code when last read."""
+        try:
+            async with self._engine.connect() as conn:
+                rows = await conn.execute(
+                    select(SpenderCode.spender, SpenderCode.has_code).where(
+                        SpenderCode.chain_id == chain_id
+                    )
+                )
+                return {spender: bool(has) for spender, has in rows}
+        except DATABASE_ERRORS as exc:
+            raise self._error(
+                f"could not read spender code facts of chain {chain_id}", exc
+            ) from exc
 
     def _error(self, doing: str, exc: BaseException) -> StoreError:
         original = getattr(exc, "orig", None) or exc

@@ -232,3 +232,15 @@ class DiscoveryNftCount(Base):
     chain_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     nft_approvals: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SpenderCode(Base):
+    """Whether a spender has contract code, as the chain reader last read it: an approval
+    to an address with none is the ``eoa_spender`` finding, known again after a restart."""
+
+    __tablename__ = "spender_code"
+
+    chain_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    spender: Mapped[str] = mapped_column(ADDRESS, primary_key=True)
+    has_code: Mapped[bool] = mapped_column(Boolean)
+    checked_at: Mapped[datetime] = mapped_column(UTCDateTime)
