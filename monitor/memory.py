@@ -73,7 +73,10 @@ class MemoryPositions:
         tokens: Iterable[Token],
         *,
         clock: Callable[[], datetime],
+        source: str = "1inch",
     ) -> None:
+        """``source``: the ``source`` of its batches and positions (``1inch`` or ``chain``)."""
+        self._source = source
         self._watch = [(chain_id, spender, tuple(wallets)) for chain_id, spender, wallets in watch]
         self._tokens = {(t.chain_id, t.address): t for t in tokens}
         self._allowances: dict[tuple[int, str, str, str], int] = {}
@@ -122,6 +125,7 @@ class MemoryPositions:
                 spender=spender,
                 wallets=wallets,
                 kind="aggregated",
+                source=self._source,
                 error="unavailable: the memory source was told to fail",
                 error_reason="unavailable",
             )
@@ -141,6 +145,7 @@ class MemoryPositions:
                             token=token,
                             balance=balance,
                             allowance=0 if token.is_native else allowance,
+                            source=self._source,
                         )
                     )
         return BatchOutcome(
@@ -148,6 +153,7 @@ class MemoryPositions:
             spender=spender,
             wallets=wallets,
             kind="aggregated",
+            source=self._source,
             positions=tuple(positions),
         )
 

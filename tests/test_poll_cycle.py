@@ -211,3 +211,33 @@ async def test_a_restore_counts_as_progress_for_the_watchdog() -> None:
     rig.monitor.last_progress_monotonic = 0.0  # as if built long before the restore ended
     await rig.monitor.restore()
     assert rig.monitor.last_progress_monotonic > 0.0
+
+
+async def test_sources_reading_one_allowance_differently_twice_is_a_finding() -> None:
+    from monitor.sources import CombinedPositions
+
+    rig = Rig(config())
+    chain = MemoryPositions([(1, STRANGER, [W1])], TOKENS, clock=rig.clock, source="chain")
+    rig.monitor._source = CombinedPositions([rig.source, chain], clock=rig.clock)
+    rig.source.set_allowance(1, W1, USDC, STRANGER, 7_000_000)
+    chain.set_allowance(1, W1, USDC, STRANGER, 5_000_000)
+
+    def disagreeing() -> list[str]:
+        return [
+            f.detail
+            for f in rig.monitor.view.findings
+            if f.rule == RuleName.SOURCES_DISAGREE and not f.suppressed
+        ]
+
+    await rig.cycle()
+    assert disagreeing() == []  # one poll apart may be one block apart
+    await rig.cycle()
+    assert disagreeing() == [
+        "USDC allowance to 0xd4d4d4D4D4d4d4d4d4D4d4D4d4d4d4d4d4d4D4d4: "
+        "1inch says 7 USDC, chain says 5 USDC, in two polls in a row"
+    ]
+    # The chain's live read is the value kept.
+    assert rig.monitor.view.snapshot.allowance((1, W1, USDC, STRANGER)) == 5_000_000
+    chain.set_allowance(1, W1, USDC, STRANGER, 7_000_000)
+    await rig.cycle()
+    assert disagreeing() == []

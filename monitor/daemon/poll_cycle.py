@@ -33,8 +33,9 @@ from monitor.domain.records import (
     StoredEvent,
     chain_outcomes,
     scope_outcomes,
+    source_disagreements,
 )
-from monitor.domain.snapshot import Snapshot
+from monitor.domain.snapshot import AllowanceKey, Snapshot
 from monitor.errors import ConfigError, StoreError
 from monitor.oneinch.client import BalanceClient
 from monitor.oneinch.prices import SpotPriceSource
@@ -42,7 +43,13 @@ from monitor.poller import OneInchPositions
 from monitor.ports import ApprovalFacts, Clock, PollStore, PositionSource, PriceSource, utc_now
 from monitor.risk.exploits import ExploitList
 from monitor.risk.incremental import RiskEvaluator
-from monitor.risk.rules import FRESH_CHANGES, RiskReport
+from monitor.risk.rules import (
+    FRESH_CHANGES,
+    RiskReport,
+    disagreement_finding,
+    finding_order,
+    suppress,
+)
 from monitor.runtime import oneinch_usable, open_chain
 from monitor.sources import CombinedPositions
 from monitor.store.snapshots import SqlSnapshotStore
@@ -104,6 +111,10 @@ class Monitor:
         self._source = source
         self._approval_facts = approval_facts
         self._facts = DiscoveryFacts()
+        self._disagreeing: dict[AllowanceKey, dict[str, int]] = {}
+        """Keys the sources read differently in the latest poll."""
+        self._disagreements: dict[AllowanceKey, dict[str, int]] = {}
+        """Those that also disagreed in the poll before: ``sources_disagree`` findings."""
         self._store = store
         self._prices = prices
         self._instruments = instruments
@@ -286,6 +297,13 @@ class Monitor:
         recorded = await self._store.record_poll(result)
         if self._approval_facts is not None:
             self._facts = self._approval_facts.facts()
+        disagreeing = source_disagreements(result)
+        # A finding only when the same key disagrees again: one poll's difference may be
+        # the sources reading a block apart.
+        self._disagreements = {
+            key: amounts for key, amounts in disagreeing.items() if key in self._disagreeing
+        }
+        self._disagreeing = disagreeing
         for event in recorded.events:
             self._instruments.recorded_changes.labels(change=event.change.value).inc()
         self._tokens.update(await asyncio.to_thread(_tokens_of, result))
@@ -356,7 +374,7 @@ class Monitor:
             recent = []
         # Re-derives only what changed since the previous evaluation (the same report as
         # rules.evaluate), in a worker thread all the same: a first poll is all change.
-        return await asyncio.to_thread(
+        report = await asyncio.to_thread(
             self._evaluator.evaluate,
             snapshot,
             tokens=dict(self._tokens),
@@ -365,6 +383,20 @@ class Monitor:
             now=now,
             codeless_spenders=self._facts.codeless_spenders,
             approved_at=self._facts.approved_at,
+        )
+        if not self._disagreements:
+            return report
+        tokens = self._tokens
+        extra = [
+            suppress(
+                disagreement_finding(key, amounts, tokens, self._spenders),
+                self._config.risk.ignore,
+                now=now,
+            )
+            for key, amounts in sorted(self._disagreements.items())
+        ]
+        return replace(
+            report, findings=tuple(sorted((*report.findings, *extra), key=finding_order))
         )
 
     async def _usd_prices(self, snapshot: Snapshot) -> Mapping[tuple[int, str], Decimal]:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from monitor.domain.model import PollResult
+from monitor.domain.model import BatchOutcome, PollResult
 from monitor.domain.snapshot import AllowanceKey, ChangeEvent, Snapshot
 
 
@@ -86,3 +86,47 @@ class DiscoveryFacts:
     """(chain_id, spender) with no contract code: approvals to plain wallets."""
     discovered: frozenset[AllowanceKey] = frozenset()
     """Every pair some ``Approval`` log named."""
+
+
+def source_disagreements(result: PollResult) -> dict[AllowanceKey, dict[str, int]]:
+    """The allowances that two sources of one poll both observed and read differently, with
+    each source's amount (a source whose batch covered a key without a position read 0)."""
+    by_source: dict[str, list[BatchOutcome]] = {}
+    for batch in result.batches:
+        if batch.ok:
+            by_source.setdefault(batch.source, []).append(batch)
+    if len(by_source) < 2:
+        return {}
+    read: dict[str, dict[AllowanceKey, int]] = {}
+    for source, batches in by_source.items():
+        values = read.setdefault(source, {})
+        for batch in batches:
+            for p in batch.positions:
+                if not p.token.is_native:
+                    values[p.key] = p.allowance
+    # Where each source's batches looked: (chain, spender, wallet) -> the batches.
+    looked: dict[str, dict[tuple[int, str, str], list[BatchOutcome]]] = {}
+    for source, batches in by_source.items():
+        index = looked.setdefault(source, {})
+        for b in batches:
+            for wallet in b.wallets:
+                index.setdefault((b.chain_id, b.spender, wallet), []).append(b)
+    # Keys some source read non-zero; each source that covered one read its amount (0 if
+    # the batch covering it held no position).
+    disagreements: dict[AllowanceKey, dict[str, int]] = {}
+    for values in read.values():
+        for key, amount in values.items():
+            if not amount or key in disagreements:
+                continue
+            chain_id, wallet, token, spender = key
+            amounts = {
+                source: read[source].get(key, 0)
+                for source, index in looked.items()
+                if any(
+                    token in b.tokens if b.tokens is not None else token not in b.except_tokens
+                    for b in index.get((chain_id, spender, wallet), ())
+                )
+            }
+            if len(amounts) > 1 and len(set(amounts.values())) > 1:
+                disagreements[key] = amounts
+    return disagreements

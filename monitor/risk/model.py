@@ -87,6 +87,7 @@ class RuleName(StrEnum):
     VALUE_AT_RISK = "value_at_risk"
     FRESH_APPROVAL = "fresh_approval"
     EOA_SPENDER = "eoa_spender"
+    SOURCES_DISAGREE = "sources_disagree"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

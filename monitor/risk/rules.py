@@ -9,7 +9,9 @@
   that is still non-zero; for an approval discovered from chain logs, dated by the block time
   of its newest ``Approval`` log (a true "approved at", not "first seen");
 - ``eoa_spender`` (critical): a non-zero allowance to an address with no contract code. A
-  plain wallet as spender is the signature of phishing: no protocol needs it.
+  plain wallet as spender is the signature of phishing: no protocol needs it;
+- ``sources_disagree`` (warning): 1inch and the chain reader both read an allowance and gave
+  different amounts in two polls in a row (``sources_disagree``, from the poll cycle).
 
 Every finding but ``value_at_risk`` is per approval (chain, wallet, token, spender). The
 native coin never counts: it needs no approval. A finding matched by an active ``risk.ignore``
@@ -49,6 +51,7 @@ __all__ = [
     "RuleName",
     "Severity",
     "SpenderExposure",
+    "disagreement_finding",
     "eoa_finding",
     "evaluate",
     "exploited_finding",
@@ -260,6 +263,28 @@ def eoa_finding(
         f"{_amount(allowance, chain_id, token, tokens)} approved to "
         f"{_spender_name(chain_id, spender, spenders)}, an address with no contract code "
         "(a plain wallet: the signature of a phishing approval)",
+    )
+
+
+def disagreement_finding(
+    key: AllowanceKey,
+    amounts: Mapping[str, int],
+    tokens: TokenIndex,
+    spenders: SpenderIndex,
+) -> Finding:
+    """Warning: the sources read different allowances for ``key`` (``amounts`` by source)
+    in two polls in a row; the snapshot keeps the chain's live read."""
+    chain_id, _, token, spender = key
+    said = ", ".join(
+        f"{source} says {_amount(amount, chain_id, token, tokens)}"
+        for source, amount in sorted(amounts.items())
+    )
+    return _finding(
+        RuleName.SOURCES_DISAGREE,
+        Severity.WARNING,
+        key,
+        f"{_symbol(chain_id, token, tokens)} allowance to "
+        f"{_spender_name(chain_id, spender, spenders)}: {said}, in two polls in a row",
     )
 
 
