@@ -263,7 +263,7 @@ def run_check(
         err.write(f"exposure-monitor: warning: {note}\n")
     if not online:
         return EXIT_OK
-    reports = asyncio.run(probe_upstreams(config, key))
+    reports = asyncio.run(probe_upstreams(config, key, env))
     out.write("online:\n")
     for report in reports:
         out.write(f"  {report.line()}\n")
@@ -389,7 +389,9 @@ class ProbeReport:
         return f"{self.api:<15} {self.host}: {self.outcome()}{latency}"
 
 
-async def probe_upstreams(config: Config, key: ApiKey | None) -> list[ProbeReport]:
+async def probe_upstreams(
+    config: Config, key: ApiKey | None, environ: Mapping[str, str] | None = None
+) -> list[ProbeReport]:
     """One request per upstream through the real client, one attempt each, no retries."""
     from monitor.runtime import open_client  # aiohttp only when going online
 
@@ -404,7 +406,7 @@ async def probe_upstreams(config: Config, key: ApiKey | None) -> list[ProbeRepor
     reports = []
     oneinch = key is not None or not is_oneinch_api(config.api.base_url)
     async with open_client(probe_config, key, on_request=records.append) as client:
-        reports += await _probe_chains(config, key, client.session)
+        reports += await _probe_chains(config, key, client.session, environ)
         if not oneinch:
             return reports
         if wallets:
@@ -420,7 +422,10 @@ async def probe_upstreams(config: Config, key: ApiKey | None) -> list[ProbeRepor
 
 
 async def _probe_chains(
-    config: Config, key: ApiKey | None, session: aiohttp.ClientSession
+    config: Config,
+    key: ApiKey | None,
+    session: aiohttp.ClientSession,
+    environ: Mapping[str, str] | None,
 ) -> list[ProbeReport]:
     """``eth_chainId`` of every discovery endpoint, one attempt each: reachable, and serving
     the chain it is configured for."""
@@ -429,7 +434,7 @@ async def _probe_chains(
     from monitor.runtime import chain_endpoints
 
     reports = []
-    for chain_id, endpoint in chain_endpoints(config, key).items():
+    for chain_id, endpoint in chain_endpoints(config, key, environ).items():
         if endpoint is None:
             continue
         records: list[RequestRecord] = []
