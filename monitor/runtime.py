@@ -150,7 +150,13 @@ def open_chain(
         )
     if not rpcs:
         return None
-    return ChainPositions(config, rpcs, SqlDiscoveryStore(store.engine, clock=clock), clock=clock)
+    return ChainPositions(
+        config,
+        rpcs,
+        SqlDiscoveryStore(store.engine, clock=clock),
+        clock=clock,
+        known_tokens=store.tokens,
+    )
 
 
 def _chain_index(config: Config, chain_id: int) -> int:

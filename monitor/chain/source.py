@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -81,7 +81,12 @@ class ChainPositions:
         store: SqlDiscoveryStore,
         *,
         clock: Clock = utc_now,
+        known_tokens: Callable[[], Awaitable[Mapping[tuple[int, str], Token]]] | None = None,
     ) -> None:
+        """``known_tokens``: the token metadata stored by earlier runs (the snapshot store's
+        ``tokens``), so that a token's symbol and decimals are read on-chain once, not once
+        per process."""
+        self._known_tokens = known_tokens
         self._config = config
         self._chains = tuple(c for c in config.discovery_chains if c.id in rpcs)
         self._rpcs = rpcs
@@ -120,6 +125,12 @@ class ChainPositions:
 
     async def load(self) -> DiscoveryFacts:
         """Read what earlier runs discovered (for a restart's first evaluation)."""
+        if self._known_tokens is not None:
+            chain_ids = {c.id for c in self._chains}
+            for key, token in (await self._known_tokens()).items():
+                # One whose decimals could not be read is asked again.
+                if key[0] in chain_ids and token.decimals is not None:
+                    self._tokens.setdefault(key, token)
         for chain in self._chains:
             self._remember(chain.id, await self._store.discovered(chain.id))
             for spender, has in (await self._store.spender_code(chain.id)).items():
