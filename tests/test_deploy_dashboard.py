@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from monitor.risk.model import RuleName
 from tests.test_deploy_rules import documented_metrics, rules, selected_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,6 +24,7 @@ GRAFANA = ROOT / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "exposure-monitor.json"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 FILTER_VARIABLES = ("chain", "wallet", "spender")
+CRITICAL_RULES = (RuleName.EXPLOITED_SPENDER, RuleName.EOA_SPENDER, RuleName.VALUE_AT_RISK)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -166,9 +168,22 @@ def test_panels_cover_risk_approvals_balances_poll_health_and_the_api() -> None:
         "exposure_monitor_poll_duration_seconds_bucket": {"timeseries"},
         "exposure_monitor_api_requests_total": {"timeseries"},
         "exposure_monitor_api_request_duration_seconds_bucket": {"timeseries"},
+        "exposure_monitor_open_findings": {"stat", "timeseries"},  # by severity, by rule
+        # The discovery row.
+        "exposure_monitor_discovery_pairs": {"timeseries"},
+        "exposure_monitor_discovery_unreadable_pairs": {"timeseries"},
+        "exposure_monitor_discovery_scan_lag_blocks": {"timeseries"},
+        "exposure_monitor_discovery_scan_done_blocks": {"timeseries"},
+        "exposure_monitor_discovery_scan_total_blocks": {"timeseries"},
+        "exposure_monitor_discovery_endpoint_up": {"timeseries"},
+        "exposure_monitor_rpc_requests_total": {"timeseries"},
     }
     for metric, kinds in required.items():
         assert kinds <= by_metric.get(metric, set()), metric
+    by_source = [q for q in panel_queries() if re.search(r"by \([^)]*\bsource\b", q.expr)]
+    assert any("exposure_monitor_allowance" in q.expr for q in by_source)
+    by_rule = [q for q in panel_queries() if re.search(r"by \([^)]*\brule\b", q.expr)]
+    assert any("exposure_monitor_open_findings" in q.expr for q in by_rule)
     by_spender = [q for q in panel_queries() if re.search(r"by \([^)]*\bspender\b", q.expr)]
     assert any("exposure_monitor_at_risk_usd" in q.expr for q in by_spender)
 
@@ -207,3 +222,22 @@ def test_provisioning_examples_point_at_the_dashboard_folder_and_a_prometheus() 
     (provider,) = providers["providers"]
     assert provider["type"] == "file"
     assert provider["options"]["path"].startswith("/")
+
+
+def test_the_findings_table_names_every_rule_and_shows_the_critical_ones_in_red() -> None:
+    """Each rule the daemon can raise (``eoa_spender`` included) has a value mapping on the
+    open findings table's rule column; the critical ones are red."""
+    (table,) = [
+        p
+        for p in data_panels(dashboard())
+        if p["type"] == "table" and "exposure_monitor:finding:labelled" in p["targets"][0]["expr"]
+    ]
+    (rule_column,) = [
+        o for o in table["fieldConfig"]["overrides"] if o["matcher"]["options"] == "Rule"
+    ]
+    (mappings,) = [p["value"] for p in rule_column["properties"] if p["id"] == "mappings"]
+    options = {rule: option for m in mappings for rule, option in m["options"].items()}
+    assert set(options) == {str(rule) for rule in RuleName}
+    for rule in CRITICAL_RULES:
+        assert options[str(rule)]["color"] == "red", rule
+    assert "phishing" in options["eoa_spender"]["text"]

@@ -78,6 +78,7 @@ def selected_metrics(expr: str) -> set[str]:
     """The metric names a PromQL expression selects (``up`` included)."""
     rest = re.sub(r'"[^"]*"', " ", expr)
     rest = re.sub(r"\{[^}]*\}|\[[^\]]*\]", " ", rest)  # matchers, ranges
+    rest = re.sub(r"\boffset\s+-?(?:\d+[smhdwy])+", " ", rest)  # offset modifiers
     rest = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", rest)
     rest = re.sub(r"\b[a-zA-Z_]\w*\s*\(", " ", rest)  # function and aggregation names
     words = set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", rest))
@@ -132,6 +133,7 @@ def test_alerts_name_the_wallet_spender_token_and_symbol_their_series_have() -> 
         "ExposureMonitorUnlimitedApproval": per_approval,
         "ExposureMonitorUntrustedSpender": per_approval,
         "ExposureMonitorExploitedSpender": per_approval,
+        "ExposureMonitorEoaSpender": per_approval,
         "ExposureMonitorValueAtRisk": per_wallet_and_spender,
         "ExposureMonitorDataStale": {"chain_id", "spender", "instance"},
         "ExposureMonitorFindingsNotExported": {"instance"},
@@ -140,6 +142,9 @@ def test_alerts_name_the_wallet_spender_token_and_symbol_their_series_have() -> 
         "ExposureMonitorStateNotLoaded": {"instance"},
         "ExposureMonitorApprovalGranted": {"instance"},
         "ExposureMonitorAbsent": set(),
+        "ExposureMonitorDiscoveryEndpointDown": {"chain_id", "instance", "endpoint"},
+        "ExposureMonitorDiscoveryStuck": {"chain_id", "instance"},
+        "ExposureMonitorUnreadablePairs": {"chain_id", "instance"},
     }
     assert set(expected) == {alert["alert"] for alert in alerts()}
     for alert in alerts():
@@ -181,3 +186,34 @@ def test_promtool_check_config_accepts_the_example_with_the_rules(tmp_path: Path
     checked = promtool("check", "config", str(tmp_path / "prometheus.yml"))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert f"SUCCESS: {len(rules())} rules found" in checked.stdout
+
+
+def test_eoa_spender_is_critical_like_the_exploited_spender_and_inhibits_the_same_alerts() -> None:
+    by_name = {alert["alert"]: alert for alert in alerts()}
+    eoa, exploited = (
+        by_name["ExposureMonitorEoaSpender"],
+        by_name["ExposureMonitorExploitedSpender"],
+    )
+    assert eoa["labels"]["severity"] == exploited["labels"]["severity"] == "critical"
+    assert eoa["expr"].strip() == 'exposure_monitor:finding:labelled{rule="eoa_spender"}'
+    assert eoa["for"] == exploited["for"] == "0m"
+    manager = yaml.safe_load((DEPLOY / "alertmanager" / "alertmanager.yml").read_text())
+    (per_approval,) = [
+        rule
+        for rule in manager["inhibit_rules"]
+        if any("ExposureMonitorUntrustedSpender" in m for m in rule["target_matchers"])
+    ]
+    (source,) = per_approval["source_matchers"]
+    assert "ExposureMonitorExploitedSpender" in source and "ExposureMonitorEoaSpender" in source
+    assert {"wallet", "token", "spender"} <= set(per_approval["equal"])
+
+
+def test_alerts_on_approvals_do_not_carry_the_source_label() -> None:
+    """An approval read by 1inch and later discovered too changes its ``source``: its alert
+    must stay the same alert, so no alert's labels may include ``source``."""
+    for alert in alerts():
+        positions = {"exposure_monitor_allowance", "exposure_monitor_allowance_unlimited"}
+        if selected_metrics(alert["expr"]) & positions:
+            assert "without (source)" in alert["expr"], alert["alert"]
+    (record,) = [rule for rule in rules() if "record" in rule]
+    assert "source" not in record["expr"]

@@ -13,9 +13,11 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from monitor.chain.source import ChainStatus
 from monitor.daemon import metrics
 from monitor.daemon.http import render_status
 from monitor.daemon.metrics import (
+    DiscoveryCollector,
     Instruments,
     PositionSeries,
     RenderedState,
@@ -28,6 +30,7 @@ from monitor.daemon.view import MonitorView
 from monitor.domain.addresses import NATIVE_TOKEN
 from monitor.domain.model import UINT256_MAX, Token
 from monitor.domain.snapshot import Snapshot
+from monitor.oneinch.client import RequestRecord
 from monitor.risk.model import Finding, RuleName, Severity, SpenderExposure
 
 W = "0x" + "a1" * 20
@@ -321,3 +324,153 @@ def test_positions_are_kept_and_written_in_key_order_whatever_the_slices(
     written = [labels[1:4] for labels, _ in samples_of(whole)["allowance"]]
     assert written == [k[1:] for k in unlimited + finite][: 120 - len(unlimited)]
     assert whole.dropped == 2 * len(unlimited) + len(finite) + len(balances) - 120
+
+
+# -- where each approval is read, and discovery -----------------------------------------------
+
+
+def test_each_approval_series_says_where_it_is_read() -> None:
+    both = view(
+        oneinch_spenders=frozenset({(1, S)}),
+        discovered=frozenset({(1, W, USDC, S)}),
+    )
+    metrics = scrape(both)
+    sources = {
+        labels["token"]: labels["source"] for labels, _ in metrics["exposure_monitor_allowance"]
+    }
+    assert sources == {USDC: "1inch+chain", DAI: "1inch"}
+    ((labels, _),) = metrics["exposure_monitor_allowance_unlimited"]
+    assert labels["source"] == "1inch+chain"
+    # Key-free: only the chain reader, which discovered the USDC approval alone.
+    key_free = scrape(view(discovered=frozenset({(1, W, USDC, S)})))
+    assert {labels["source"] for labels, _ in key_free["exposure_monitor_allowance_unlimited"]} == {
+        "chain"
+    }
+    # Balances are no approval: no source.
+    assert all("source" not in labels for labels, _ in metrics["exposure_monitor_balance"])
+
+
+def test_a_new_source_alone_renders_the_positions_again() -> None:
+    first = rendered(view(oneinch_spenders=frozenset({(1, S)})))
+    found = view(oneinch_spenders=frozenset({(1, S)}), discovered=frozenset({(1, W, USDC, S)}))
+    second = rendered(found, previous=first)
+    assert second.positions is not first.positions
+    assert b'source="1inch+chain"' in bytes(second.text)
+    assert rendered(found, previous=second).positions is second.positions
+
+
+def test_the_series_cap_still_holds_with_the_source_label() -> None:
+    discovered = view(discovered=frozenset({(1, W, USDC, S), (1, W, DAI, S)}))
+    assert position_series(discovered, max_series=2).dropped == 3
+    samples = samples_of(position_series(discovered, max_series=2))
+    assert [labels[-1] for labels, _ in samples["allowance"]] == ["chain"]
+
+
+def chain_status(**fields: object) -> ChainStatus:
+    values: dict[str, object] = {"chain_id": 1, "endpoint": "https://eth.example.com"}
+    values.update(fields)
+    return ChainStatus(**values)  # type: ignore[arg-type]
+
+
+def discovery_scrape(*statuses: ChainStatus) -> dict[str, list[tuple[dict[str, str], float]]]:
+    registry = CollectorRegistry()
+    registry.register(DiscoveryCollector(lambda: statuses))
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+        assert family.documentation, family.name
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return out
+
+
+def test_discovery_gauges_per_chain_while_a_first_scan_runs_and_once_caught_up() -> None:
+    scanning = chain_status(
+        head_block=21_000_000,
+        scanning=True,
+        scan_done_blocks=250_000,
+        scan_total_blocks=1_000_000,
+        scan_eta_s=90.0,
+        multicall=True,
+    )
+    caught_up = chain_status(
+        chain_id=8453,
+        endpoint="http://127.0.0.1:8545",
+        head_block=5_000,
+        scanned_to=4_988,
+        scan_done_blocks=4_988,
+        scan_total_blocks=4_988,
+        pairs=7,
+        unreadable=2,
+        nft_approvals=3,
+        multicall=False,
+        last_error="server error (http://127.0.0.1:8545)",
+    )
+    m = discovery_scrape(scanning, caught_up)
+
+    def by_chain(name: str) -> dict[str, float]:
+        return {
+            labels["chain_id"]: value
+            for labels, value in m.get(f"exposure_monitor_discovery_{name}", [])
+        }
+
+    assert by_chain("head_block") == {"1": 21_000_000, "8453": 5_000}
+    # No block scanned on chain 1 yet: no scanned block and no lag (unknown, not zero).
+    assert by_chain("scanned_block") == {"8453": 4_988}
+    assert by_chain("scan_lag_blocks") == {"8453": 12}
+    assert by_chain("scanning") == {"1": 1, "8453": 0}
+    assert by_chain("scan_done_blocks") == {"1": 250_000, "8453": 4_988}
+    assert by_chain("scan_total_blocks") == {"1": 1_000_000, "8453": 4_988}
+    assert by_chain("scan_eta_seconds") == {"1": 90.0}  # only while scanning
+    assert by_chain("pairs") == {"1": 0, "8453": 7}
+    assert by_chain("unreadable_pairs") == {"1": 0, "8453": 2}
+    assert by_chain("nft_approvals") == {"1": 0, "8453": 3}
+    assert by_chain("multicall") == {"1": 1, "8453": 0}
+    assert by_chain("endpoint_up") == {"1": 1, "8453": 0}
+    assert sorted(
+        (labels["chain_id"], labels["endpoint"])
+        for labels, value in m["exposure_monitor_discovery_endpoint_info"]
+        if value == 1
+    ) == [("1", "https://eth.example.com"), ("8453", "http://127.0.0.1:8545")]
+    # Every discovery series has the chain only (and the endpoint's info its endpoint).
+    for name, samples in m.items():
+        for labels, _ in samples:
+            assert set(labels) - {"endpoint"} == {"chain_id"}, name
+
+
+def test_discovery_status_is_read_at_each_scrape_and_nothing_without_discovery() -> None:
+    statuses: list[ChainStatus] = []
+    registry = CollectorRegistry()
+    registry.register(DiscoveryCollector(lambda: tuple(statuses)))
+    assert b"exposure_monitor_discovery_pairs{" not in generate_latest(registry)
+    statuses.append(chain_status(pairs=3))
+    assert registry.get_sample_value("exposure_monitor_discovery_pairs", {"chain_id": "1"}) == 3
+    statuses[0] = chain_status(pairs=5, multicall=None)
+    assert registry.get_sample_value("exposure_monitor_discovery_pairs", {"chain_id": "1"}) == 5
+    assert (
+        registry.get_sample_value("exposure_monitor_discovery_multicall", {"chain_id": "1"}) is None
+    )
+
+
+def test_rpc_requests_are_counted_by_chain_method_and_code() -> None:
+    registry = CollectorRegistry()
+    instruments = Instruments(registry, version="9.9.9")
+    for code in ("200", "200", "429", "timeout"):
+        instruments.count_rpc_request(
+            1,
+            RequestRecord(
+                endpoint="eth_getLogs", code=code, duration_s=0.1, request_id=None, attempt=1
+            ),
+        )
+    instruments.count_rpc_request(
+        8453,
+        RequestRecord(endpoint="batch", code="200", duration_s=0.1, request_id=None, attempt=1),
+    )
+
+    def count(chain_id: str, method: str, code: str) -> float | None:
+        labels = {"chain_id": chain_id, "method": method, "code": code}
+        return registry.get_sample_value("exposure_monitor_rpc_requests_total", labels)
+
+    assert count("1", "eth_getLogs", "200") == 2
+    assert count("1", "eth_getLogs", "429") == 1
+    assert count("1", "eth_getLogs", "timeout") == 1
+    assert count("8453", "batch", "200") == 1

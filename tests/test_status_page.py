@@ -14,6 +14,7 @@ from html.parser import HTMLParser
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
+from monitor.chain.source import ChainStatus
 from monitor.daemon import status_page
 from monitor.daemon.http import make_app
 from monitor.daemon.metrics import render_state
@@ -352,3 +353,133 @@ async def test_the_page_is_served_as_html_that_may_run_no_script() -> None:
         assert "Open findings (2)" in visible_text(await response.text())
         ready = await client.get("/readyz")
         assert (ready.status, await ready.text()) == (200, "ready: last successful poll 0s ago\n")
+
+
+# -- discovered approvals and discovery ---------------------------------------------------------
+
+
+def discovered_view() -> MonitorView:
+    """1inch reads the router on Ethereum; the chain reader discovered the USDC approval (so
+    it is read by both) and the WETH one on Arbitrum (chain only), with their log's time."""
+    return view(
+        oneinch_spenders=frozenset({(1, ROUTER)}),
+        discovered=frozenset({(1, TREASURY, USDC, ROUTER), (42161, COLD, WETH, ROUTER)}),
+        approved_at={
+            (1, TREASURY, USDC, ROUTER): NOW - timedelta(hours=3),
+            (42161, COLD, WETH, ROUTER): NOW - timedelta(days=400),
+        },
+    )
+
+
+def test_each_approval_says_where_it_is_read_and_when_a_discovered_one_was_approved() -> None:
+    context = status_context(discovered_view(), NOW)
+    rows = {(r.chain.id, r.token.symbol[:2]): r for r in context.approvals.shown}
+    assert context.approvals.total == 3
+    usdc, evil, weth = rows[(1, "US")], rows[(1, "<s")], rows[(42161, "WE")]
+    assert (usdc.source, usdc.allowance) == ("1inch+chain", "unlimited")
+    assert (usdc.approved_at, usdc.approved_age) == ("2026-11-24T09:00:00Z", "3 h ago")
+    assert (evil.source, evil.approved_at, evil.allowance) == ("1inch", None, "1")
+    assert (weth.source, weth.approved_age, weth.allowance) == ("chain", "400 d ago", "0.5")
+    text = visible_text(render_status(discovered_view(), NOW))
+    assert "Approvals (3)" in text
+    assert "unlimited 1inch+chain 3 h ago 2026-11-24T09:00:00Z" in text
+    assert "0.5 chain 400 d ago" in text
+
+
+def test_a_revoked_approval_and_the_native_coin_are_not_approvals() -> None:
+    revoked = view(
+        snapshot=Snapshot(
+            allowances={(1, TREASURY, USDC, ROUTER): 0, (1, TREASURY, NATIVE_TOKEN, ROUTER): 5}
+        )
+    )
+    assert status_context(revoked, NOW).approvals.total == 0
+    assert "No approvals." in visible_text(render_status(revoked, NOW))
+
+
+def scan_status(**fields: object) -> ChainStatus:
+    values: dict[str, object] = {"chain_id": 1, "endpoint": "https://eth-mainnet.example.com"}
+    values.update(fields)
+    return ChainStatus(**values)  # type: ignore[arg-type]
+
+
+def test_discovery_shows_a_running_scan_with_its_progress_and_eta_per_chain() -> None:
+    statuses = (
+        scan_status(
+            chain_id=8453,
+            endpoint="http://127.0.0.1:8545",
+            head_block=5_000,
+            scanned_to=4_988,
+            pairs=7,
+            unreadable=2,
+            nft_approvals=1,
+            multicall=False,
+        ),
+        scan_status(
+            head_block=21_000_000,
+            scanning=True,
+            scan_done_blocks=250_000,
+            scan_total_blocks=1_000_000,
+            scan_eta_s=5400.0,
+            multicall=True,
+        ),
+    )
+    context = status_context(view(), NOW, statuses)
+    ethereum, base = context.discovery  # by chain id
+    assert (ethereum.state, ethereum.scan, ethereum.eta) == (
+        "scanning",
+        "250,000 of 1,000,000 blocks (25%)",
+        "90 min",
+    )
+    assert (ethereum.scanned_to, ethereum.lag_blocks, ethereum.multicall) == ("-", "-", "yes")
+    assert (base.state, base.scan, base.lag_blocks) == ("caught up", None, "12")
+    assert (base.pairs, base.unreadable, base.nft_approvals) == (7, 2, 1)
+    text = visible_text(render_status(view(), NOW, statuses))
+    assert (
+        "Ethereum (1) https://eth-mainnet.example.com scanning 21,000,000 - - "
+        "250,000 of 1,000,000 blocks (25%) ETA 90 min 0 0 0 yes"
+    ) in text
+    assert "Base (8453) http://127.0.0.1:8545 caught up 5,000 4,988 12 - 7 2 1 no" in text
+
+
+def test_no_discovery_section_without_discovery() -> None:
+    assert status_context(view(), NOW).discovery == ()
+    assert "Discovery" not in visible_text(render_status(view(), NOW))
+
+
+def test_a_failing_chain_shows_its_error_without_any_part_of_a_url_past_the_host() -> None:
+    leaky = scan_status(
+        endpoint="https://eth-mainnet.example.com/v2/hunter2",
+        head_block=100,
+        scanned_to=88,
+        last_error=(
+            "connection failed to https://user:hunter2@eth-mainnet.example.com:8545/v2/hunter2"
+            "?key=hunter2: ClientOSError"
+        ),
+    )
+    page = render_status(view(), NOW, (leaky,))
+    (row,) = status_context(view(), NOW, (leaky,)).discovery
+    assert row.state == "failing"
+    assert row.endpoint == "https://eth-mainnet.example.com"
+    assert row.error == "connection failed to https://eth-mainnet.example.com:8545: ClientOSError"
+    assert "hunter2" not in page
+    assert "https://eth-mainnet.example.com:8545: ClientOSError" in visible_text(page)
+
+
+async def test_the_served_page_shows_the_live_discovery_status() -> None:
+    v = view()
+    statuses = [scan_status(scanning=True, scan_done_blocks=1, scan_total_blocks=4)]
+    app = make_app(
+        registry=CollectorRegistry(),
+        view=lambda: v,
+        state_text=lambda: render_state(v, max_position_series=10, max_finding_series=10).text,
+        clock=lambda: NOW,
+        ready_max_age_s=900,
+        discovery=lambda: tuple(statuses),
+    )
+    async with TestClient(TestServer(app)) as client:
+        assert "1 of 4 blocks (25%) ETA estimating" in visible_text(
+            await (await client.get("/")).text()
+        )
+        statuses[0] = scan_status(head_block=10, scanned_to=8)
+        text = visible_text(await (await client.get("/")).text())
+        assert "caught up 10 8 2" in text

@@ -14,7 +14,7 @@ import shutil
 import signal
 import time
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -22,6 +22,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
+from monitor.chain.source import ChainStatus
 from monitor.daemon.http import make_app
 from monitor.daemon.metrics import render_state
 from monitor.daemon.view import MonitorView
@@ -156,13 +157,32 @@ def hostile_view() -> MonitorView:
 
 
 async def test_a_person_sees_the_status_page_in_chromium(tmp_path: Path) -> None:
-    v = hostile_view()
+    # The USDC approval is read by 1inch and was discovered in the chain's logs too, approved
+    # three hours ago; a first scan of Ethereum's logs is a quarter done.
+    v = replace(
+        hostile_view(),
+        oneinch_spenders=frozenset({(1, ROUTER)}),
+        discovered=frozenset({(1, TREASURY, USDC, ROUTER)}),
+        approved_at={(1, TREASURY, USDC, ROUTER): NOW - timedelta(hours=3)},
+    )
+    scan = ChainStatus(
+        chain_id=1,
+        endpoint="https://eth-mainnet.example.com",
+        head_block=21_000_000,
+        scanning=True,
+        scan_done_blocks=250_000,
+        scan_total_blocks=1_000_000,
+        scan_eta_s=5400.0,
+        pairs=3,
+        unreadable=1,
+    )
     app = make_app(
         registry=CollectorRegistry(),
         view=lambda: v,
         state_text=lambda: render_state(v, max_position_series=10, max_finding_series=10).text,
         clock=lambda: NOW,
         ready_max_age_s=900,
+        discovery=lambda: (scan,),
     )
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
@@ -207,6 +227,12 @@ async def test_a_person_sees_the_status_page_in_chromium(tmp_path: Path) -> None
     assert "Value at risk $2,500.00" in text
     assert any(m.get("http-equiv") == "refresh" and m.get("content") == "300" for m in dom.metas)
     assert to_checksum(EVIL)[:6] in text
+    # Where each approval is read, and when the discovered one was approved.
+    assert "Approvals (4)" in text
+    assert "unlimited 1inch+chain 3 h ago 2026-11-24T09:00:00Z" in text
+    # The first scan's progress, and the endpoint as scheme://host only.
+    assert "250,000 of 1,000,000 blocks (25%) ETA 90 min" in text
+    assert "https://eth-mainnet.example.com scanning" in text
     assert shot.read_bytes().startswith(b"\x89PNG")
 
 

@@ -15,7 +15,8 @@ import hashlib
 import hmac
 import html
 import itertools
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import bcrypt
 from aiohttp import web
@@ -26,6 +27,9 @@ from monitor.daemon.metrics import StateText, gzip_compress
 from monitor.daemon.status_page import render_status
 from monitor.daemon.view import MonitorView
 from monitor.ports import Clock
+
+if TYPE_CHECKING:
+    from monitor.chain.source import ChainStatus
 
 __all__ = ["OPEN_PATHS", "accepts_gzip", "basic_auth_middleware", "make_app", "render_status"]
 
@@ -67,6 +71,10 @@ def _always_loaded() -> str | None:
     return None
 
 
+def _no_discovery() -> Sequence[ChainStatus]:
+    return ()
+
+
 def make_app(
     *,
     registry: CollectorRegistry,
@@ -76,6 +84,7 @@ def make_app(
     ready_max_age_s: float,
     users: Mapping[str, bytes] | None = None,
     loading: Callable[[], str | None] = _always_loaded,
+    discovery: Callable[[], Sequence[ChainStatus]] = _no_discovery,
 ) -> web.Application:
     """The aiohttp application serving the daemon's endpoints.
 
@@ -87,6 +96,10 @@ def make_app(
     the registry alone (no position or finding series: unknown is not zero), ``/readyz``
     answers 503 with that reason, and ``/`` is a page saying the state is loading.
     ``/healthz`` answers 200 throughout.
+
+    ``discovery`` is the chain reader's live per-chain status (``Monitor.discovery_status``),
+    shown on the status page; the ``exposure_monitor_discovery_*`` series come from a
+    ``DiscoveryCollector`` registered in ``registry``.
     """
     app = web.Application(middlewares=[basic_auth_middleware(users)] if users else [])
 
@@ -122,7 +135,7 @@ def make_app(
             )
             return web.Response(text=page, content_type="text/html", headers=STATUS_PAGE_HEADERS)
         # Off the loop: a page of hundreds of rows is milliseconds of CPU scrapes need not wait.
-        page = await asyncio.to_thread(render_status, view(), clock())
+        page = await asyncio.to_thread(render_status, view(), clock(), tuple(discovery()))
         return web.Response(text=page, content_type="text/html", headers=STATUS_PAGE_HEADERS)
 
     app.router.add_get("/healthz", healthz)

@@ -15,18 +15,23 @@ import heapq
 import math
 import zlib
 from collections import Counter as Tally
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import islice
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
 from monitor.daemon.view import MonitorView
 from monitor.domain.snapshot import AllowanceKey, BalanceKey
 from monitor.risk.model import Finding
+
+if TYPE_CHECKING:  # not imported by the listener: the chain reader pulls in the store
+    from monitor.chain.source import ChainStatus
+    from monitor.oneinch.client import RequestRecord
 
 PREFIX = "exposure_monitor"
 MAX_LABEL_TEXT = 64
@@ -38,7 +43,10 @@ POSITION_LABELS = (
     "symbol",
     "wallet_label",
     "spender_label",
+    "source",
 )
+"""``source``: where the approval is read, ``1inch``, ``chain`` (discovered in the chain's
+``Approval`` logs, read live) or ``1inch+chain`` (both)."""
 BALANCE_LABELS = ("chain_id", "wallet", "token", "symbol", "wallet_label")
 FINDING_LABELS = ("rule", "severity", "chain_id", "wallet", "spender", "token")
 FINDING_COUNT_LABELS = ("rule", "severity", "chain_id")
@@ -118,6 +126,13 @@ class Instruments:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=registry,
         )
+        self.rpc_requests = Counter(
+            f"{PREFIX}_rpc_requests",
+            "HTTP attempts to the chains' JSON-RPC endpoints, by chain, method (batch for a"
+            " batch of several methods) and status code (or timeout/error).",
+            ["chain_id", "method", "code"],
+            registry=registry,
+        )
         self.recorded_changes = Counter(
             f"{PREFIX}_allowance_changes",
             # The name says allowance but it counts every recorded change, balances included:
@@ -156,6 +171,86 @@ class Instruments:
             "balance_changed",
         ):
             self.recorded_changes.labels(change=change)
+
+    def count_rpc_request(self, chain_id: int, record: RequestRecord) -> None:
+        """An HTTP attempt of the chain reader (``ChainRpc``'s ``on_request``, with its chain)."""
+        self.rpc_requests.labels(
+            chain_id=str(chain_id), method=clip(record.endpoint), code=record.code
+        ).inc()
+
+
+DISCOVERY = f"{PREFIX}_discovery"
+
+
+class DiscoveryCollector:
+    """``exposure_monitor_discovery_*``: the chain reader's per-chain status, read at each
+    scrape from ``status`` (``Monitor.discovery_status``), so a long first scan's progress
+    shows while it runs. One series per chain with discovery; none without discovery.
+
+    The endpoint is shown as ``scheme://host[:port]`` only (``ChainStatus.endpoint``), in
+    ``exposure_monitor_discovery_endpoint_info``.
+    """
+
+    def __init__(self, status: Callable[[], Iterable[ChainStatus]]) -> None:
+        self._status = status
+
+    def collect(self) -> Iterator[Metric]:
+        chains = sorted(self._status(), key=lambda s: s.chain_id)
+
+        def gauge(name: str, documentation: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(f"{DISCOVERY}_{name}", documentation, labels=["chain_id"])
+
+        info = InfoMetricFamily(
+            f"{DISCOVERY}_endpoint",
+            "The JSON-RPC endpoint each chain is read from, as scheme://host[:port] only.",
+            labels=["chain_id"],
+        )
+        head = gauge("head_block", "Newest block number the chain's endpoint answered.")
+        scanned = gauge(
+            "scanned_block",
+            "Highest block the Approval log scan has covered for every watched wallet"
+            " (head minus discovery.confirmations once caught up).",
+        )
+        lag = gauge(
+            "scan_lag_blocks",
+            "Blocks between the head and the scanned block (discovery.confirmations when"
+            " caught up).",
+        )
+        scanning = gauge("scanning", "1 while a scan of Approval logs runs, else 0.")
+        done = gauge("scan_done_blocks", "Blocks the running or last scan has covered.")
+        total = gauge("scan_total_blocks", "Blocks the running or last scan has to cover.")
+        eta = gauge("scan_eta_seconds", "Estimated time left of the running scan.")
+        pairs = gauge("pairs", "(wallet, token, spender) pairs found in Approval logs.")
+        unreadable = gauge(
+            "unreadable_pairs",
+            "Pairs whose allowance or balance could not be read (no ERC-20 answer: a revert"
+            " or garbage), never taken for an allowance.",
+        )
+        nft = gauge("nft_approvals", "ERC-721 Approval logs seen (counted, not read as ERC-20).")
+        multicall = gauge("multicall", "1 when live reads go through Multicall3, 0 when not.")
+        up = gauge("endpoint_up", "1 when the chain's last discovery read succeeded, else 0.")
+        for s in chains:
+            chain_id = str(s.chain_id)
+            info.add_metric([chain_id], {"endpoint": s.endpoint})
+            if s.head_block is not None:
+                head.add_metric([chain_id], s.head_block)
+            if s.scanned_to is not None:
+                scanned.add_metric([chain_id], s.scanned_to)
+                if s.head_block is not None:
+                    lag.add_metric([chain_id], max(0, s.head_block - s.scanned_to))
+            scanning.add_metric([chain_id], 1.0 if s.scanning else 0.0)
+            done.add_metric([chain_id], s.scan_done_blocks)
+            total.add_metric([chain_id], s.scan_total_blocks)
+            if s.scanning and s.scan_eta_s is not None:
+                eta.add_metric([chain_id], s.scan_eta_s)
+            pairs.add_metric([chain_id], s.pairs)
+            unreadable.add_metric([chain_id], s.unreadable)
+            nft.add_metric([chain_id], s.nft_approvals)
+            if s.multicall is not None:
+                multicall.add_metric([chain_id], 1.0 if s.multicall else 0.0)
+            up.add_metric([chain_id], 1.0 if s.last_error is None else 0.0)
+        yield from (info, head, scanned, lag, scanning, done, total, eta)
+        yield from (pairs, unreadable, nft, multicall, up)
 
 
 def clip(text: str) -> str:
@@ -235,6 +330,7 @@ def position_families(series: PositionSeries) -> Iterator[Family]:
             clip(token.symbol) if token else "",
             wallet_labels.get(wallet, ""),
             spender_labels.get((chain_id, spender), ""),
+            view.source_of(key),
         )
 
     def whole(key: AllowanceKey | BalanceKey, amount: int) -> float:
@@ -494,6 +590,9 @@ def _same_positions(old: MonitorView, new: MonitorView) -> bool:
         and old.wallet_labels == new.wallet_labels
         and old.spender_labels == new.spender_labels
         and old.unlimited_threshold == new.unlimited_threshold
+        # The source label of each approval.
+        and old.discovered == new.discovered
+        and old.oneinch_spenders == new.oneinch_spenders
     )
 
 

@@ -11,12 +11,13 @@ reorder or hide the text around it.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import cache, lru_cache
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, Template
 
@@ -26,10 +27,14 @@ from monitor.domain.addresses import NATIVE_TOKEN, to_checksum
 from monitor.domain.chains import chain_name, explorer_address_url
 from monitor.domain.model import Token, format_units
 from monitor.domain.records import StoredEvent
+from monitor.domain.snapshot import AllowanceKey
 from monitor.render import safe_text, short_address
 from monitor.risk.exposure import is_native
 from monitor.risk.model import Finding, SpenderExposure
 from monitor.timespec import iso
+
+if TYPE_CHECKING:
+    from monitor.chain.source import ChainStatus
 
 MIN_REFRESH_S = 10
 """The page reloads every ``poll.interval_s``, but never more often than this."""
@@ -120,6 +125,44 @@ class ChangeRow:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalRow:
+    """A non-zero approval of the snapshot, where it is read, and when it was approved."""
+
+    chain: Chain
+    wallet: Address
+    token: TokenRef
+    spender: Address
+    allowance: str
+    source: str
+    """``1inch``, ``chain`` (discovered in the chain's logs) or ``1inch+chain``."""
+    approved_at: str | None
+    """The block time of its newest ``Approval`` log (discovered approvals only)."""
+    approved_age: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DiscoveryRow:
+    """What discovery knows of one chain (``ChainStatus``), worded."""
+
+    chain: Chain
+    endpoint: str
+    """``scheme://host[:port]`` only."""
+    state: str
+    """"scanning", "caught up", "not scanned yet" or "failing"."""
+    head_block: str
+    scanned_to: str
+    lag_blocks: str
+    scan: str | None
+    """While a scan runs: ``done of total blocks (pct)``."""
+    eta: str | None
+    pairs: int
+    unreadable: int
+    nft_approvals: int
+    multicall: str
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ChainRow:
     chain: Chain
     last_success: str | None
@@ -158,15 +201,17 @@ class StatusPage:
     open_by_severity: tuple[tuple[str, int], ...]
     suppressed_findings: Rows[FindingRow]
     exposures: Rows[ExposureRow]
+    approvals: Rows[ApprovalRow]
     changes: Rows[ChangeRow]
     chains: tuple[ChainRow, ...]
+    discovery: tuple[DiscoveryRow, ...]
     wallets: tuple[WalletRow, ...]
     spenders: tuple[tuple[Chain, tuple[Address, ...]], ...]
 
 
-def render_status(view: MonitorView, now: datetime) -> str:
-    """The status page as HTML."""
-    return _template().render(page=status_context(view, now))
+def render_status(view: MonitorView, now: datetime, discovery: Sequence[ChainStatus] = ()) -> str:
+    """The status page as HTML; ``discovery``: the chain reader's live status per chain."""
+    return _template().render(page=status_context(view, now, discovery))
 
 
 @cache
@@ -183,8 +228,11 @@ def _template() -> Template:
     return environment.get_template("status.html")
 
 
-def status_context(view: MonitorView, now: datetime) -> StatusPage:
-    """What the status page shows of ``view`` at ``now``. Pure: no I/O, no clock."""
+def status_context(
+    view: MonitorView, now: datetime, discovery: Sequence[ChainStatus] = ()
+) -> StatusPage:
+    """What the status page shows of ``view`` at ``now``, and of ``discovery`` (the chain
+    reader's per-chain status). Pure: no I/O, no clock."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     names = _Names(view)
@@ -216,8 +264,12 @@ def status_context(view: MonitorView, now: datetime) -> StatusPage:
         open_by_severity=tuple(sorted(severities.items(), key=lambda kv: _SEVERITY_ORDER[kv[0]])),
         suppressed_findings=_rows(names.finding(f, approved) for f in suppressed),
         exposures=_rows(names.exposure(e) for e in exposures),
+        approvals=_rows(names.approval(key, amount, now) for key, amount in _approvals(view)),
         changes=_rows(names.change(c, now) for c in _recent(view.recent_changes, now)),
         chains=_chain_rows(view, now),
+        discovery=tuple(
+            _discovery_row(status) for status in sorted(discovery, key=lambda s: s.chain_id)
+        ),
         wallets=tuple(names.watched_wallet(w, list(spenders)) for w in _watched_wallets(view)),
         spenders=tuple(
             (_chain(chain_id), tuple(names.spender(chain_id, s) for s in chain_spenders))
@@ -303,6 +355,20 @@ class _Names:
             unpriced=tuple(self.token(e.chain_id, t) for t in e.missing_prices),
         )
 
+    def approval(self, key: AllowanceKey, amount: int, now: datetime) -> ApprovalRow:
+        chain_id, wallet, token, spender = key
+        approved = self._view.approved_at.get(key)
+        return ApprovalRow(
+            chain=_chain(chain_id),
+            wallet=self.wallet(wallet, chain_id),
+            token=self.token(chain_id, token),
+            spender=self.spender(chain_id, spender),
+            allowance=self.amount(chain_id, token, amount, allowance=True),
+            source=self._view.source_of(key),
+            approved_at=iso(approved) if approved else None,
+            approved_age=_age(now, approved) if approved else None,
+        )
+
     def change(self, stored: StoredEvent, now: datetime) -> ChangeRow:
         event = stored.event
         allowance = event.spender is not None
@@ -331,6 +397,67 @@ def _approved_tokens(view: MonitorView) -> dict[_Group, list[str]]:
     for tokens in approved.values():
         tokens.sort()
     return approved
+
+
+def _approvals(view: MonitorView) -> list[tuple[AllowanceKey, int]]:
+    """The non-zero approvals of tokens (never the native coin), in key order."""
+    return sorted(
+        (key, amount)
+        for key, amount in view.snapshot.allowances.items()
+        if amount > 0 and not is_native(key[0], key[2], view.tokens)
+    )
+
+
+_URL_TAIL = re.compile(
+    r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^@/\s?#)\]\"']*@)?([^/\s?#)\]\"']+)"
+    r"[^\s)\]\"']*?(?=[:;,.]?(?:[\s)\]\"']|$))"
+)
+"""A URL, to be cut to ``scheme://host[:port]`` (user info, path, query and fragment gone)."""
+
+
+def _discovery_row(status: ChainStatus) -> DiscoveryRow:
+    head, scanned = status.head_block, status.scanned_to
+    if status.last_error is not None:
+        state = "failing"
+    elif status.scanning:
+        state = "scanning"
+    elif scanned is None:
+        state = "not scanned yet"
+    else:
+        state = "caught up"
+    scan = eta = None
+    if status.scanning:
+        done, total = status.scan_done_blocks, status.scan_total_blocks
+        share = f" ({100 * done / total:.0f}%)" if total else ""
+        scan = f"{done:,} of {total:,} blocks{share}"
+        eta = _duration(status.scan_eta_s) if status.scan_eta_s is not None else "estimating"
+    return DiscoveryRow(
+        chain=_chain(status.chain_id),
+        # scheme://host[:port] already; cut again, so that no path or query can ever show.
+        endpoint=inert(_URL_TAIL.sub(r"\1\2", status.endpoint), 120),
+        state=state,
+        head_block=f"{head:,}" if head is not None else "-",
+        scanned_to=f"{scanned:,}" if scanned is not None else "-",
+        lag_blocks=f"{max(0, head - scanned):,}"
+        if head is not None and scanned is not None
+        else "-",
+        scan=scan,
+        eta=eta,
+        pairs=status.pairs,
+        unreadable=status.unreadable,
+        nft_approvals=status.nft_approvals,
+        multicall="unknown" if status.multicall is None else ("yes" if status.multicall else "no"),
+        # Errors name endpoints as scheme://host already; any URL is cut to that anyway.
+        error=inert(_URL_TAIL.sub(r"\1\2", status.last_error), 400) if status.last_error else None,
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _recent(events: Iterable[StoredEvent], now: datetime) -> list[StoredEvent]:
