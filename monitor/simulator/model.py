@@ -109,11 +109,16 @@ class BalanceEntry:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AllowanceEntry:
+    """An allowance. ``approved`` is what the wallet's ``Approval`` log says it approved
+    (None: ``amount``); an ``amount`` below it is an approval partly spent by ``transferFrom``,
+    which lowers an allowance without any event."""
+
     chain_id: int
     wallet: str
     token: str
     spender: str
     amount: int
+    approved: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -137,6 +142,35 @@ class Behaviour:
     max_wallets_per_request: int | None = None
     native_in_custom: bool = True
     error_body: str = "described"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Web3Spec:
+    """How the Web3 RPC API (``/web3/{chain}``) lays the scenario out in blocks.
+
+    Every chain's history runs from ``first_block`` to ``first_block + history_blocks``, the
+    head at step 1 (the simulator's start): the starting approvals were granted in it. Each
+    step (an ``eth_blockNumber`` answered) adds ``blocks_per_step`` blocks; the changes of the
+    step are in its first block. ``max_block_range`` and ``max_logs`` make ``eth_getLogs``
+    refuse larger ranges or answers with a real provider's error; ``multicall`` places
+    Multicall3 at its canonical address; ``batches`` accepts JSON-RPC batch arrays;
+    ``no_code`` lists spenders that are plain accounts (every other spender is a contract).
+    """
+
+    first_block: int = 0
+    history_blocks: int = 5_000
+    blocks_per_step: int = 25
+    block_time_s: int = 12
+    max_block_range: int | None = None
+    max_logs: int | None = None
+    multicall: bool = True
+    batches: bool = True
+    no_code: tuple[str, ...] = ()
+
+    @property
+    def start_head(self) -> int:
+        """The head block at step 1."""
+        return self.first_block + self.history_blocks
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -170,6 +204,7 @@ class Scenario:
     rate_limit_tolerance_s: float = DEFAULT_RATE_LIMIT_TOLERANCE_S
     retry_after_s: int | None = None
     generate: GenerateSpec | None = None
+    web3: Web3Spec = field(default_factory=Web3Spec)
     description: str | None = None
     source: str = "<scenario>"
 
@@ -182,11 +217,13 @@ class Scenario:
         """The chain with id ``chain_id``, if the scenario has it."""
         return next((c for c in self.chains if c.id == chain_id), None)
 
-    def monitor_config(self, base_url: str) -> dict[str, object]:
+    def monitor_config(self, base_url: str, *, discovery: bool = False) -> dict[str, object]:
         """A monitor configuration document (YAML-able) that watches this scenario.
 
         Custom tokens are listed as ``{address, symbol, decimals}`` (the POST endpoints return
-        no metadata). Chains without spenders are left out (the monitor polls per spender).
+        no metadata). Chains without spenders are left out (the monitor polls per spender),
+        unless ``discovery``: then every chain is in, with ``discovery: {start_block}`` at the
+        first block of the Web3 RPC API's history (so the first scan covers it exactly).
         ``api.requests_per_second`` and ``api.max_wallets_per_request`` are set when the
         scenario limits them. The API key,
         if the scenario requires one, is not included: the monitor reads it from its
@@ -200,12 +237,13 @@ class Scenario:
         chains: list[dict[str, object]] = []
         for chain in self.chains:
             spenders = [s for s in self.spenders if s.chain_id == chain.id]
-            if not spenders:
+            if not spenders and not discovery:
                 continue
-            entry: dict[str, object] = {
-                "id": chain.id,
-                "spenders": [_spender_entry(s) for s in spenders],
-            }
+            entry: dict[str, object] = {"id": chain.id}
+            if spenders:
+                entry["spenders"] = [_spender_entry(s) for s in spenders]
+            if discovery:
+                entry["discovery"] = {"start_block": self.web3.first_block}
             if chain.custom_tokens:
                 entry["custom_tokens"] = [
                     {"address": to_checksum(t.address), "symbol": t.symbol, "decimals": t.decimals}

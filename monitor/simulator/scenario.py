@@ -29,6 +29,7 @@ from monitor.simulator.model import (
     Behaviour,
     GenerateSpec,
     Scenario,
+    Web3Spec,
 )
 from monitor.simulator.world import (
     World,
@@ -55,6 +56,7 @@ _TOP_KEYS = (
     "rate_limit_tolerance_s",
     "retry_after_s",
     "generate",
+    "web3",
 )
 _WORLD_KEYS = ("chains", "wallets", "spenders", "balances", "allowances", "timeline")
 
@@ -134,6 +136,7 @@ def parse_scenario(data: object, *, source: str = "<scenario>") -> Scenario:
             requests_per_second=common.requests_per_second,
             rate_limit_tolerance_s=common.rate_limit_tolerance_s,
             retry_after_s=common.retry_after_s,
+            web3=common.web3,
         )
     for key in ("chains", "wallets"):
         if key not in root:
@@ -171,6 +174,7 @@ def parse_scenario(data: object, *, source: str = "<scenario>") -> Scenario:
         requests_per_second=common.requests_per_second,
         rate_limit_tolerance_s=common.rate_limit_tolerance_s,
         retry_after_s=common.retry_after_s,
+        web3=common.web3,
     )
 
 
@@ -189,6 +193,7 @@ class _Common:
     requests_per_second: int | None
     rate_limit_tolerance_s: float
     retry_after_s: int | None
+    web3: Web3Spec
 
 
 def _parse_common(root: Mapping[str, object]) -> _Common:
@@ -218,6 +223,63 @@ def _parse_common(root: Mapping[str, object]) -> _Common:
         ),
         retry_after_s=(
             None if retry_after is None else fields.integer(retry_after, "retry_after_s", minimum=0)
+        ),
+        web3=_parse_web3(root.get("web3"), "web3"),
+    )
+
+
+_WEB3_KEYS = (
+    "first_block",
+    "history_blocks",
+    "blocks_per_step",
+    "block_time_s",
+    "max_block_range",
+    "max_logs",
+    "multicall",
+    "batches",
+    "no_code",
+)
+
+
+def _parse_web3(data: object, path: str) -> Web3Spec:
+    if data is None:
+        return Web3Spec()
+    section = fields.mapping(data, path, allowed=_WEB3_KEYS)
+    defaults = Web3Spec()
+    at = functools.partial(fields.key_path, path)
+
+    def integer(key: str, default: int, minimum: int) -> int:
+        return fields.integer(section.get(key, default), at(key), minimum=minimum)
+
+    def optional(key: str) -> int | None:
+        value = section.get(key)
+        return None if value is None else fields.integer(value, at(key), minimum=1)
+
+    no_code = section.get("no_code")
+    return Web3Spec(
+        first_block=fields.integer(
+            section.get("first_block", defaults.first_block),
+            at("first_block"),
+            minimum=0,
+            maximum=2**48,
+        ),
+        history_blocks=fields.integer(
+            section.get("history_blocks", defaults.history_blocks),
+            at("history_blocks"),
+            minimum=100,
+            maximum=100_000_000,
+        ),
+        blocks_per_step=integer("blocks_per_step", defaults.blocks_per_step, 1),
+        block_time_s=integer("block_time_s", defaults.block_time_s, 1),
+        max_block_range=optional("max_block_range"),
+        max_logs=optional("max_logs"),
+        multicall=fields.boolean(section.get("multicall", defaults.multicall), at("multicall")),
+        batches=fields.boolean(section.get("batches", defaults.batches), at("batches")),
+        no_code=()
+        if no_code is None
+        else tuple(
+            fields.address(item, fields.item_path(at("no_code"), i))
+            for i, item in enumerate(fields.sequence(no_code, at("no_code")))
         ),
     )
 

@@ -34,6 +34,7 @@ from monitor.simulator.state import (
     RecordedRequest,
     SimulatorState,
 )
+from monitor.simulator.web3_api import WEB3, add_web3_routes
 
 __all__ = ["RecordedRequest", "RunningSimulator", "make_app", "run_simulator"]
 
@@ -41,16 +42,23 @@ CONTROL_PREFIX = "/_simulator/"
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def make_app(scenario: Scenario, *, clock: Callable[[], float] = time.monotonic) -> web.Application:
+def make_app(
+    scenario: Scenario,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    wall_clock: Callable[[], float] = time.time,
+) -> web.Application:
     """The simulator application for ``scenario``.
 
     ``clock`` (seconds, monotonic) drives ``at_s`` timeline events, the rate limiter and the
-    recorded arrival times; the simulator's start is the clock's value now.
+    recorded arrival times; the simulator's start is the clock's value now. ``wall_clock``
+    (unix seconds) dates the Web3 RPC API's blocks: step 1's head is its value now.
     """
     app = web.Application(middlewares=[_api_middleware])
     app[STATE] = SimulatorState(scenario, clock)
     add_balance_routes(app)
     add_price_routes(app)
+    add_web3_routes(app, anchor_unix=wall_clock())
     app.router.add_post(f"{CONTROL_PREFIX}faults", _add_fault)
     app.router.add_delete(f"{CONTROL_PREFIX}faults", _clear_faults)
     app.router.add_get(f"{CONTROL_PREFIX}state", _state)
@@ -173,6 +181,7 @@ async def _state(request: web.Request) -> web.Response:
             "responses_by_status": statuses,
             "elapsed_s": state.elapsed_s(state.clock()),
             "poll_counts": state.polls.snapshot(),
+            "web3_heads": request.app[WEB3].heads(),
             "faults": state.faults.active(),
         }
     )
@@ -218,6 +227,21 @@ class RunningSimulator:
     def active_faults(self) -> list[dict[str, object]]:
         """The active faults with their remaining uses, as JSON."""
         return self._state.faults.active()
+
+    def head_block(self, chain_id: int) -> int:
+        """The Web3 RPC API's head block of ``chain_id`` (a chain of the scenario)."""
+        history = self._app[WEB3].history(chain_id)
+        if history is None:
+            raise ValueError(f"chain {chain_id} is not in the scenario")
+        return history.head()
+
+    def chain_step(self, chain_id: int) -> int:
+        """The Web3 RPC API's step of ``chain_id``: ``eth_blockNumber`` answers served (the
+        chain's poll count), at least 1."""
+        history = self._app[WEB3].history(chain_id)
+        if history is None:
+            raise ValueError(f"chain {chain_id} is not in the scenario")
+        return history.step
 
     def poll_count(self, chain_id: int, spender: str, wallet: str) -> int:
         """Aggregated answers served for (chain, spender, wallet); addresses in any case."""

@@ -237,7 +237,7 @@ class World:
         section = fields.mapping(
             data,
             path,
-            allowed=("chain", "wallet", "token", "spender", "amount"),
+            allowed=("chain", "wallet", "token", "spender", "amount", "approved"),
             required=("chain", "wallet", "token", "spender", "amount"),
         )
         at = functools.partial(fields.key_path, path)
@@ -247,12 +247,22 @@ class World:
             raise ConfigError(
                 at("token"), "the native coin needs no approval (1inch always reports 2^256-1)"
             )
+        amount = fields.amount(section["amount"], at("amount"))
+        approved = None
+        if "approved" in section:
+            approved = fields.amount(section["approved"], at("approved"))
+            if approved < amount:
+                raise ConfigError(
+                    at("approved"),
+                    "must be at least amount (what is left of an approval cannot exceed it)",
+                )
         return AllowanceEntry(
             chain_id=chain_id,
             wallet=self.wallet(section["wallet"], at("wallet")),
             token=token.address,
             spender=fields.address(section["spender"], at("spender")),
-            amount=fields.amount(section["amount"], at("amount")),
+            amount=amount,
+            approved=approved,
         )
 
     def event(self, data: object, path: str) -> TimelineEvent:
