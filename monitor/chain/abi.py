@@ -66,7 +66,9 @@ _AGGREGATE3_CALLS = ("(address,bool,bytes)[]",)
 _AGGREGATE3_RESULTS = ("(bool,bytes)[]",)
 # eth-abi's uint256 decoder itself, called on the word: a quarter of what ``decode`` costs with
 # its wrapping tuple, which counts at 40,000 answers a poll.
-_UINT256_DECODER = registry.get_decoder("uint256")
+# Typed Any: eth-abi's typing of the registry differs between environments (a BaseDecoder
+# union in some, untyped in others), and the call below is checked by the tests instead.
+_UINT256_DECODER: Any = registry.get_decoder("uint256")
 _WORD_BYTES = 32
 
 
@@ -220,8 +222,8 @@ def decode_uint256(data: bytes) -> int | None:
     """The uint256 in ``data`` if it is exactly one 32-byte word, else None (see module doc)."""
     if len(data) != _WORD_BYTES:
         return None
-    value: int = _UINT256_DECODER(ContextFramesBytesIO(data))  # type: ignore[no-untyped-call]
-    return value
+    stream = ContextFramesBytesIO(data)  # type: ignore[no-untyped-call,unused-ignore]
+    return int(_UINT256_DECODER(stream))
 
 
 def decode_decimals(data: bytes) -> int | None:
