@@ -327,6 +327,13 @@ async def test_the_rate_limit_and_faults_apply_to_json_rpc() -> None:
             await rpc.chain_id()
         assert [r.status for r in simulator.requests][:3] == [503, 503, 200]
 
+    # A fault for the Web3 RPC API alone leaves the Balance API answering.
+    async with web3(load_scenario(None)) as (simulator, rpc, session):
+        simulator.add_fault(Fault(endpoint="balances", status=500, count=1))
+        simulator.add_fault(Fault(endpoint="web3", status=503, count=1))
+        assert await rpc.chain_id() == 1
+        assert [r.status for r in simulator.requests][:2] == [503, 200]
+
 
 async def test_batches_answer_in_order_and_a_refusing_node_gets_single_calls() -> None:
     async with web3(load_scenario(None)) as (_, rpc, session):

@@ -1,4 +1,4 @@
-"""A faithful simulator of the 1inch Balance API v1.2 and Spot Price API v1.1.
+"""A faithful simulator of the 1inch Balance API v1.2, Spot Price API v1.1 and Web3 RPC API.
 
 It serves a scenario (``scenario.load_scenario``) over HTTP (``server.run_simulator`` or
 ``server.make_app``), with knobs for what upstream leaves open and injectable faults. It is a

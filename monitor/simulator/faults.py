@@ -27,6 +27,7 @@ ENDPOINTS: Final = (
     "allowances",
     "custom_allowances",
     "price",
+    "web3",
     "any",
 )
 """Endpoint names a fault can target (``any`` matches every 1inch route)."""

@@ -7,7 +7,7 @@ from the same ledger as the Balance API, laid out in blocks by ``chain_state.Cha
 and of Multicall3 (``aggregate3``, ``getEthBalance``, ``getBlockNumber``,
 ``getCurrentBlockTimestamp``), ``eth_getBalance``, ``eth_getCode``, ``eth_getBlockByNumber``,
 and batch arrays. The API key, the rate limit and faults are the middleware's and
-``answers.respond``'s, as for every 1inch route (fault endpoint ``any``).
+``answers.respond``'s, as for every 1inch route (fault endpoint ``web3``, or ``any``).
 """
 
 from __future__ import annotations
