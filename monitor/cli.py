@@ -355,7 +355,8 @@ async def _simulate(scenario_path: Path | None, listen: str, print_config: bool)
     host, port = parse_listen(listen, "--listen")
     if print_config:
         base = f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
-        sys.stdout.write(yaml.safe_dump(scenario.monitor_config(base), sort_keys=False))
+        document = scenario.monitor_config(base, discovery=True)
+        sys.stdout.write(yaml.safe_dump(document, sort_keys=False))
         return EXIT_OK
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -170,6 +170,8 @@ class HoldingRow:
     spender: str | None
     balance: int
     allowance: int
+    source: str | None = None
+    """Where it was read (``1inch``, ``chain``, ``1inch+chain``); None: not shown."""
 
 
 def _sort_key(p: Position) -> tuple[str, int, str, str, str, str]:
@@ -184,17 +186,25 @@ def write_json_lines(positions: Iterable[Position], out: TextIO, config: Config)
 
 
 def write_table(positions: Iterable[Position], out: TextIO, config: Config) -> None:
-    """``once``'s table of positions (see ``write_holdings``)."""
+    """``once``'s table of positions (see ``write_holdings``). With discovery, a SOURCE
+    column says where each was read; a position both sources read alike is one row
+    (``1inch+chain``), one they read differently a row each."""
+    merged: dict[tuple[int, str, str, str, int, int], list[Position]] = {}
+    for p in positions:
+        key = (p.chain_id, p.wallet, p.token.address, p.spender, p.balance, p.allowance)
+        merged.setdefault(key, []).append(p)
+    show_source = any(p.source != "1inch" for same in merged.values() for p in same)
     write_holdings(
         (
             HoldingRow(
-                token=p.token,
-                wallet=p.wallet,
-                spender=p.spender,
-                balance=p.balance,
-                allowance=p.allowance,
+                token=same[0].token,
+                wallet=same[0].wallet,
+                spender=same[0].spender,
+                balance=same[0].balance,
+                allowance=same[0].allowance,
+                source="+".join(sorted({p.source for p in same})) if show_source else None,
             )
-            for p in positions
+            for same in merged.values()
         ),
         out,
         config,
@@ -205,11 +215,17 @@ def write_holdings(rows: Iterable[HoldingRow], out: TextIO, config: Config) -> N
     """The positions table, aligned: one row per (wallet, chain, token, spender), amounts in
     whole tokens. A balance is printed once per (wallet, chain, token), on the group's first
     row; the native coin, which needs no approval, gets one row per wallet and chain."""
-    header = ("WALLET", "CHAIN", "TOKEN", "SPENDER", "BALANCE", "ALLOWANCE", "UNLIMITED")
+    ordered = sorted(rows, key=_holding_key)
+    with_source = any(row.source is not None for row in ordered)
+    header: tuple[str, ...] = (
+        "WALLET", "CHAIN", "TOKEN", "SPENDER", "BALANCE", "ALLOWANCE", "UNLIMITED"
+    )  # fmt: skip
+    if with_source:
+        header += ("SOURCE",)
     threshold = config.risk.unlimited_threshold
     table: list[tuple[str, ...]] = []
     previous: tuple[str, int, str] | None = None
-    for row in sorted(rows, key=_holding_key):
+    for row in ordered:
         token = row.token
         group = (row.wallet, token.chain_id, token.address)
         if token.is_native:
@@ -224,17 +240,18 @@ def write_holdings(rows: Iterable[HoldingRow], out: TextIO, config: Config) -> N
                 allowance, unlimited = "unlimited", "yes"
             else:
                 allowance, unlimited = format_units(row.allowance, token.decimals), "no"
-        table.append(
-            (
-                wallet_text(config, row.wallet),
-                str(token.chain_id),
-                _symbol(token, token.address),
-                spender,
-                format_units(row.balance, token.decimals) if group != previous else "",
-                allowance,
-                unlimited,
-            )
+        cells: tuple[str, ...] = (
+            wallet_text(config, row.wallet),
+            str(token.chain_id),
+            _symbol(token, token.address),
+            spender,
+            format_units(row.balance, token.decimals) if group != previous else "",
+            allowance,
+            unlimited,
         )
+        if with_source:
+            cells += (row.source or "-" if not token.is_native else "-",)
+        table.append(cells)
         previous = group
     if not table:
         out.write("no positions: nothing held and nothing approved\n")
@@ -249,6 +266,13 @@ def write_holdings(rows: Iterable[HoldingRow], out: TextIO, config: Config) -> N
         out.write("  ".join(aligned).rstrip() + "\n")
 
 
-def _holding_key(row: HoldingRow) -> tuple[str, int, str, str, str]:
+def _holding_key(row: HoldingRow) -> tuple[str, int, str, str, str, str]:
     token = row.token
-    return (row.wallet, token.chain_id, token.symbol.lower(), token.address, row.spender or "")
+    return (
+        row.wallet,
+        token.chain_id,
+        token.symbol.lower(),
+        token.address,
+        row.spender or "",
+        row.source or "",
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ JSON_FIELDS = {
     "balance",
     "allowance",
     "unlimited",
+    "source",
 }
 
 
@@ -72,6 +74,7 @@ def test_once_demo_prints_a_table_with_unlimited_approvals(
         "BALANCE",
         "ALLOWANCE",
         "UNLIMITED",
+        "SOURCE",
     ]
     # A labelled wallet or spender shows as "label (0x1234…abcd)"; a balance once per wallet,
     # chain and token, on the group's first row, whatever the number of spenders.
@@ -83,11 +86,21 @@ def test_once_demo_prints_a_table_with_unlimited_approvals(
     assert len(treasury_usdc) == 4 and "250,000" in treasury_usdc[0]
     assert sum("250,000" in r for r in treasury_usdc) == 1
     assert any(
-        "1inch Router v6 (0x1111…2A65)" in r and r.rstrip().endswith("unlimited  yes")
+        "1inch Router v6 (0x1111…2A65)" in r
+        and re.search(r"unlimited  yes\s+1inch\+chain$", r.rstrip())
         for r in treasury_usdc
     )
+    # Discovery: an unlimited WETH approval to an exploited contract nobody configured.
+    assert any(
+        "0x8dFEB86C7C962577deD19AB2050AC78654feA9F7" in r
+        and re.search(r"unlimited  yes\s+chain$", r.rstrip())
+        for r in rows
+    )
     assert any("n/a (native)" in r for r in rows)
-    assert any("1,000" in r and " DAI " in r and r.rstrip().endswith("no") for r in rows)
+    assert any(
+        "1,000" in r and " DAI " in r and re.search(r" no\s+1inch\+chain$", r.rstrip())
+        for r in rows
+    )
 
 
 def test_once_demo_json_lines_have_the_documented_fields(

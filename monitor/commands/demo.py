@@ -21,7 +21,7 @@ def demo_config(
     scenario: Scenario, base_url: str, database: Path, **sections: dict[str, object]
 ) -> Config:
     """A config watching ``scenario`` served at ``base_url``, recording into ``database``."""
-    document = scenario.monitor_config(base_url)
+    document = scenario.monitor_config(base_url, discovery=True)
     document["api"] = {"base_url": base_url, "requests_per_second": DEMO_RATE}
     document["database"] = {"url": f"sqlite+aiosqlite:///{database}"}
     document.update(sections)
