@@ -21,6 +21,8 @@ COMMENTED_OUT = {
     # These name files the example cannot ship beside itself.
     "metrics.web_config_file",
     "risk.denylist_file",
+    # A provider URL carries a key: the example shows where it would go, as a comment.
+    "chains[].rpc.url",
 }
 """Keys the example may show only as a comment (``# key: value``) at their place."""
 
