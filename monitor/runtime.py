@@ -155,6 +155,9 @@ def open_chain(
         rpcs,
         SqlDiscoveryStore(store.engine, clock=clock),
         clock=clock,
+        # Half the poll's time at most: the rest reads what was found, and 1inch's answers
+        # are not lost to a first scan of a long history.
+        scan_budget_s=config.poll.timeout_s / 2,
         known_tokens=store.tokens,
     )
 

@@ -81,12 +81,16 @@ class ChainPositions:
         store: SqlDiscoveryStore,
         *,
         clock: Clock = utc_now,
+        scan_budget_s: float | None = None,
         known_tokens: Callable[[], Awaitable[Mapping[tuple[int, str], Token]]] | None = None,
     ) -> None:
-        """``known_tokens``: the token metadata stored by earlier runs (the snapshot store's
+        """``scan_budget_s``: the most one poll spends scanning logs (None: no limit).
+        ``known_tokens``: the token metadata stored by earlier runs (the snapshot store's
         ``tokens``), so that a token's symbol and decimals are read on-chain once, not once
         per process."""
         self._known_tokens = known_tokens
+        self._scan_budget_s = scan_budget_s
+        self._scanners: dict[int, ApprovalScanner] = {}
         self._config = config
         self._chains = tuple(c for c in config.discovery_chains if c.id in rpcs)
         self._rpcs = rpcs
@@ -181,9 +185,13 @@ class ChainPositions:
             chain.id, wallets, start_block=chain.discovery.start_block
         )
         self._status[chain.id] = replace(self._status[chain.id], head_block=head, last_error=None)
-        if wallets and min(cursors.values()) <= confirmed:
-            await self._scan(chain, rpc, cursors, confirmed)
-        scanned = confirmed if confirmed >= chain.discovery.start_block else None
+        scanned: int | None = None
+        if wallets:
+            scanned = min(cursors.values()) - 1
+            if scanned < confirmed:
+                scanned = await self._scan(chain, rpc, cursors, confirmed)
+        if scanned is not None and scanned < chain.discovery.start_block:
+            scanned = None
         watched = set(wallets)
         found = [d for d in await self._store.discovered(chain.id) if d.wallet in watched]
         self._remember(chain.id, found)
@@ -198,17 +206,13 @@ class ChainPositions:
 
     async def _scan(
         self, chain: ChainConfig, rpc: ChainRpc, cursors: Mapping[str, int], to_block: int
-    ) -> None:
+    ) -> int:
+        """Scan up to ``to_block``, or as far as ``scan_budget_s`` allows (a first scan of a
+        long history takes many polls; each saves its chunks, so the next one resumes and
+        the pairs found so far are read meanwhile). Returns the block every wallet's scan
+        has reached."""
         status = self._status[chain.id]
         self._status[chain.id] = replace(status, scanning=True)
-
-        def progress(p: ScanProgress) -> None:
-            self._status[chain.id] = replace(
-                self._status[chain.id],
-                scan_total_blocks=p.total_blocks,
-                scan_done_blocks=p.done_blocks,
-                scan_eta_s=p.eta_s,
-            )
 
         async def save(chunk: ScanChunk) -> None:
             await self._store.save_chunk(
@@ -219,21 +223,47 @@ class ChainPositions:
                 nft_approvals=chunk.nft_approvals,
             )
 
-        scanner = ApprovalScanner(
-            rpc,
-            chain_id=chain.id,
-            max_block_range=self._config.rpc.max_block_range,
-            wallets_per_query=self._config.rpc.wallets_per_query,
-            clock=time.monotonic,
-            on_progress=progress,
-        )
-        await scanner.scan(cursors, to_block=to_block, on_chunk=save)
+        scanner = self._scanners.get(chain.id)
+        if scanner is None:
+            # One per chain for the process's life: it remembers a provider's range cap.
+            scanner = self._scanners[chain.id] = ApprovalScanner(
+                rpc,
+                chain_id=chain.id,
+                max_block_range=self._config.rpc.max_block_range,
+                wallets_per_query=self._config.rpc.wallets_per_query,
+                clock=time.monotonic,
+                on_progress=lambda p: self._progress(chain.id, p),
+            )
+        try:
+            async with asyncio.timeout(self._scan_budget_s):
+                await scanner.scan(cursors, to_block=to_block, on_chunk=save)
+        except TimeoutError:
+            reached = await self._store.cursors(chain.id, list(cursors), start_block=0)
+            scanned_to = min(reached.values()) - 1
+            log.info(
+                "discovery on chain %s: scanned to block %d of %d this poll; the scan goes on "
+                "at the next poll, and what it found so far is read now",
+                chain.id,
+                scanned_to,
+                to_block,
+            )
+            self._status[chain.id] = replace(self._status[chain.id], scanned_to=scanned_to)
+            return scanned_to
         self._status[chain.id] = replace(
             self._status[chain.id],
             scanning=False,
             scanned_to=to_block,
             scan_eta_s=None,
             nft_approvals=await self._store.nft_approvals(chain.id),
+        )
+        return to_block
+
+    def _progress(self, chain_id: int, p: ScanProgress) -> None:
+        self._status[chain_id] = replace(
+            self._status[chain_id],
+            scan_total_blocks=p.total_blocks,
+            scan_done_blocks=p.done_blocks,
+            scan_eta_s=p.eta_s,
         )
 
     async def _read_pairs(

@@ -53,8 +53,16 @@ async def poll_and_record(
         result = cycle.result
         tokens = {(p.chain_id, p.token.address): p.token for p in result.positions}
         tokens.update(await store.tokens())
+        scanning = [s for s in monitor.discovery_status() if s.scanning]
     _print(cycle, config, tokens, fmt=fmt, changes_only=changes_only, out=out)
     _report_failures(result, err)
+    for status in scanning:
+        # Approvals in blocks not scanned yet are unknown: never let "none" pass for "none".
+        err.write(
+            f"exposure-monitor: discovery on chain {status.chain_id} has scanned up to block "
+            f"{status.scanned_to} of {status.head_block}: approvals made after it are not "
+            "known yet (the next poll goes on from there)\n"
+        )
     if not cycle.findings_recorded:
         raise StoreError("the poll was recorded but its findings were not (see the log)")
     return not result.failures
