@@ -12,6 +12,12 @@ and then as resolved; the time from the approval appearing upstream to the webho
 it is measured and printed (``pytest -s``). The same Prometheus then answers every query of
 the shipped Grafana dashboard, each of which must return data.
 
+Ethereum also has discovery, on a real anvil (``tests/chain_helpers.py``) whose URL carries a
+secret in its query: there the ops wallet approved a token to an address with no code (the
+phishing signature: ExposureMonitorEoaSpender pages on-call) and a contract that is no token
+emitted a fake Approval naming it (an unreadable pair). The discovery panels of the dashboard
+must return data too, and the secret must appear nowhere the daemon serves.
+
 ``prometheus`` and ``alertmanager`` (or Debian's ``prometheus-alertmanager``) are required:
 without them this test fails rather than skips. ``scripts/tools`` provides them.
 """
@@ -36,6 +42,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.chain_helpers import UINT256_MAX, Anvil
 from tests.daemon_helpers import (
     ROOT,
     daemon_process,
@@ -63,6 +70,9 @@ UNKNOWN_SPENDER = "0x161b1dfb96298624a40c7d1e1948cd75045e5aba"
 FURUCOMBO = "0x17e8ca1b4798b97602895f63206afcd1fc90ca5f"
 DAI = "0x6b175474e89094c44da98b954eedeac495271d0f"
 USDC = "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48"
+PHISHER = "0x" + "5e" * 20
+"""A plain address (no code on anvil) that the ops wallet approves: the eoa_spender rule."""
+RPC_SECRET = "hunter2"
 
 # The default scenario grants at poll 3 and revokes at poll 6; here the grant comes once
 # Prometheus has been scraping for a few seconds, and the revoke leaves the alert time to
@@ -195,6 +205,43 @@ def scenario_file(path: Path) -> Path:
     assert moved == 2, "the default scenario's DAI grant and revoke moved"
     path.write_text(yaml.safe_dump(doc))
     return path
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChainScene:
+    """What the test did on anvil before the daemon started."""
+
+    rpc_url: str
+    """anvil's URL with a secret in the query, as a provider's would carry a key."""
+    token: str
+    fake: str
+
+
+def chain_scene(node: Anvil) -> ChainScene:
+    """On anvil: the ops wallet approves PHT without limit to PHISHER (no code), and a
+    contract that is no token emits an Approval naming the ops wallet; then enough blocks
+    for the approvals to be past discovery's 12 confirmations."""
+    token = node.deploy("TestToken", "Phish Test", "PHT", 18)
+    node.impersonate(OPS)
+    node.send(OPS, token, "mint(address,uint256)", OPS, 1_000 * 10**18)
+    node.send(OPS, token, "approve(address,uint256)", PHISHER, UINT256_MAX)
+    fake = node.deploy("FakeApprovalEmitter")
+    # Naming a spender of its own: any spender it names is checked for code, and one that the
+    # config names (the router has none on a fresh anvil) would turn eoa_spender on for it.
+    node.send(node.accounts[0], fake, "emitApproval(address,address,uint256)", OPS, PHISHER, 1)
+    node.mine(20)
+    return ChainScene(rpc_url=f"{node.url}?key={RPC_SECRET}", token=token, fake=fake)
+
+
+def with_discovery(config: Path) -> Path:
+    """The daemon's config with discovery on Ethereum (the endpoint comes from the
+    environment), its RPC requests not throttled below the one-second polls."""
+    doc = yaml.safe_load(config.read_text())
+    (ethereum,) = [chain for chain in doc["chains"] if chain["id"] == 1]
+    ethereum["discovery"] = {"start_block": 0}
+    doc["rpc"] = {"requests_per_second": 1000}
+    config.write_text(yaml.safe_dump(doc))
+    return config
 
 
 def prometheus_config(path: Path, *, daemon: str, alertmanager: str) -> Path:
@@ -359,7 +406,9 @@ def test_approval_alert_reaches_alertmanager_resolves_and_every_panel_has_data(
         )
         # The daemon's port is chosen now so that Prometheus can be configured before it starts.
         simulator_url = stack.enter_context(simulator_process(scenario_file(tmp_path / "s.yaml")))
+        scene = chain_scene(stack.enter_context(Anvil()))
         daemon_config, metrics_url = write_config(tmp_path / "config.yaml", simulator_url)
+        with_discovery(daemon_config)
         prom_config = prometheus_config(
             tmp_path / "prometheus.yml",
             daemon=metrics_url.removeprefix("http://"),
@@ -380,9 +429,16 @@ def test_approval_alert_reaches_alertmanager_resolves_and_every_panel_has_data(
         loaded = api(prom_url, "/api/v1/rules")["groups"]
         shipped = yaml.safe_load(RULES.read_text())["groups"]
         assert [len(g["rules"]) for g in loaded] == [len(g["rules"]) for g in shipped]
-        stack.enter_context(daemon_process(daemon_config, log=logs["daemon"]))
+        stack.enter_context(
+            daemon_process(
+                daemon_config,
+                log=logs["daemon"],
+                env={"EXPOSURE_MONITOR_RPC_URL_1": scene.rpc_url},
+            )
+        )
         try:
             run_scenario(prom_url, simulator_url, metrics_url, webhook, receivers)
+            check_discovery(prom_url, metrics_url, webhook, scene)
         except AssertionError as error:
             raise AssertionError(f"{error}{diagnostics()}") from error
 
@@ -458,6 +514,8 @@ def run_scenario(
         "ExposureMonitorUpstreamDown",
         "ExposureMonitorDown",
         "ExposureMonitorAbsent",
+        "ExposureMonitorDiscoveryEndpointDown",
+        "ExposureMonitorDiscoveryStuck",
     ):
         assert all(a["state"] != "firing" for a in active_alerts(prom_url, quiet)), quiet
     wait_for(
@@ -524,6 +582,56 @@ def run_scenario(
 
     # 4. Every dashboard query, with every variable at "All" and at one real value each.
     check_dashboard(prom_url)
+
+
+def check_discovery(
+    prom_url: str, metrics_url: str, webhook: WebhookReceiver, scene: ChainScene
+) -> None:
+    """The approval to a plain address pages on-call, and inhibits the lesser alerts of the
+    same approval; the fake Approval is an unreadable pair; the RPC URL's secret is nowhere."""
+    wait_for(
+        lambda: bool(webhook.alerts("firing", alertname="ExposureMonitorEoaSpender")),
+        20,
+        "the eoa-spender alert at the webhook",
+    )
+    (paged, fired), *_ = webhook.alerts("firing", alertname="ExposureMonitorEoaSpender")
+    assert paged.payload["receiver"] == "security-oncall"
+    assert {k: fired["labels"][k] for k in ("chain_id", "wallet", "token", "spender")} == {
+        "chain_id": "1",
+        "wallet": OPS,
+        "token": scene.token,
+        "spender": PHISHER,
+    }
+    assert fired["labels"]["symbol"] == "PHT"
+    assert "source" not in fired["labels"]
+    assert "no contract code" in fired["annotations"]["summary"]
+    # Untrusted and unlimited too, but notified once, as the phishing.
+    assert active_alerts(prom_url, "ExposureMonitorUntrustedSpender", spender=PHISHER)
+    assert active_alerts(prom_url, "ExposureMonitorUnlimitedApproval", spender=PHISHER)
+    assert not webhook.alerts(
+        "firing", alertname="ExposureMonitorUntrustedSpender", spender=PHISHER
+    )
+    assert not webhook.alerts(
+        "firing", alertname="ExposureMonitorUnlimitedApproval", spender=PHISHER
+    )
+    sources = api(
+        prom_url,
+        "/api/v1/query",
+        query=f'exposure_monitor_allowance_unlimited{{spender="{PHISHER}"}}',
+    )["result"]
+    assert [s["metric"]["source"] for s in sources] == ["chain"]
+    unreadable = api(
+        prom_url, "/api/v1/query", query='exposure_monitor_discovery_unreadable_pairs{chain_id="1"}'
+    )["result"]
+    assert [float(s["value"][1]) for s in unreadable] == [1.0]
+    # Served: the endpoint as scheme://host:port, never the query that holds the secret.
+    _, metrics = get(metrics_url + "/metrics")
+    _, page = get(metrics_url + "/")
+    endpoint = scene.rpc_url.split("?")[0].rstrip("/")
+    assert f'endpoint="{endpoint}"' in metrics
+    assert endpoint in page and "Discovery" in page
+    for served in (metrics, page):
+        assert RPC_SECRET not in served
 
 
 def check_dashboard(prom_url: str) -> None:

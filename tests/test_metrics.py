@@ -441,7 +441,7 @@ def test_discovery_status_is_read_at_each_scrape_and_nothing_without_discovery()
     statuses: list[ChainStatus] = []
     registry = CollectorRegistry()
     registry.register(DiscoveryCollector(lambda: tuple(statuses)))
-    assert b"exposure_monitor_discovery_pairs{" not in generate_latest(registry)
+    assert b"exposure_monitor_discovery" not in generate_latest(registry)
     statuses.append(chain_status(pairs=3))
     assert registry.get_sample_value("exposure_monitor_discovery_pairs", {"chain_id": "1"}) == 3
     statuses[0] = chain_status(pairs=5, multicall=None)
@@ -474,3 +474,15 @@ def test_rpc_requests_are_counted_by_chain_method_and_code() -> None:
     assert count("1", "eth_getLogs", "429") == 1
     assert count("1", "eth_getLogs", "timeout") == 1
     assert count("8453", "batch", "200") == 1
+
+
+def test_the_discovery_collector_is_registered_before_there_is_anything_to_read() -> None:
+    """The daemon registers it at start, before the monitor (and its status) exists."""
+
+    def not_yet() -> tuple[ChainStatus, ...]:
+        raise AssertionError("status read at registration")
+
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(DiscoveryCollector(not_yet))
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        registry.register(DiscoveryCollector(not_yet))  # its names are known all the same

@@ -194,9 +194,18 @@ class DiscoveryCollector:
     def __init__(self, status: Callable[[], Iterable[ChainStatus]]) -> None:
         self._status = status
 
+    def describe(self) -> Iterator[Metric]:
+        """The families, without samples: what a registry checks names with (so it need not
+        call ``status`` when the collector is registered)."""
+        yield from self._families(())
+
     def collect(self) -> Iterator[Metric]:
         chains = sorted(self._status(), key=lambda s: s.chain_id)
+        if chains:  # no discovery, or the state not loaded yet: not even HELP lines
+            yield from self._families(chains)
 
+    @staticmethod
+    def _families(chains: Iterable[ChainStatus]) -> tuple[Metric, ...]:
         def gauge(name: str, documentation: str) -> GaugeMetricFamily:
             return GaugeMetricFamily(f"{DISCOVERY}_{name}", documentation, labels=["chain_id"])
 
@@ -249,8 +258,8 @@ class DiscoveryCollector:
             if s.multicall is not None:
                 multicall.add_metric([chain_id], 1.0 if s.multicall else 0.0)
             up.add_metric([chain_id], 1.0 if s.last_error is None else 0.0)
-        yield from (info, head, scanned, lag, scanning, done, total, eta)
-        yield from (pairs, unreadable, nft, multicall, up)
+        progress = (head, scanned, lag, scanning, done, total, eta)
+        return (info, *progress, pairs, unreadable, nft, multicall, up)
 
 
 def clip(text: str) -> str:
