@@ -234,10 +234,20 @@ class ChainPositions:
                 clock=time.monotonic,
                 on_progress=lambda p: self._progress(chain.id, p),
             )
+        deadline = (
+            None if self._scan_budget_s is None else time.monotonic() + self._scan_budget_s
+        )
+
+        async def save_within_budget(chunk: ScanChunk) -> None:
+            # Stopped between chunks, never by cancelling one: a write cancelled half-way can
+            # leave SQLite locked for the next.
+            await save(chunk)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise _BudgetSpent
+
         try:
-            async with asyncio.timeout(self._scan_budget_s):
-                await scanner.scan(cursors, to_block=to_block, on_chunk=save)
-        except TimeoutError:
+            await scanner.scan(cursors, to_block=to_block, on_chunk=save_within_budget)
+        except _BudgetSpent:
             reached = await self._store.cursors(chain.id, list(cursors), start_block=0)
             scanned_to = min(reached.values()) - 1
             log.info(
@@ -423,6 +433,10 @@ class ChainPositions:
 
 
 MonitorFailure = UpstreamError | StoreError
+
+
+class _BudgetSpent(Exception):
+    """The scan of this poll has used its time: it goes on at the next poll."""
 
 
 class WrongChain(UpstreamError):
