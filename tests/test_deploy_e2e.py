@@ -239,7 +239,7 @@ def with_discovery(config: Path) -> Path:
     doc = yaml.safe_load(config.read_text())
     (ethereum,) = [chain for chain in doc["chains"] if chain["id"] == 1]
     ethereum["discovery"] = {"start_block": 0}
-    doc["rpc"] = {"requests_per_second": 1000}
+    doc.setdefault("rpc", {})["requests_per_second"] = 1000
     config.write_text(yaml.safe_dump(doc))
     return config
 
