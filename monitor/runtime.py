@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
@@ -115,8 +116,10 @@ def open_chain(
     store: SqlSnapshotStore,
     *,
     clock: Clock = utc_now,
+    on_request: Callable[[int, RequestRecord], None] | None = None,
 ) -> ChainPositions | None:
     """The chain reader over ``client``'s session, or None when no chain has discovery.
+    ``on_request`` hears of every HTTP attempt to a chain's endpoint, with the chain's id.
 
     Each endpoint gets its own limiter at ``rpc.requests_per_second``, except 1inch's Web3
     RPC API, which shares the key's limiter with the Balance and Spot Price APIs. A chain
@@ -147,6 +150,7 @@ def open_chain(
             breaker=client.breaker
             if shared
             else HostBreaker(endpoint.display, cool_down_s=cool_down_s),
+            on_request=functools.partial(on_request, chain_id) if on_request else None,
         )
     if not rpcs:
         return None

@@ -234,9 +234,7 @@ class ChainPositions:
                 clock=time.monotonic,
                 on_progress=lambda p: self._progress(chain.id, p),
             )
-        deadline = (
-            None if self._scan_budget_s is None else time.monotonic() + self._scan_budget_s
-        )
+        deadline = None if self._scan_budget_s is None else time.monotonic() + self._scan_budget_s
 
         async def save_within_budget(chunk: ScanChunk) -> None:
             # Stopped between chunks, never by cancelling one: a write cancelled half-way can

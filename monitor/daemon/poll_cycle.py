@@ -557,6 +557,8 @@ def make_monitor(
         instruments=instruments,
         clock=clock,
         serve_view=serve_view,
-        chain=open_chain(config, api_key, client, store, clock=clock),
+        chain=open_chain(
+            config, api_key, client, store, clock=clock, on_request=instruments.count_rpc_request
+        ),
         oneinch=oneinch_usable(config, api_key),
     )

@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 from monitor import __version__
 from monitor.config import ApiKey, Config
 from monitor.daemon.http import make_app
-from monitor.daemon.metrics import Instruments
+from monitor.daemon.metrics import DiscoveryCollector, Instruments
 from monitor.daemon.notify import SystemdNotifier
 from monitor.daemon.startup import (
     Backoff,
@@ -43,6 +43,7 @@ from monitor.ports import utc_now
 if TYPE_CHECKING:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+    from monitor.chain.source import ChainStatus
     from monitor.daemon.poll_cycle import Monitor
     from monitor.oneinch.client import BalanceClient, RequestRecord
 
@@ -121,6 +122,7 @@ class Daemon:
         self.startup = Startup()
         self._registry.register(StateLoadedCollector(self.startup))
         self._monitor: Monitor | None = None
+        self._registry.register(DiscoveryCollector(self._discovery_status))
         self._watchdog: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
@@ -162,6 +164,7 @@ class Daemon:
             ready_max_age_s=config.poll.interval_s * config.metrics.ready_after_intervals,
             users=web_config.users if web_config else None,
             loading=self.startup.waiting_for,
+            discovery=self._discovery_status,
         )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -178,6 +181,10 @@ class Daemon:
         log.info("listening on %s", url)
         if self._on_listening is not None:
             self._on_listening(url)
+
+    def _discovery_status(self) -> tuple[ChainStatus, ...]:
+        """The chain reader's live status per chain; none until the state is loaded."""
+        return self._monitor.discovery_status() if self._monitor is not None else ()
 
     def _loaded(self) -> Monitor:
         if self._monitor is None:  # the endpoints ask only once Startup says it is loaded
