@@ -49,8 +49,11 @@ async def demo(*, directory: Path | None, listen: str, interval_s: float, out: T
                     f"  status page  {url}/\n"
                     f"  metrics      {url}/metrics\n"
                     f"  database     {folder / 'demo.sqlite'}\n"
-                    f"polling every {interval_s:g}s; the scenario grants an unlimited DAI approval "
-                    "at its 3rd poll and revokes it at its 6th. Ctrl-C stops.\n"
+                    f"polling every {interval_s:g}s; discovery reads the simulated chain too and "
+                    "finds, at the first poll, an unlimited WETH approval to an exploited "
+                    "contract no config names. The scenario grants USDT to a plain wallet at its "
+                    "2nd poll (revoked at its 5th) and an unlimited DAI approval at its 3rd "
+                    "(revoked at its 6th). Ctrl-C stops.\n"
                 )
                 out.flush()
 
