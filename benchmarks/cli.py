@@ -20,8 +20,9 @@ from typing import Any
 
 import yaml
 
-from benchmarks import profiling, report, scrape
+from benchmarks import discovery, profiling, report, scrape
 from benchmarks.databases import DEFAULT_POSTGRES, Database, Databases
+from benchmarks.discovery import DISCOVERY, DISCOVERY_SMALL
 from benchmarks.machine import describe_code, describe_machine, load_average
 from benchmarks.processes import (
     ChildRun,
@@ -50,11 +51,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--workload",
-        choices=("small", "large", "churn", "all"),
+        choices=("small", "large", "churn", "all", "discovery", "discovery-small"),
         default="all",
         help="small: 10 wallets x 20 tokens x 2 spenders x 2 chains; large: 2,000 x 50 x 3 on "
         "one chain (300,000 positions), with the scrape and API-efficiency runs; churn: the "
-        "large one with 1%% of positions changing each poll; all (default): every one",
+        "large one with 1%% of positions changing each poll; all (default): those three; "
+        "discovery: 1,000 wallets x 20 approvals found in 100,000 blocks of logs through the "
+        "Web3 RPC API (its own table); discovery-small: the same at smoke-test size",
     )
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument(
@@ -67,10 +70,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--rate",
         type=int,
-        default=LARGE.rate_per_s,
+        default=None,
         metavar="R",
-        help="requests per second the simulator enforces for the large and churn workloads "
-        "(default %(default)s)",
+        help=f"requests per second the simulator enforces for the large and churn workloads "
+        f"(default {LARGE.rate_per_s}) and for discovery (default {DISCOVERY.rate_per_s}; "
+        f"discovery-small {DISCOVERY_SMALL.rate_per_s}), the monitor's limiter set to the same",
+    )
+    parser.add_argument(
+        "--rpc",
+        action="append",
+        metavar="KEY=VALUE",
+        help="discovery only: an rpc: setting of the monitor's config (max_block_range, "
+        "wallets_per_query, calls_per_multicall, max_batch_size, ...); default: the product's",
     )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write every figure here")
     parser.add_argument(
@@ -83,7 +94,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="sample every steady-state poll with py-spy into DIR (collapsed stacks; timings "
         "of a profiled run are perturbed)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.rate is None and not args.workload.startswith("discovery"):
+        args.rate = LARGE.rate_per_s
+    return args
 
 
 def log(text: str) -> None:
@@ -368,9 +382,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    results = run(args)
+    if args.workload.startswith("discovery"):
+        workload = DISCOVERY if args.workload == "discovery" else DISCOVERY_SMALL
+        results = discovery.run(args, workload)
+        render = discovery.render
+    else:
+        results = run(args)
+        render = report.render
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str))
-    lines, failed = report.render(results)
+    lines, failed = render(results)
     print("\n".join(lines))
     return 1 if failed and args.strict else 0

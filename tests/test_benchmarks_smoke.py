@@ -112,3 +112,75 @@ def test_small_workload_runs_and_reports_every_figure_beside_its_floor(tmp_path:
             # The floor decodes the very bytes the monitor received: same changes found.
             assert poll["versions_written"] == poll["floor_changes"] > 0
             assert poll["rows_written"] > poll["floor_rows"]
+
+
+DISCOVERY_FIGURES = (
+    "first scan: eth_getLogs requests",
+    "first scan: wall time",
+    "steady poll: eth_call",
+    "steady poll: CPU",
+    "peak RSS",
+    "429 answers",
+)
+
+
+def discovery_rows(stdout: str) -> dict[str, list[str]]:
+    """The discovery summary's rows by figure: [measured, floor, budget, verdict]."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Summary: discovery"))
+    rows: dict[str, list[str]] = {}
+    for line in lines[start + 4 :]:  # title, blank, header, rule
+        if not line.startswith("| "):
+            break
+        cells = [cell.strip() for cell in line.strip("|").split(" | ")]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_discovery_workload_finds_every_approval_and_reports_its_figures(tmp_path: Path) -> None:
+    results_path = tmp_path / "results.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--workload",
+            "discovery-small",
+            "--json",
+            str(results_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = discovery_rows(proc.stdout)
+    assert list(rows) == list(DISCOVERY_FIGURES)
+    for figure, (measured, floor, budget, verdict) in rows.items():
+        assert NUMBER.search(measured), (figure, measured)
+        assert NUMBER.search(floor), (figure, floor)
+        assert NUMBER.search(budget), (figure, budget)
+        assert verdict in ("PASS", "FAIL"), (figure, verdict)
+
+    results = json.loads(results_path.read_text())
+    workload = results["workload"]
+    first, *steady = results["worker"]["polls"]
+    assert steady and all(p["kind"] == "steady" for p in steady)
+    # The first scan found every approval of the generated world, and every pair reads.
+    for poll in (first, *steady):
+        assert poll["pairs"] == workload["pairs"] == 80
+        assert poll["unreadable"] == 0 and poll["last_error"] is None
+        assert poll["allowances"] == workload["pairs"]
+        assert set(poll["responses_by_status"]) == {"200"}
+    assert first["scanned_to"] + 1 >= workload["history_blocks"] - 12
+    assert first["calls"]["eth_getLogs"] >= 6  # 3,000 blocks in ranges of at most 500
+    assert first["scan_wall_s"] > 0
+    for poll in steady:
+        # Nothing new: no log, no timestamp; every pair read again in aggregates.
+        assert "eth_getBlockByNumber" not in poll["calls"]
+        assert poll["calls"]["eth_call"] >= 1
+        assert poll["floor_values"] >= workload["pairs"] + workload["holdings"]
+        assert poll["floor_changes"] == 0
+    assert results["simulator"]["responses_by_status"].get("429", 0) == 0
