@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -263,6 +264,98 @@ async def test_a_refused_range_halves_and_a_providers_range_cap_is_learned() -> 
     assert result.requests == len(node.asked)
 
 
+def alchemy_refusal(largest: int) -> Callable[[int, int, int], BaseException | None]:
+    """Alchemy's refusal of a range over ``largest`` blocks, with the range it suggests."""
+
+    def refuse(start: int, end: int, _found: int) -> BaseException | None:
+        if end - start + 1 <= largest:
+            return None
+        size = f"{largest // 1000}K" if largest % 1000 == 0 else f"{largest:,}"
+        message = (
+            f"{ALCHEMY.replace('2K', size)} Based on your parameters, this block range should "
+            f"work: [{hex(start)}, {hex(start + largest - 1)}]"
+        )
+        return RpcError(-32602, message, endpoint="eth_getLogs", origin="https://a.io")
+
+    return refuse
+
+
+def refusal_naming(text: str, largest: int) -> Callable[[int, int, int], BaseException | None]:
+    error = RpcError(-32000, text, endpoint="eth_getLogs", origin="https://r.io")
+    return lambda start, end, _found: error if end - start + 1 > largest else None
+
+
+@pytest.mark.parametrize(
+    ("refuse", "largest", "max_block_range"),
+    [
+        pytest.param(alchemy_refusal(2_000), 2_000, 10_000, id="alchemy-2K"),
+        pytest.param(alchemy_refusal(1_500), 1_500, 10_000, id="alchemy-1,500"),
+        pytest.param(
+            refusal_naming("exceed maximum block range: 5000", 5_000), 5_000, 10_000, id="infura"
+        ),
+        pytest.param(
+            refusal_naming("eth_getLogs is limited to a 10,000 range", 10_000),
+            10_000,
+            50_000,
+            id="quicknode",
+        ),
+        pytest.param(
+            refusal_naming("eth_getLogs is limited to a 10000 block range", 10_000),
+            10_000,
+            50_000,
+            id="quicknode-block-range",
+        ),
+    ],
+)
+async def test_a_refusal_naming_the_allowed_range_sets_it_at_once(
+    refuse: Callable[[int, int, int], BaseException | None], largest: int, max_block_range: int
+) -> None:
+    node = FakeNode([approval(W1, 12_345)], refuse=refuse)
+    scanner = ApprovalScanner(node, chain_id=1, max_block_range=max_block_range)
+
+    result = await scanner.scan({W1: 0}, to_block=99_999)
+
+    answered = [(a, b) for a, b in node.spans() if b - a + 1 <= largest]
+    assert len(answered) == math.ceil(100_000 / largest)
+    assert len(node.asked) == len(answered) + 1  # the first range, refused
+    assert node.spans()[1] == (0, largest - 1)
+    assert result.cursors == {W1: 100_000}
+    assert keys(result.approvals) == [(W1, TK1, S1, 12_345)]
+    assert scanner.block_range == largest
+
+
+async def test_a_suggested_range_is_taken_then_a_range_cap_learned_after_small_answers() -> None:
+    def refuse(start: int, end: int, _found: int) -> BaseException | None:
+        if end - start + 1 <= 300:
+            return None
+        message = (
+            "query returned more than 10000 results. Try with this block range "
+            f"[{hex(start)}, {hex(start + 299)}]."
+        )
+        return RpcError(-32005, message, endpoint="eth_getLogs", origin="https://i.io")
+
+    node = FakeNode([], refuse=refuse)
+    scanner = ApprovalScanner(node, chain_id=1, max_block_range=1000)
+
+    await scanner.scan({W1: 0}, to_block=2999)
+
+    assert node.spans() == [
+        (0, 999),  # refused: the suggested 300 blocks next
+        (0, 299),  # a small answer: it may grow
+        (300, 899),  # refused just after a small answer: a cap, no growing past 300
+        *[(start, start + 299) for start in range(300, 3000, 300)],
+    ]
+
+
+async def test_a_refusal_naming_a_range_it_did_not_enforce_halves_as_before() -> None:
+    node = FakeNode([], refuse=refuse_ranges_over(250, PROVIDER_REFUSALS["alchemy"]))  # 2K
+    scanner = ApprovalScanner(node, chain_id=1, max_block_range=1000)
+
+    await scanner.scan({W1: 0}, to_block=999)
+
+    assert node.spans()[:3] == [(0, 999), (0, 499), (0, 249)]
+
+
 async def test_a_range_refused_for_its_many_logs_grows_back_to_the_maximum() -> None:
     dense = [approval(W1, block, spender=S2) for block in range(8)]
     node = FakeNode(dense, refuse=refuse_results_over(4, PROVIDER_REFUSALS["infura"]))
@@ -495,6 +588,37 @@ async def test_a_chunk_carries_the_block_time_of_each_pairs_newest_approval() ->
         (20, 3),
         (20, 4),
     ]
+
+
+async def test_a_logs_block_timestamp_dates_it_without_reading_the_block() -> None:
+    stamped = approval(W1, 10) | {"blockTimestamp": hex(block_time(10))}
+    garbage = approval(W1, 30, token=TK2) | {"blockTimestamp": "soon"}
+    node = FakeNode([stamped, approval(W1, 20, spender=S2), garbage])
+    chunks: list[ScanChunk] = []
+
+    async def keep(chunk: ScanChunk) -> None:
+        chunks.append(chunk)
+
+    await ApprovalScanner(node, chain_id=1, max_block_range=100).scan(
+        {W1: 0}, to_block=99, on_chunk=keep
+    )
+
+    [chunk] = chunks
+    assert chunk.block_times == {10: block_time(10), 20: block_time(20), 30: block_time(30)}
+    assert sorted(node.block_reads) == [20, 30]  # no timestamp, a garbled one: read
+
+
+async def test_logs_that_all_carry_their_timestamp_need_no_block_read() -> None:
+    logs = [
+        approval(W1, b, token=t) | {"blockTimestamp": hex(block_time(b))}
+        for b, t in ((5, TK1), (50, TK2), (50, TK1))
+    ]
+    node = FakeNode(logs)
+
+    result = await ApprovalScanner(node, chain_id=1, max_block_range=100).scan({W1: 0}, to_block=99)
+
+    assert node.block_reads == []
+    assert result.requests == 1
 
 
 # -- progress --------------------------------------------------------------------------------

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import math
 import os
 import shutil
 import socket
@@ -54,21 +56,33 @@ Answer = Callable[[Any], web.StreamResponse | Any]
 
 @dataclass
 class FakeNode:
-    """A JSON-RPC node on loopback: answers ``results`` by method, batches unless told not
-    to, and plays ``script`` (one answer per HTTP request) before anything else."""
+    """A JSON-RPC node on loopback: answers ``results`` by method (a callable one is given
+    the params), batches unless told not to, answers 413 to an array of more than
+    ``max_array`` calls or a body of more than ``max_body_bytes``, and plays ``script`` (one
+    answer per HTTP request) before anything else."""
 
     results: dict[str, Any] = field(
         default_factory=lambda: {"eth_chainId": "0x1", "eth_blockNumber": "0x10"}
     )
     batches: bool = True
+    max_array: int | None = None
+    max_body_bytes: int | None = None
     script: list[Answer] = field(default_factory=list)
     bodies: list[Any] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
+    too_large: int = 0
+    """Requests answered 413."""
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
+        raw = await request.read()
+        body = json.loads(raw)
         self.bodies.append(body)
         self.headers.append(dict(request.headers))
+        if (self.max_body_bytes is not None and len(raw) > self.max_body_bytes) or (
+            self.max_array is not None and isinstance(body, list) and len(body) > self.max_array
+        ):
+            self.too_large += 1
+            return web.Response(status=413, text="Request Entity Too Large")
         if self.script:
             answer = self.script.pop(0)(body)
             return await answer if asyncio.iscoroutine(answer) else answer
@@ -86,6 +100,8 @@ class FakeNode:
             error = {"code": -32601, "message": f"the method {method} does not exist"}
             return {"jsonrpc": "2.0", "id": call["id"], "error": error}
         result = self.results[method]
+        if callable(result):
+            result = result(call["params"])
         if isinstance(result, Exception):
             error = {"code": 3, "message": str(result), "data": "0x08c379a0"}
             return {"jsonrpc": "2.0", "id": call["id"], "error": error}
@@ -246,7 +262,7 @@ async def test_a_call_error_in_a_batch_is_returned_in_its_place(
             id="one-error-object",
         ),
         pytest.param(status(400, '{"error": "batch requests are not supported"}'), id="http-400"),
-        pytest.param(status(413, "too large"), id="http-413"),
+        pytest.param(status(415, "unsupported media type"), id="http-415"),
         pytest.param(
             lambda body: web.json_response(
                 [{"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "x"}}]
@@ -271,6 +287,100 @@ async def test_a_refused_batch_falls_back_to_single_calls_for_good(
     assert await rpc.batch([("eth_chainId", [])] * 3) == ["0x1"] * 3
     assert rpc.requests_sent == 6  # no array tried again
     assert not any(isinstance(body, list) for body in served.node.bodies[1:])
+
+
+async def test_an_array_answered_413_is_halved_and_later_arrays_are_cut_up_front(
+    served: Served, make_rpc: Callable[..., ChainRpc]
+) -> None:
+    served.node.max_array = 10
+    served.node.results["eth_getBalance"] = lambda params: hex(int(params[0], 16) * 3)
+    rpc = make_rpc()
+    calls = [("eth_getBalance", [hex(i), "latest"]) for i in range(100)]
+
+    assert await rpc.batch(calls) == [hex(i * 3) for i in range(100)]
+
+    assert rpc.batches_supported is True
+    assert rpc.requests_sent == len(served.node.bodies)
+    assert served.node.too_large == 4  # 100, 50, 25 and 13 calls; 7 passed, then the rest
+    assert [len(b) for b in served.node.bodies[:4]] == [100, 50, 25, 13]
+    limit = rpc.batch_bytes_limit
+    assert limit is not None
+    assert all(len(b) <= 10 for b in served.node.bodies[4:])
+    assert rpc.requests_sent <= 4 + 2 * math.ceil(100 / 10)  # arrays of 6 or 7 calls
+
+    sent_before = rpc.requests_sent
+    more = [("eth_getBalance", [hex(i), "latest"]) for i in range(100, 200)]
+    assert await rpc.batch(more) == [hex(i * 3) for i in range(100, 200)]
+
+    later = served.node.bodies[sent_before:]
+    assert served.node.too_large == 4  # cut up front: no 413 again
+    assert all(isinstance(b, list) and 5 <= len(b) <= 10 for b in later[:-1])
+    assert all(len(json.dumps(b, separators=(",", ":"))) <= limit for b in later)
+    assert len(later) <= math.ceil(100 / 5)
+    assert rpc.requests_sent == sent_before + len(later)
+
+
+async def test_a_body_limit_learned_from_large_calls_does_not_refuse_arrays(
+    served: Served, make_rpc: Callable[..., ChainRpc]
+) -> None:
+    served.node.max_body_bytes = 3_000
+    served.node.results["eth_call"] = "0x01"
+    rpc = make_rpc()
+    big = [("eth_call", [{"to": "0x" + "ab" * 20, "data": "0x" + "00" * 500}, "latest"])] * 8
+
+    assert await rpc.batch(big) == ["0x01"] * 8
+    assert await rpc.batch([("eth_chainId", [])] * 30) == ["0x1"] * 30
+
+    assert rpc.batches_supported is True
+    assert served.node.too_large >= 1
+    assert len(served.node.bodies[-1]) == 30  # small calls still go 30 to an array
+
+
+async def test_a_single_call_answered_413_is_rejected_naming_the_method(
+    served: Served, make_rpc: Callable[..., ChainRpc]
+) -> None:
+    served.node.max_body_bytes = 600
+    rpc = make_rpc()
+    huge = ("eth_call", [{"to": "0x" + "ab" * 20, "data": "0x" + "00" * 400}, "latest"])
+
+    with pytest.raises(Rejected, match="request too large") as caught:
+        await rpc.batch([("eth_chainId", []), huge])
+
+    assert caught.value.endpoint == "eth_call"
+    assert caught.value.status == 413
+    assert rpc.batches_supported is not False
+    assert [len(b) if isinstance(b, list) else b["method"] for b in served.node.bodies] == [
+        2,
+        "eth_chainId",
+        "eth_call",
+    ]
+
+
+async def test_an_array_answered_while_another_is_refused_cannot_undo_the_refusal(
+    served: Served, make_rpc: Callable[..., ChainRpc]
+) -> None:
+    refused = asyncio.Event()
+
+    async def answer_after_the_refusal(body: Any) -> web.Response:
+        await refused.wait()
+        return web.json_response([served.node.answer(call) for call in body])
+
+    def refuse(body: Any) -> web.Response:
+        refused.set()
+        return web.Response(status=400, text="batch requests are not supported")
+
+    served.node.script.extend([answer_after_the_refusal, refuse])
+    rpc = make_rpc()
+
+    first, second = await asyncio.gather(
+        rpc.batch([("eth_chainId", [])] * 2), rpc.batch([("eth_blockNumber", [])] * 2)
+    )
+
+    assert (first, second) == (["0x1"] * 2, ["0x10"] * 2)
+    assert rpc.batches_supported is False
+    sent = len(served.node.bodies)
+    assert await rpc.batch([("eth_chainId", [])] * 2) == ["0x1"] * 2
+    assert not any(isinstance(b, list) for b in served.node.bodies[sent:])
 
 
 async def test_a_node_refusing_every_batch_gets_single_calls(

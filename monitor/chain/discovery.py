@@ -11,10 +11,16 @@ undone by a reorg can at worst name a pair whose live allowance reads zero).
 - Ranges adapt: the first is ``max_block_range`` blocks; when the provider refuses a range
   or the size of its answer (``is_range_refusal``) the range halves, down to one block; after
   an answer well below the providers' result caps it doubles again, up to the largest range
-  the provider has not refused after small answers (a provider's own range cap).
+  the provider has not refused after small answers (a provider's own range cap). A refusal
+  that names the range the provider allows (Alchemy's "up to a 2K block range" and its
+  suggested ``[from, to]``, "exceed maximum block range: 5000", "limited to a 10,000 range")
+  sets the range, and for a range cap its ceiling, to that at once (never above
+  ``max_block_range``).
 - Each scanned range is a ``ScanChunk`` handed to ``on_chunk`` before the scan goes on, so
   the caller saves approvals and cursors together and an interrupted scan resumes where it
   stopped.
+- A block's time is read from the log's ``blockTimestamp`` where the node adds it (newer
+  geth, anvil, Alchemy), else with ``eth_getBlockByNumber``, batched.
 - Logs a reorg removed (``removed: true``) are ignored, as are logs whose owner is not a
   wallet asked for. ERC-721 approvals (four topics) are counted, not returned.
 """
@@ -35,6 +41,7 @@ from monitor.chain.abi import (
     is_nft_approval,
     topic_for_address,
 )
+from monitor.chain.rpc import decode_quantity
 from monitor.errors import BadResponse, RateLimited, Unavailable, UpstreamError
 
 logger = logging.getLogger(__name__)
@@ -64,6 +71,52 @@ _NOT_RANGE_TEXT = re.compile(
 """Limits that are about request rates, not ranges: halving the range cannot help."""
 
 
+_NUMBER = r"(\d{1,3}(?:,\d{3})+|\d+)(?![\d.,]*\d)(?![xX])\s*([kKmM](?![a-zA-Z]))?"
+"""A decimal count of blocks (``2000``, ``10,000``, ``2K``), not the start of a hex number."""
+
+_RANGE_CAP_TEXTS = (
+    re.compile(r"up to an? " + _NUMBER + r"\s*-?\s*block range", re.IGNORECASE),
+    re.compile(r"limited to an? " + _NUMBER + r"\s*(?:-?\s*blocks?)?\s*range", re.IGNORECASE),
+    re.compile(
+        r"(?:max(?:imum)?|allowed) (?:block )?range(?: is| of)?\s*[:=]?\s*" + _NUMBER,
+        re.IGNORECASE,
+    ),
+    re.compile(
+        r"block range (?:is limited to|cannot exceed|should not exceed|must not exceed|"
+        r"must be (?:at most|less than or equal to)|limit(?: is)?\s*:?)\s*" + _NUMBER,
+        re.IGNORECASE,
+    ),
+)
+"""How providers name the block range they allow: Alchemy's "up to a 2K block range",
+QuickNode's "eth_getLogs is limited to a 10,000 range" and "limited to a 10000 block range",
+"exceed maximum block range: 5000", "block range is limited to 1000"."""
+
+_SUGGESTED_RANGE = re.compile(r"\[\s*(0x[0-9a-fA-F]+)\s*,\s*(0x[0-9a-fA-F]+)\s*\]")
+"""The range a provider suggests for the same query (Alchemy's "this block range should work:
+[0x.., 0x..]", Infura's "Try with this block range [0x.., 0x..]")."""
+
+_MULTIPLIERS = {"": 1, "k": 1_000, "m": 1_000_000}
+
+
+def allowed_range(text: str) -> tuple[int | None, int | None]:
+    """What a refusal's text says the provider allows: (the block range it caps queries at,
+    the span of the range it suggests for this query), each None when the text does not say.
+    """
+    cap = None
+    for pattern in _RANGE_CAP_TEXTS:
+        match = pattern.search(text)
+        if match is not None:
+            digits, unit = match.group(1), (match.group(2) or "").lower()
+            cap = int(digits.replace(",", "")) * _MULTIPLIERS[unit] or None
+            break
+    suggested = None
+    pair = _SUGGESTED_RANGE.search(text)
+    if pair is not None:
+        first, last = int(pair.group(1), 16), int(pair.group(2), 16)
+        suggested = last - first + 1 if last >= first else None
+    return cap, suggested
+
+
 def is_range_refusal(exc: BaseException) -> bool:
     """True when ``exc`` is a provider refusing an ``eth_getLogs`` block range or the size of
     its answer, so that a smaller range may succeed.
@@ -75,7 +128,11 @@ def is_range_refusal(exc: BaseException) -> bool:
     """
     if not isinstance(exc, UpstreamError) or isinstance(exc, RateLimited | Unavailable):
         return False
-    return _speaks_of_range(str(getattr(exc, "rpc_message", None) or exc.problem))
+    return _speaks_of_range(_refusal_text(exc))
+
+
+def _refusal_text(exc: UpstreamError) -> str:
+    return str(getattr(exc, "rpc_message", None) or exc.problem)
 
 
 def _speaks_of_range(text: str) -> bool:
@@ -279,7 +336,7 @@ class ApprovalScanner:
                     raise
                 if end == start:
                     raise LogRangeRefused(chain_id=self._chain_id, block=start, cause=exc) from exc
-                self._refused(end - start + 1)
+                self._refused(end - start + 1, _refusal_text(exc))
                 continue
             self._answered(end - start + 1, max(len(a) for a in answers))
             return end, answers
@@ -292,14 +349,33 @@ class ApprovalScanner:
             topics=[APPROVAL_TOPIC0, [topic_for_address(w) for w in wallets]],
         )
 
-    def _refused(self, span: int) -> None:
-        if self._last_small_span is not None and span <= 2 * self._last_small_span:
-            # Refused just after a small answer at half the range or less: the provider caps
-            # the range itself, whatever the logs in it. Stop growing past what it accepted.
-            self._ceiling = max(1, span // 2)
-        self._range = max(1, span // 2)
+    def _refused(self, span: int, text: str) -> None:
+        cap, suggested = allowed_range(text)
+        if cap is not None and cap >= span:
+            cap = None  # refused at or under what it names: the text is about something else
+        if suggested is not None and suggested >= span:
+            suggested = None
+        # Refused just after a small answer at half the range or less: the provider caps the
+        # range itself, whatever the logs in it. Stop growing past what it accepted.
+        capped = self._last_small_span is not None and span <= 2 * self._last_small_span
+        if cap is not None:  # the provider's own cap: the range, and no growing past it
+            self._ceiling = min(cap, self._max_range)
+            self._range = min(cap, suggested or cap, self._max_range)
+        elif suggested is not None:  # a range that works for this query
+            self._range = min(suggested, self._max_range)
+            if capped:
+                self._ceiling = max(self._range, span // 2)
+        else:
+            if capped:
+                self._ceiling = max(1, span // 2)
+            self._range = max(1, span // 2)
         self._last_small_span = None
-        logger.debug("chain %d: eth_getLogs range of %d blocks refused", self._chain_id, span)
+        logger.debug(
+            "chain %d: eth_getLogs range of %d blocks refused, next %d",
+            self._chain_id,
+            span,
+            self._range,
+        )
 
     def _answered(self, span: int, most_logs: int) -> None:
         if most_logs >= self._grow_below:
@@ -318,11 +394,15 @@ class ApprovalScanner:
     ) -> ScanChunk:
         approvals: list[ApprovalLog] = []
         nft_approvals = 0
+        stamped: dict[int, int] = {}
         for wallets, logs in zip(queries, answers, strict=True):
             asked = set(wallets)
             for log in logs:
                 if log.get("removed") is True:
                     continue
+                stamp = _log_timestamp(log)
+                if stamp is not None:
+                    stamped[_block_of(log)] = stamp
                 if is_nft_approval(log):
                     if _owner_topic(log) in asked:
                         nft_approvals += 1
@@ -335,7 +415,9 @@ class ApprovalScanner:
         newest: dict[tuple[str, str, str], int] = {}
         for a in approvals:
             newest[(a.owner, a.token, a.spender)] = a.block_number
-        block_times = await self._block_times(sorted(set(newest.values())))
+        blocks = set(newest.values())
+        block_times = {b: stamped[b] for b in blocks if b in stamped}
+        block_times.update(await self._block_times(sorted(blocks - stamped.keys())))
         return ScanChunk(
             chain_id=self._chain_id,
             from_block=start,
@@ -448,6 +530,18 @@ def _block_of(log: Mapping[str, Any]) -> int:
         raise BadResponse(
             f"a log without a readable block number: {number!r}", endpoint="eth_getLogs"
         ) from None
+
+
+def _log_timestamp(log: Mapping[str, Any]) -> int | None:
+    """The log's ``blockTimestamp`` (a hex quantity, unix seconds) where the node adds it;
+    None where it does not, or sends something else."""
+    value = log.get("blockTimestamp")
+    if not isinstance(value, str):
+        return None
+    try:
+        return decode_quantity(value)
+    except ValueError:
+        return None
 
 
 def _owner_topic(log: Mapping[str, Any]) -> str:

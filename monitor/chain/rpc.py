@@ -10,7 +10,10 @@ are ``Rejected`` at once, an answer that is not a JSON-RPC response is ``BadResp
 A JSON-RPC error object is the node's answer for one call (a revert, a refused log range):
 ``request`` raises it as ``RpcError``, ``batch`` returns it in the call's place. Batch arrays
 are split into ``max_batch_size`` calls; a provider that refuses arrays (a 4xx, a non-array
-answer, one error object for the whole array) is sent single calls from then on.
+answer, one error object for the whole array) is sent single calls from then on. An array
+answered 413 (payload too large) is split in halves and each half sent again, down to single
+calls; the largest array that then passed (in bytes) is remembered, and later arrays are cut
+to it up front.
 
 An RPC URL often holds a provider key in its path, query or userinfo, and a header may hold
 a bearer key: nothing here prints more than ``scheme://host[:port]`` (``RpcEndpoint.display``),
@@ -64,9 +67,12 @@ _DETAIL_MAX_CHARS = 300
 _JSON_RPC_ERROR_STATUSES = frozenset({400, 404, 405, 413, 422})
 """4xx statuses a provider may give to JSON-RPC error objects (Alchemy answers a refused log
 range with 400 and a JSON-RPC error): such a body is the calls' answer, not a refusal."""
-_BATCH_REFUSAL_STATUSES = frozenset({400, 404, 405, 406, 413, 415, 422})
+_BATCH_REFUSAL_STATUSES = frozenset({400, 404, 405, 406, 415, 422})
 """Statuses that, answering an array, mean "no batches here": 401, 403 (the key) and 429 (the
-rate) would answer a single call alike, so they are not taken for a refusal."""
+rate) would answer a single call alike, so they are not taken for a refusal; 413 means "too
+large", not "no arrays" (``_TOO_LARGE``)."""
+_TOO_LARGE = 413
+"""Payload too large: an array so answered is split in halves and sent again."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)
@@ -156,6 +162,16 @@ class _Answer:
     status: int
     payload: bytes
     refused: bool = False
+    too_large: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One call with its id, encoded once: sent alone or as an element of an array."""
+
+    request_id: int
+    method: str
+    body: bytes
 
 
 class _ConnectionFailed(Exception):
@@ -172,13 +188,20 @@ class _BatchRefused(Exception):
         super().__init__(why)
 
 
+class _BatchTooLarge(Exception):
+    """The provider answered an array with 413: a smaller one may pass."""
+
+
 class ChainRpc:
     """JSON-RPC 2.0 over HTTP POST to one endpoint. It never closes ``session``.
 
     ``requests_sent`` counts HTTP requests (retries included; a batch array counts once).
-    ``batches_supported`` is None until the first batch array, False for good once the
-    provider refused one. ``breaker`` defaults to one of its own for the endpoint's host;
-    ``on_request`` hears of every HTTP attempt, as the 1inch client's does.
+    ``batches_supported`` is None until the first batch array, True once one was answered,
+    False for good once the provider refused one (it never turns back: arrays in flight at
+    once cannot undo a refusal). ``batch_bytes_limit`` is None until an array is answered 413,
+    then the size of the largest array sent since that passed. ``breaker`` defaults to one of
+    its own for the endpoint's host; ``on_request`` hears of every HTTP attempt, as the 1inch
+    client's does.
     """
 
     def __init__(
@@ -214,6 +237,8 @@ class ChainRpc:
         )
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._max_batch_size = max_batch_size
+        self._too_large_bytes: int | None = None
+        self._fitting_bytes: int | None = None
         self._breaker = breaker or HostBreaker(self._display)
         self._on_request = on_request
         self._sleep = sleep
@@ -279,22 +304,61 @@ class ChainRpc:
         return results
 
     async def _send(self, calls: Sequence[tuple[str, list[Any]]]) -> list[Any | RpcError]:
+        if len(calls) <= 1 or self.batches_supported is False:
+            return [await self._single(method, params) for method, params in calls]
+        return await self._send_packed([self._encode(method, params) for method, params in calls])
+
+    async def _send_packed(self, encoded: Sequence[_Call]) -> list[Any | RpcError]:
+        """``encoded`` in arrays cut to ``max_batch_size`` and ``batch_bytes_limit`` (as it
+        stands when each array is cut: it may drop on the way)."""
         results: list[Any | RpcError] = []
-        for start in range(0, len(calls), self._max_batch_size):
-            chunk = calls[start : start + self._max_batch_size]
-            if len(chunk) > 1 and self.batches_supported is not False:
-                try:
-                    results.extend(await self._array(chunk))
-                    continue
-                except _BatchRefused as refusal:
-                    self.batches_supported = False
-                    log.info(
-                        "%s refuses JSON-RPC batches (%s): single calls from now on",
-                        self._display,
-                        refusal.why,
-                    )
-            results.extend([await self._single(method, params) for method, params in chunk])
+        start = 0
+        while start < len(encoded):
+            group = self._next_group(encoded, start)
+            results.extend(await self._send_group(group))
+            start += len(group)
         return results
+
+    @property
+    def batch_bytes_limit(self) -> int | None:
+        """The largest array, in bytes of its body, that later arrays are cut to: None until
+        the provider answered an array with 413 (payload too large); then the largest array
+        answered since, below the smallest refused (one byte under it until one passed)."""
+        if self._too_large_bytes is None:
+            return None
+        if self._fitting_bytes is not None:
+            return self._fitting_bytes
+        return self._too_large_bytes - 1
+
+    def _next_group(self, encoded: Sequence[_Call], start: int) -> list[_Call]:
+        """The calls from ``start`` for the next array: at most ``max_batch_size``, and within
+        ``batch_bytes_limit`` (at least one call, however large)."""
+        limit = self.batch_bytes_limit
+        group = [encoded[start]]
+        size = 2 + len(encoded[start].body)  # the brackets, then a comma before each next
+        for call in encoded[start + 1 : start + self._max_batch_size]:
+            size += 1 + len(call.body)
+            if limit is not None and size > limit:
+                break
+            group.append(call)
+        return group
+
+    async def _send_group(self, group: Sequence[_Call]) -> list[Any | RpcError]:
+        """``group`` as one array; if the provider finds it too large, its two halves (each
+        cut to the limit learned meanwhile, and halved again if need be, down to single
+        calls); one by one if the provider refuses arrays."""
+        if len(group) > 1 and self.batches_supported is not False:
+            try:
+                return await self._array(group)
+            except _BatchTooLarge:
+                half = (len(group) + 1) // 2
+                return [
+                    *await self._send_packed(group[:half]),
+                    *await self._send_packed(group[half:]),
+                ]
+            except _BatchRefused as refusal:
+                self._batches_refused(refusal.why)
+        return [await self._single_call(call) for call in group]
 
     # -- typed calls -------------------------------------------------------------------------
 
@@ -381,24 +445,31 @@ class ChainRpc:
 
     # -- calls and arrays --------------------------------------------------------------------
 
-    async def _single(self, method: str, params: list[Any]) -> Any | RpcError:
+    def _encode(self, method: str, params: list[Any]) -> _Call:
         request_id = next(self._ids)
         body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
-        answer = await self._post(method, body, array=False)
+        return _Call(request_id, method, orjson.dumps(body))
+
+    async def _single(self, method: str, params: list[Any]) -> Any | RpcError:
+        return await self._single_call(self._encode(method, params))
+
+    async def _single_call(self, call: _Call) -> Any | RpcError:
+        method = call.method
+        answer = await self._post(method, call.body, array=False)
         data = self._decoded(method, answer)
         if not isinstance(data, dict):
             raise self.bad_response(method, "the answer is not a JSON-RPC response object")
-        return self._outcome(method, data, request_id)
+        return self._outcome(method, data, call.request_id)
 
-    async def _array(self, chunk: Sequence[tuple[str, list[Any]]]) -> list[Any | RpcError]:
-        ids = [next(self._ids) for _ in chunk]
-        body = [
-            {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
-            for request_id, (method, params) in zip(ids, chunk, strict=True)
-        ]
-        methods = {method for method, _ in chunk}
+    async def _array(self, chunk: Sequence[_Call]) -> list[Any | RpcError]:
+        ids = [call.request_id for call in chunk]
+        body = b"[" + b",".join(call.body for call in chunk) + b"]"
+        methods = {call.method for call in chunk}
         label = methods.pop() if len(methods) == 1 else "batch"
         answer = await self._post(label, body, array=True)
+        if answer.too_large:
+            self._refused_as_too_large(len(chunk), len(body))
+            raise _BatchTooLarge
         if answer.refused:
             raise _BatchRefused(f"HTTP {answer.status}")
         data = self._decoded(label, answer)
@@ -417,17 +488,39 @@ class ChainRpc:
             if item_id in by_id:
                 raise self.bad_response(label, f"the batch answer repeats id {item_id}")
             by_id[item_id] = item
-        missing = [(i, m) for i, (m, _) in zip(ids, chunk, strict=True) if i not in by_id]
+        missing = [(c.request_id, c.method) for c in chunk if c.request_id not in by_id]
         if missing:
             raise self.bad_response(
                 label,
                 f"the batch answer lacks {len(missing)} of {len(chunk)} responses "
                 f"(first: id {missing[0][0]}, {missing[0][1]})",
             )
-        self.batches_supported = True
-        return [
-            self._outcome(method, by_id[i], i) for i, (method, _) in zip(ids, chunk, strict=True)
-        ]
+        if self.batches_supported is None:
+            self.batches_supported = True  # never back from False: a refusal stands
+        if self._too_large_bytes is not None and len(body) < self._too_large_bytes:
+            self._fitting_bytes = max(self._fitting_bytes or 0, len(body))
+        return [self._outcome(c.method, by_id[c.request_id], c.request_id) for c in chunk]
+
+    def _batches_refused(self, why: str) -> None:
+        if self.batches_supported is not False:  # once: arrays in flight may be refused too
+            log.info(
+                "%s refuses JSON-RPC batches (%s): single calls from now on", self._display, why
+            )
+        self.batches_supported = False
+
+    def _refused_as_too_large(self, calls: int, size: int) -> None:
+        if self._too_large_bytes is None or size < self._too_large_bytes:
+            self._too_large_bytes = size
+            if self._fitting_bytes is not None and self._fitting_bytes >= size:
+                self._fitting_bytes = None  # the provider's limit dropped: learn it again
+        log.info(
+            "%s refused a JSON-RPC batch of %d calls (%d bytes) as too large (HTTP 413): "
+            "sending it in halves, and arrays under %d bytes from now on",
+            self._display,
+            calls,
+            size,
+            self._too_large_bytes,
+        )
 
     def _decoded(self, label: str, answer: _Answer) -> object:
         try:
@@ -469,9 +562,9 @@ class ChainRpc:
 
     # -- transport ---------------------------------------------------------------------------
 
-    async def _post(self, label: str, body: object, *, array: bool) -> _Answer:
-        """POST ``body`` with retries: a 2xx answer, or (``array``) a refusal of the array."""
-        data = orjson.dumps(body)
+    async def _post(self, label: str, data: bytes, *, array: bool) -> _Answer:
+        """POST ``data`` with retries: a 2xx answer, or (``array``) a refusal of the array or
+        a 413 (too large) for it."""
         breaker = self._breaker
         attempt = 0
         while True:
@@ -497,6 +590,8 @@ class ChainRpc:
                 breaker.answered()
                 if 200 <= status < 300:
                     return _Answer(status, payload)
+                if array and status == _TOO_LARGE:
+                    return _Answer(status, payload, too_large=True)
                 if status in _JSON_RPC_ERROR_STATUSES and _holds_json_rpc_errors(payload):
                     return _Answer(status, payload)  # errors for the calls, read as such
                 if array and status in _BATCH_REFUSAL_STATUSES:
@@ -618,6 +713,8 @@ class ChainRpc:
             problem, kind = "credentials missing or refused", Rejected
         elif status == 403:
             problem, kind = "access forbidden", Rejected
+        elif status == _TOO_LARGE:
+            problem, kind = "request too large", Rejected
         elif 400 <= status < 500:
             problem, kind = "request refused", Rejected
         else:
