@@ -291,7 +291,7 @@ def test_default_scenario_shows_every_approval_kind() -> None:
     assert any(a.spender == FURUCOMBO.lower() for a in scenario.allowances)
     assert any(a.spender == UNKNOWN_SPENDER.lower() for a in scenario.allowances)
     events = {(e.at_poll, e.set_allowance is not None) for e in scenario.timeline}
-    assert events == {(2, True), (3, True), (4, False), (5, True), (6, True)}
+    assert events == {(3, True), (4, True), (4, False), (6, True), (7, True)}
 
 
 def test_monitor_config_watches_the_scenario() -> None:

@@ -147,12 +147,13 @@ async def test_the_timeline_grants_and_revokes_in_logs_and_live_reads() -> None:
         first = await scanner.scan(cursors, to_block=head - 12)
         assert PHISHER not in {a.spender for a in first.approvals}
 
-        head = await rpc.block_number()  # step 2: ops approves 8,000 USDT to a plain account
-        assert (simulator.chain_step(1), head) == (2, 5_025)
+        for _ in range(3):  # steps 2, 3, 4: ops approves 8,000 USDT to a plain account at 4
+            head = await rpc.block_number()
+        assert (simulator.chain_step(1), head) == (4, 5_075)
         granted = await scanner.scan(first.cursors, to_block=head - 12)
-        (grant,) = granted.approvals
+        (grant,) = [a for a in granted.approvals if a.spender == PHISHER]
         assert (grant.owner, grant.token, grant.spender) == (OPS.lower(), USDT, PHISHER)
-        assert grant.value == 8_000 * 10**6 and grant.block_number == 5_001
+        assert grant.value == 8_000 * 10**6 and grant.block_number == 5_051
         reads = await reader.read(
             block=head, allowances=[(OPS, USDT, PHISHER)], balances=[], natives=[]
         )
@@ -163,7 +164,7 @@ async def test_the_timeline_grants_and_revokes_in_logs_and_live_reads() -> None:
             USDT: True,
         }
 
-        for _ in range(3):  # steps 3, 4, 5: revoked at step 5
+        for _ in range(3):  # steps 5, 6, 7: revoked at step 7
             head = await rpc.block_number()
         revoked = await scanner.scan(granted.cursors, to_block=head - 12)
         after = await reader.read(

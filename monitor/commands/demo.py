@@ -51,9 +51,9 @@ async def demo(*, directory: Path | None, listen: str, interval_s: float, out: T
                     f"  database     {folder / 'demo.sqlite'}\n"
                     f"polling every {interval_s:g}s; discovery reads the simulated chain too and "
                     "finds, at the first poll, an unlimited WETH approval to an exploited "
-                    "contract no config names. The scenario grants USDT to a plain wallet at its "
-                    "2nd poll (revoked at its 5th) and an unlimited DAI approval at its 3rd "
-                    "(revoked at its 6th). Ctrl-C stops.\n"
+                    "contract no config names. The scenario grants an unlimited DAI approval at "
+                    "its 3rd poll (revoked at its 6th) and USDT to a plain wallet at its 4th "
+                    "(revoked at its 7th). Ctrl-C stops.\n"
                 )
                 out.flush()
 
