@@ -246,9 +246,10 @@ def test_snapshot_table_applies_decimals_and_aligns_like_once(
     ]
     assert [r[cell["BALANCE"]] for r in treasury_usdc] == ["250,000"]  # decimals applied
     assert treasury_usdc[0][cell["SPENDER"]] == "1inch Router v6 (0x1111…2A65)"
-    assert treasury_usdc[0][cell["ALLOWANCE"] :] == ["unlimited", "yes"]
+    # The example has discovery on: the router's approval is read by 1inch and on-chain.
+    assert treasury_usdc[0][cell["ALLOWANCE"] :] == ["unlimited", "yes", "1inch+chain"]
     cold = [r for r in rows if r[cell["WALLET"]] == to_checksum(COLD)]  # unlabelled: in full
-    assert [r[cell["TOKEN"] :] for r in cold] == [["ETH", "-", "500", "n/a (native)", "-"]]
+    assert [r[cell["TOKEN"] :] for r in cold] == [["ETH", "-", "500", "n/a (native)", "-", "-"]]
 
     # Every approval the snapshot shows is the row once showed for it.
     def approvals(lines: list[list[str]]) -> set[tuple[str, ...]]:

@@ -23,6 +23,7 @@ from monitor.domain.snapshot import diff_snapshots
 from monitor.errors import ConfigError, StoreError
 from monitor.render import HoldingRow, row_json, safe_text, write_events, write_holdings
 from monitor.runtime import open_store
+from monitor.store.discovery import SqlDiscoveryStore
 from monitor.store.queries import PollMark
 from monitor.store.snapshots import SqlSnapshotStore, snapshot_positions
 from monitor.timespec import iso
@@ -37,7 +38,27 @@ async def show_snapshot(
         first = await require_history(store)
         at = _not_before(first, at, "--at", "showing the first poll", err)
         stored = await store.snapshot_at(at)
+        discovery = SqlDiscoveryStore(store.engine)
+        discovered = {
+            (chain.id, d.wallet, d.token, d.spender)
+            for chain in config.discovery_chains
+            for d in await discovery.discovered(chain.id)
+        }
     positions = list(snapshot_positions(stored))
+    named = {(c.id, s.address) for c in config.chains for s in c.spenders}
+
+    def source(chain_id: int, wallet: str, token: str, spender: str | None) -> str | None:
+        """As ``once`` shows it: 1inch for the spenders the config names, chain for what
+        discovery found, both for both; None (no column) without discovery."""
+        if not config.discovery_chains or spender is None:
+            return None
+        parts = []
+        if (chain_id, spender) in named:
+            parts.append("1inch")
+        if (chain_id, wallet, token, spender) in discovered:
+            parts.append("chain")
+        return "+".join(parts) or None
+
     if fmt == "json":
         for token, _chain, wallet, spender, balance, allowance in positions:
             row = row_json(
@@ -54,9 +75,14 @@ async def show_snapshot(
     write_holdings(
         (
             HoldingRow(
-                token=token, wallet=wallet, spender=spender, balance=balance, allowance=allowance
+                token=token,
+                wallet=wallet,
+                spender=spender,
+                balance=balance,
+                allowance=allowance,
+                source=source(chain, wallet, token.address, spender),
             )
-            for token, _chain, wallet, spender, balance, allowance in positions
+            for token, chain, wallet, spender, balance, allowance in positions
         ),
         out,
         config,
