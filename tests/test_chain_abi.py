@@ -249,6 +249,81 @@ def test_a_malformed_aggregate3_answer_is_none(data: bytes) -> None:
     assert decode_aggregate3(data) is None
 
 
+def eth_abi_results(data: bytes) -> list[tuple[bool, bytes]] | None:
+    """eth-abi's own reading of an ``aggregate3`` answer: what ``decode_aggregate3`` must
+    answer, whichever way it reads it."""
+    try:
+        (results,) = decode(["(bool,bytes)[]"], data)
+    except Exception:
+        return None
+    return [(bool(success), bytes(answer)) for success, answer in results]
+
+
+AGGREGATE3_RESULTS = st.lists(st.tuples(st.booleans(), st.binary(max_size=70)), max_size=6)
+
+
+@given(AGGREGATE3_RESULTS)
+def test_any_aggregate3_answer_decodes_to_its_results(results: list[tuple[bool, bytes]]) -> None:
+    assert decode_aggregate3(encode(["(bool,bytes)[]"], [results])) == results
+
+
+@given(AGGREGATE3_RESULTS, st.data())
+def test_a_damaged_aggregate3_answer_reads_as_eth_abi_reads_it(
+    results: list[tuple[bool, bytes]], data: st.DataObject
+) -> None:
+    """One byte of a real answer changed anywhere (an offset, a length, a flag, the padding,
+    the data): the same results or None as eth-abi's decoder, never an exception."""
+    answer = bytearray(encode(["(bool,bytes)[]"], [results]))
+    at = data.draw(st.integers(min_value=0, max_value=len(answer) - 1))
+    answer[at] = data.draw(st.integers(min_value=0, max_value=255))
+    assert decode_aggregate3(bytes(answer)) == eth_abi_results(bytes(answer))
+
+
+def _reversed_layout() -> bytes:
+    """Two results whose heads point at them in reverse order: valid ABI, not canonical."""
+    first = word(1) + word(0x40) + word(32) + word(7)  # (true, word 7)
+    second = word(0) + word(0x40) + word(0)  # (false, empty)
+    return word(0x20) + word(2) + word(0x40 + len(second)) + word(0x40) + second + first
+
+
+def test_a_canonical_aggregate3_answer_is_sliced_without_eth_abi(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What Multicall3 answers is read by hand (eth-abi's decoder costs ~15x as much, at
+    thousands of results a poll); eth-abi is only for odd layouts."""
+    results = [(True, word(i)) for i in range(1000)] + [(False, b""), (True, b"\x01\x02")]
+    answer = encode(["(bool,bytes)[]"], [results])
+
+    def no_eth_abi(*args: object, **kwargs: object) -> object:
+        raise AssertionError("eth-abi's decoder was used")
+
+    monkeypatch.setattr(abi, "decode", no_eth_abi)
+    assert decode_aggregate3(answer) == results
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (_reversed_layout(), [(True, word(7)), (False, b"")]),
+        (encode(["(bool,bytes)[]"], [[(True, word(7))]]) + word(0), [(True, word(7))]),
+        # a returnData length far past the end
+        (word(0x20) + word(1) + word(0x20) + word(1) + word(0x40) + word(2**255), None),
+        # a success flag that is no bool
+        (word(0x20) + word(1) + word(0x20) + word(2) + word(0x40) + word(0), None),
+        # a result count far past the end
+        (word(0x20) + word(2**64) + word(0x20), None),
+        # returnData's padding not zero
+        (word(0x20) + word(1) + word(0x20) + word(1) + word(0x40) + word(1) + b"\x07" * 32, None),
+    ],
+    ids=["reversed-offsets", "trailing-word", "length-past-end", "flag-2", "count", "padding"],
+)
+def test_odd_aggregate3_layouts_read_as_eth_abi_reads_them(
+    answer: bytes, expected: list[tuple[bool, bytes]] | None
+) -> None:
+    assert eth_abi_results(answer) == expected  # the reference itself
+    assert decode_aggregate3(answer) == expected
+
+
 # --- answers ------------------------------------------------------------------------------
 
 

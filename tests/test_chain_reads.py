@@ -3,6 +3,7 @@ in-memory table of contracts, with and without Multicall3."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from eth_abi.abi import decode, encode
 
 from monitor.chain import abi
+from monitor.chain import reads as reads_module
 from monitor.chain.abi import MULTICALL3_ADDRESS
 from monitor.chain.reads import (
     MALFORMED,
@@ -239,6 +241,113 @@ async def test_with_multicall_every_call_goes_through_aggregate3() -> None:
     # 4 allowances + 4 balances + 2 tokens x 2 checks + 2 natives = 14 calls: 7 aggregates of
     # 2, sent 2 to a batch.
     assert [len(b) for b in chain.batches] == [2, 2, 2, 1]
+
+
+def body_bytes(calls: Sequence[tuple[str, list[Any]]]) -> int:
+    """The size of ``calls`` as one JSON-RPC batch body (spaces after separators: a little
+    more than ChainRpc sends)."""
+    return len(
+        json.dumps(
+            [
+                {"jsonrpc": "2.0", "id": 10_000 + i, "method": method, "params": params}
+                for i, (method, params) in enumerate(calls)
+            ]
+        )
+    )
+
+
+def recording_bodies(chain: FakeNode) -> list[tuple[int, int]]:
+    """(aggregates, body bytes) of each batch of aggregates ``chain`` answers from now on."""
+    bodies: list[tuple[int, int]] = []
+    answer = chain.batch
+    aggregate3 = "0x" + abi.AGGREGATE3.hex()
+
+    async def batch(calls: Sequence[tuple[str, list[Any]]]) -> list[Any]:
+        if all(params[0]["data"].startswith(aggregate3) for _, params in calls):
+            bodies.append((len(calls), body_bytes(calls)))
+        return await answer(calls)
+
+    chain.batch = batch  # type: ignore[method-assign]
+    return bodies
+
+
+async def test_aggregates_share_a_batch_only_while_its_body_stays_under_the_cap() -> None:
+    chain = node(multicall=True)
+    bodies = recording_bodies(chain)
+    wallets = ["0x" + f"{i:040x}" for i in range(1, 31)]
+    token = chain.contracts[TOKEN]
+    assert isinstance(token, Erc20)
+    token.allowances.update({(w, SPENDER): i for i, w in enumerate(wallets)})
+    # 60 reads + 2 token checks + 30 natives in aggregates of 4: ~2.2 kB a request.
+    reader = LiveReader(chain, calls_per_multicall=4, max_batch_bytes=5_000)
+    reads = await read(reader, [TOKEN], wallets)
+    assert reads.unreadable == 0
+    assert reads.allowances == {(w, TOKEN, SPENDER): i for i, w in enumerate(wallets)}
+    assert sum(calls for calls, _ in bodies) == 23  # ceil(92 / 4) aggregates
+    assert all(size <= 5_000 for _, size in bodies)
+    assert max(calls for calls, _ in bodies) == 2  # not one by one either
+
+
+async def test_an_aggregate_over_the_cap_is_sent_alone() -> None:
+    chain = node(multicall=True)
+    bodies = recording_bodies(chain)
+    reader = LiveReader(chain, calls_per_multicall=3, max_batch_bytes=1)
+    reads = await read(reader, [TOKEN, TOKEN_B32], [WALLET, OTHER_WALLET])
+    assert reads.unreadable == 0
+    assert [calls for calls, _ in bodies] == [1] * 5  # 14 calls in aggregates of 3
+
+
+async def test_by_default_no_batch_body_exceeds_512_kib() -> None:
+    """1,000 calls an aggregate make ~512 KB requests: one to a batch, so that no body
+    limit (aiohttp's 1 MiB, providers' lower ones) answers 413."""
+    chain = node(multicall=True)
+    bodies = recording_bodies(chain)
+    wallets = ["0x" + f"{i:040x}" for i in range(1, 1001)]
+    reads = await read(LiveReader(chain), [TOKEN, TOKEN_B32], wallets)
+    assert reads.unreadable == 0
+    # 4,000 reads + 4 token checks + 1,000 natives: 6 aggregates of up to 1,000 calls
+    assert sum(calls for calls, _ in bodies) == 6
+    assert all(size <= 512 * 1024 for _, size in bodies)
+    assert max(size for _, size in bodies) > 400 * 1024  # the aggregates are that large
+
+
+async def test_reading_the_same_pairs_again_reuses_their_calldata(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    chain = node(multicall=True)
+    encoded: list[int] = []
+    encode_aggregate3 = reads_module.encode_aggregate3
+
+    def counting(calls: Sequence[tuple[str, bytes]]) -> bytes:
+        encoded.append(len(calls))
+        return encode_aggregate3(calls)
+
+    monkeypatch.setattr(reads_module, "encode_aggregate3", counting)
+    reader = LiveReader(chain, calls_per_multicall=4)
+    first = await read(reader, [TOKEN, TOKEN_B32], [WALLET, OTHER_WALLET])
+    assert len(encoded) == 4  # 14 calls
+    token = chain.contracts[TOKEN]
+    assert isinstance(token, Erc20)
+    token.allowances[(WALLET, SPENDER)] = 5  # the values change, the calls do not
+    again = await read(reader, [TOKEN, TOKEN_B32], [WALLET, OTHER_WALLET])
+    assert len(encoded) == 4
+    assert again.allowances == {**first.allowances, (WALLET, TOKEN, SPENDER): 5}
+
+
+async def test_other_pairs_are_read_with_their_own_calldata() -> None:
+    """Calldata is reused only for the very same calls: a read of other pairs, or of the
+    first ones again after them, reads what it asks."""
+    chain = node(multicall=True)
+    reader = LiveReader(chain, calls_per_multicall=4)
+    both = await read(reader, [TOKEN], [WALLET, OTHER_WALLET])
+    assert both.allowances == {(WALLET, TOKEN, SPENDER): MAX, (OTHER_WALLET, TOKEN, SPENDER): 1_234}
+    other = await read(reader, [TOKEN], [OTHER_WALLET, WALLET])
+    assert other.allowances == both.allowances
+    assert other.natives == {OTHER_WALLET: 0, WALLET: 10**18}
+    one = await read(reader, [TOKEN_B32, TOKEN], [WALLET])
+    assert one.allowances == {(WALLET, TOKEN_B32, SPENDER): 0, (WALLET, TOKEN, SPENDER): MAX}
+    assert one.balances == {(WALLET, TOKEN_B32): 1, (WALLET, TOKEN): 5_000}
+    assert await read(reader, [TOKEN], [WALLET, OTHER_WALLET]) == both
 
 
 async def test_without_multicall_plain_calls_and_get_balance_are_batched() -> None:

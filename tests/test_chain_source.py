@@ -5,6 +5,7 @@ failed batches, a node serving another chain refused."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,6 +15,7 @@ import aiohttp
 from monitor.chain.rpc import ChainRpc, RpcEndpoint
 from monitor.chain.source import ChainPositions
 from monitor.config import Config, parse_config
+from monitor.domain.addresses import NATIVE_TOKEN
 from monitor.domain.model import UINT256_MAX
 from monitor.oneinch import RateLimiter
 from monitor.runtime import open_store
@@ -25,6 +27,12 @@ from monitor.store.discovery import SqlDiscoveryStore
 BANCOR = "0x8dfeb86c7c962577ded19ab2050ac78654fea9f7"  # on the exploit list, in no config
 TREASURY = "0x5014ef5ed72014e90b82285ea7888b4a091409ec"
 WETH = "0xc02aaa39b223fe8d0a0e5c4f27ead9083c756cc2"
+OPS = "0xfcd6a6536fc62d5dcf3e1fd31f6bf54ea18ccba2"
+ROUTER = "0x111111125421ca6dc452d289314280a0f8842a65"
+PLAIN_ACCOUNT = "0x0000a1c3e8b2a7cdc4e7f9d3e5c0b6f8e2d40000"
+USDT = "0xdac17f958d2ee523a2206206994597c13d831ec7"
+USDC = "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48"
+DAI = "0x6b175474e89094c44da98b954eedeac495271d0f"
 
 
 @asynccontextmanager
@@ -88,6 +96,41 @@ async def test_a_long_first_scan_goes_on_over_polls_and_reads_what_it_found(
         }
         assert found == {(1, TREASURY, WETH, BANCOR): UINT256_MAX}
         assert all(p.source == "chain" for p in final.positions)
+
+
+async def test_each_poll_reads_the_live_values_and_only_changed_ones_change(
+    tmp_path: Path,
+) -> None:
+    """The default scenario's timeline, within seven polls: ops grants DAI to the router and
+    revokes it, grants USDT to a plain account and revokes it; treasury's USDC drops from
+    250,000 to 225,000. Each change shows at a poll, and nothing else ever changes."""
+    async with chain_source(tmp_path, max_block_range=10_000, scan_budget_s=None) as (
+        _,
+        source,
+        _,
+    ):
+        polls = []
+        for _ in range(7):
+            result = await source.poll()
+            assert not result.failures
+            polls.append({p.key: (p.balance, p.allowance) for p in result.positions})
+    dai = (1, OPS, DAI, ROUTER)
+    usdt = (1, OPS, USDT, PLAIN_ACCOUNT)
+    usdc = (1, TREASURY, USDC, ROUTER)
+    ops_ether = (1, OPS, NATIVE_TOKEN, PLAIN_ACCOUNT)  # a position of the new spender's batch
+    changed = {
+        key
+        for before, after in itertools.pairwise(polls)
+        for key in before.keys() | after.keys()
+        if before.get(key) != after.get(key)
+    }
+    assert changed == {dai, usdt, usdc, ops_ether}
+    assert polls[-1][dai] == (1_500 * 10**18, 0)
+    assert (1_500 * 10**18, UINT256_MAX) in [poll.get(dai) for poll in polls]
+    assert (12_000 * 10**6, 8_000 * 10**6) in [poll.get(usdt) for poll in polls]
+    assert polls[-1][usdt] == (12_000 * 10**6, 0)
+    assert polls[0][usdc] == (250_000 * 10**6, UINT256_MAX)
+    assert polls[-1][usdc] == (225_000 * 10**6, UINT256_MAX)
 
 
 async def test_a_failing_node_makes_failed_batches_never_an_empty_answer(

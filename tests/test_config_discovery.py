@@ -71,6 +71,15 @@ def test_rpc_settings_default_and_override() -> None:
         parse_config(data)
 
 
+def test_a_multicall_holds_1000_calls_by_default() -> None:
+    """31,000 reads (20,000 approvals) make 31 aggregates, under issue 13's 50 eth_call a
+    poll; ~7M gas each, under nodes' eth_call gas caps."""
+    assert parse_config(config(discovery={})).rpc.calls_per_multicall == 1000
+    data = config(discovery={})
+    data["rpc"] = {"calls_per_multicall": 300}
+    assert parse_config(data).rpc.calls_per_multicall == 300
+
+
 def test_an_rpc_url_is_kept_but_never_shown() -> None:
     loaded = parse_config(config(discovery={}, rpc={"url": SECRET_URL}))
     chain = loaded.chains[0]

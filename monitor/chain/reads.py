@@ -131,30 +131,50 @@ def is_node_failure(error: RpcError) -> bool:
     return error.code in _NODE_CODES or any(text in message for text in _NODE_TEXTS)
 
 
+MAX_BATCH_BYTES: Final = 512 * 1024
+"""The most a JSON-RPC batch of aggregates is let grow to, estimated from its calldata: under
+every common body limit (aiohttp's 1 MiB, geth's 5 MB, providers' lower ones), which would
+answer 413 and cost every call of the batch sent alone."""
+
+# The JSON around one eth_call of an aggregate, beside its calldata's hex: the envelope
+# (jsonrpc, id, method), the target, the block, quotes and separators; generous.
+_CALL_ENVELOPE_BYTES: Final = 200
+
+
 class LiveReader:
     """Reads ERC-20 state at a block, in bulk, tolerating contracts that are not tokens.
 
-    ``calls_per_multicall`` calls go into one ``aggregate3`` and ``multicalls_per_batch``
-    aggregates into one JSON-RPC batch; without Multicall3, ``calls_per_multicall`` plain
-    calls make one batch. Batches run concurrently: the client's limiter paces them.
+    ``calls_per_multicall`` calls go into one ``aggregate3``, and up to
+    ``multicalls_per_batch`` aggregates into one JSON-RPC batch, as many as fit in
+    ``max_batch_bytes`` of request body (one at least, however large); without Multicall3,
+    ``calls_per_multicall`` plain calls make one batch. Batches run concurrently: the
+    client's limiter paces them.
+
+    The pairs read do not change from poll to poll, so neither does an aggregate's calldata:
+    each is encoded once and kept while the reads use it (the calldata of the last read, and
+    of the one before while the current one runs: bounded by what one read sends).
     """
 
     def __init__(
         self,
         rpc: CallRpc,
         *,
-        calls_per_multicall: int = 300,
+        calls_per_multicall: int = 1000,
         multicalls_per_batch: int = 10,
+        max_batch_bytes: int = MAX_BATCH_BYTES,
     ) -> None:
-        if calls_per_multicall < 1 or multicalls_per_batch < 1:
+        if calls_per_multicall < 1 or multicalls_per_batch < 1 or max_batch_bytes < 1:
             raise ValueError(
-                f"calls_per_multicall ({calls_per_multicall}) and multicalls_per_batch "
-                f"({multicalls_per_batch}) must be at least 1"
+                f"calls_per_multicall ({calls_per_multicall}), multicalls_per_batch "
+                f"({multicalls_per_batch}) and max_batch_bytes ({max_batch_bytes}) must be "
+                "at least 1"
             )
         self._rpc = rpc
         self._calls_per_multicall = calls_per_multicall
         self._multicalls_per_batch = multicalls_per_batch
+        self._max_batch_bytes = max_batch_bytes
         self._multicall: bool | None = None
+        self._calldata = _CalldataCache()
 
     async def multicall_available(self, *, block: int) -> bool:
         """Whether Multicall3 has code at its canonical address; asked once, at the first
@@ -180,6 +200,7 @@ class LiveReader:
             dict.fromkeys([t for _, t, _ in allowance_keys] + [t for _, t in balance_keys])
         )
         multicall = await self.multicall_available(block=block)
+        self._calldata.next_read()
 
         calls: list[tuple[str, bytes]] = []
         for wallet, token, spender in allowance_keys:
@@ -268,35 +289,53 @@ class LiveReader:
         """The return data of each (target, calldata) at ``block``, None where it failed."""
         if not multicall:
             return await self._plain(calls, block=block)
-        per_batch = self._calls_per_multicall * self._multicalls_per_batch
-        starts = range(0, len(calls), per_batch)
-        groups = await _gather(
-            self._aggregates(calls[start : start + per_batch], block=block) for start in starts
-        )
+        chunks = [tuple(chunk) for chunk in _chunks(calls, self._calls_per_multicall)]
+        groups = self._batch_groups(chunks)
+        outcomes = await _gather(self._aggregates(group, block=block) for group in groups)
         answers: list[bytes | None] = []
         retry: list[int] = []
-        for start, (group_answers, group_retry) in zip(starts, groups, strict=True):
+        for group_answers, group_retry in outcomes:
+            retry.extend(len(answers) + i for i in group_retry)
             answers.extend(group_answers)
-            retry.extend(start + i for i in group_retry)
         if retry:
             again = await self._plain([calls[i] for i in retry], block=block)
             for i, answer in zip(retry, again, strict=True):
                 answers[i] = answer
         return answers
 
-    async def _aggregates(
-        self, calls: Sequence[tuple[str, bytes]], *, block: int
-    ) -> tuple[list[bytes | None], list[int]]:
-        """``calls`` as one JSON-RPC batch of aggregates: the return data of each (None where
-        it failed) and the indexes of those to read again on their own.
+    def _batch_groups(
+        self, chunks: Sequence[tuple[tuple[str, bytes], ...]]
+    ) -> list[Sequence[tuple[tuple[str, bytes], ...]]]:
+        """``chunks`` (one aggregate each) in order, grouped into JSON-RPC batches of at most
+        ``multicalls_per_batch`` aggregates and ``max_batch_bytes`` of estimated body."""
+        groups: list[Sequence[tuple[tuple[str, bytes], ...]]] = []
+        start = 0
+        size = 0
+        for index, chunk in enumerate(chunks):
+            chunk_size = _aggregate_request_bytes(chunk)
+            if index > start and (
+                index - start >= self._multicalls_per_batch
+                or size + chunk_size > self._max_batch_bytes
+            ):
+                groups.append(chunks[start:index])
+                start, size = index, 0
+            size += chunk_size
+        if start < len(chunks):
+            groups.append(chunks[start:])
+        return groups
 
-        Encoding and decoding happen here, one batch at a time, so that the event loop runs
-        between batches (eth-abi takes milliseconds an aggregate)."""
-        chunks = list(_chunks(calls, self._calls_per_multicall))
+    async def _aggregates(
+        self, chunks: Sequence[tuple[tuple[str, bytes], ...]], *, block: int
+    ) -> tuple[list[bytes | None], list[int]]:
+        """``chunks`` as one JSON-RPC batch of aggregates: the return data of each call (None
+        where it failed) and the indexes of those to read again on their own.
+
+        Encoding (the first time a chunk is seen) and decoding happen here, one batch at a
+        time, so that the event loop runs between batches."""
         requests = [
             (
                 "eth_call",
-                [{"to": MULTICALL3_ADDRESS, "data": _hex(encode_aggregate3(c))}, hex_block(block)],
+                [{"to": MULTICALL3_ADDRESS, "data": self._calldata.get(c)}, hex_block(block)],
             )
             for c in chunks
         ]
@@ -406,6 +445,39 @@ def _quantity(value: object) -> int | None:
 
 def _hex(data: bytes) -> str:
     return "0x" + data.hex()
+
+
+def _aggregate_request_bytes(calls: Sequence[tuple[str, bytes]]) -> int:
+    """The JSON size of an ``eth_call`` of ``aggregate3`` over ``calls``, without encoding it:
+    selector, array offset and length, then per call its offset, target, flag, data offset,
+    data length and data padded to words; twice that in hex, plus the envelope."""
+    words = 2 + sum(5 + (len(data) + 31) // 32 for _, data in calls)
+    return 2 * (4 + 32 * words) + _CALL_ENVELOPE_BYTES
+
+
+class _CalldataCache:
+    """The ``aggregate3`` calldata (hex) of each chunk of calls, encoded once while reads use
+    it. What the previous read used is kept through the current one, and what the current
+    one does not use again is dropped when the next begins: memory stays about one read's
+    calldata, however the pairs change."""
+
+    def __init__(self) -> None:
+        self._current: dict[tuple[tuple[str, bytes], ...], str] = {}
+        self._previous: dict[tuple[tuple[str, bytes], ...], str] = {}
+
+    def next_read(self) -> None:
+        """A read begins: only what the last one used is kept for it."""
+        self._previous = self._current
+        self._current = {}
+
+    def get(self, calls: tuple[tuple[str, bytes], ...]) -> str:
+        data = self._current.get(calls)
+        if data is None:
+            data = self._previous.pop(calls, None)
+            if data is None:
+                data = _hex(encode_aggregate3(calls))
+            self._current[calls] = data
+        return data
 
 
 def _chunks(items: Sequence[_T], size: int) -> Iterable[Sequence[_T]]:

@@ -104,6 +104,10 @@ class ChainPositions:
         self._not_tokens: set[tuple[int, str]] = set()
         """Contracts whose ``Approval`` logs name a wallet but that are no ERC-20."""
         self._has_code: dict[tuple[int, str], bool] = {}
+        self._positions: dict[int, dict[tuple[str, str, str], Position]] = {}
+        """Per chain, the last poll's positions by (wallet, token, spender): one whose values
+        did not change is reused (positions are frozen), not built again."""
+        self._native_tokens: dict[int, Token] = {}
         self._approved_at: dict[AllowanceKey, datetime] = {}
         self._discovered: set[AllowanceKey] = set()
         self._status = {
@@ -322,14 +326,42 @@ class ChainPositions:
         self, chain_id: int, pairs: Sequence[tuple[str, str, str]], reads: LiveReads
     ) -> list[BatchOutcome]:
         allowances, balances, natives = reads.allowances, reads.balances, reads.natives
-        native = Token(
-            chain_id=chain_id,
-            address=NATIVE_TOKEN,
-            symbol=NATIVE_SYMBOLS.get(chain_id, "native"),
-            name="",
-            decimals=18,
-            tags=("native",),
-        )
+        native = self._native_tokens.get(chain_id)
+        if native is None:
+            native = self._native_tokens[chain_id] = Token(
+                chain_id=chain_id,
+                address=NATIVE_TOKEN,
+                symbol=NATIVE_SYMBOLS.get(chain_id, "native"),
+                name="",
+                decimals=18,
+                tags=("native",),
+            )
+        previous = self._positions.get(chain_id, {})
+        kept: dict[tuple[str, str, str], Position] = {}
+
+        def position(
+            wallet: str, token: Token, spender: str, balance: int, allowance: int
+        ) -> Position:
+            key = (wallet, token.address, spender)
+            last = previous.get(key)
+            if (
+                last is None
+                or last.token is not token
+                or last.balance != balance
+                or last.allowance != allowance
+            ):
+                last = Position(
+                    chain_id=chain_id,
+                    wallet=wallet,
+                    spender=spender,
+                    token=token,
+                    balance=balance,
+                    allowance=allowance,
+                    source=SOURCE_NAME,
+                )
+            kept[key] = last
+            return last
+
         # (wallet, spender) -> the tokens read completely (allowance and balance).
         readable: dict[tuple[str, str], set[str]] = {}
         unreadable = 0
@@ -357,35 +389,16 @@ class ChainPositions:
             covered = set(token_set)
             if all(natives.get(wallet) is not None for wallet in group):
                 covered.add(NATIVE_TOKEN)
+            group_tokens = [(token, self._token(chain_id, token)) for token in sorted(token_set)]
             for wallet in sorted(group):
-                for token in sorted(token_set):
+                for token, token_info in group_tokens:
                     balance = balances[(wallet, token)] or 0
                     allowance = allowances[(wallet, token, spender)] or 0
                     if balance or allowance:
-                        positions.append(
-                            Position(
-                                chain_id=chain_id,
-                                wallet=wallet,
-                                spender=spender,
-                                token=self._token(chain_id, token),
-                                balance=balance,
-                                allowance=allowance,
-                                source=SOURCE_NAME,
-                            )
-                        )
+                        positions.append(position(wallet, token_info, spender, balance, allowance))
                 native_balance = natives.get(wallet)
                 if native_balance and NATIVE_TOKEN in covered:
-                    positions.append(
-                        Position(
-                            chain_id=chain_id,
-                            wallet=wallet,
-                            spender=spender,
-                            token=native,
-                            balance=native_balance,
-                            allowance=0,
-                            source=SOURCE_NAME,
-                        )
-                    )
+                    positions.append(position(wallet, native, spender, native_balance, 0))
             batches.append(
                 BatchOutcome(
                     chain_id=chain_id,
@@ -397,6 +410,7 @@ class ChainPositions:
                     positions=tuple(positions),
                 )
             )
+        self._positions[chain_id] = kept
         return batches
 
     def _token(self, chain_id: int, address: str) -> Token:

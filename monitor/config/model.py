@@ -141,8 +141,12 @@ class RpcSettings:
     """The widest ``eth_getLogs`` range asked; halved while a provider refuses, grown back."""
     wallets_per_query: int = 100
     """Wallets OR-ed into one ``eth_getLogs`` topic filter."""
-    calls_per_multicall: int = 300
-    """Calls in one Multicall3 ``aggregate3``."""
+    calls_per_multicall: int = 1000
+    """Calls in one Multicall3 ``aggregate3``. 1,000 ``allowance``/``balanceOf`` calls cost
+    about 7M gas (cold storage reads and account accesses, Multicall3's loop, the calldata),
+    well under the gas cap nodes put on an ``eth_call`` (geth's default 50M; providers' are
+    as high or higher), and their ~256 KB of calldata make one request body of ~512 KB: the
+    reader sends such aggregates one to a JSON-RPC batch (see ``monitor.chain.reads``)."""
     max_batch_size: int = 100
     """JSON-RPC calls in one batch array."""
 
