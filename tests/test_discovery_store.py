@@ -206,3 +206,29 @@ async def test_spender_code_facts_survive_and_update(store: SqlDiscoveryStore) -
     await store.save_spender_code(1, {eoa: True})
     assert await store.spender_code(1) == {eoa: True, contract.lower(): True}
     assert await store.spender_code(10) == {eoa: True}
+
+
+async def test_the_discovered_marker_moves_with_every_new_or_reapproved_pair(
+    store: SqlDiscoveryStore,
+) -> None:
+    @dataclass(frozen=True)
+    class Log:
+        owner: str
+        token: str
+        spender: str
+        block_number: int
+
+    w, t, s1, s2 = ("0x" + c * 40 for c in "1234")
+    assert await store.discovered_marker(1) == (0, 0)
+    await store.save_chunk(1, cursors={w: 11}, approvals=[Log(w, t, s1, 10)], block_times={10: 1})
+    first = await store.discovered_marker(1)
+    await store.save_chunk(1, cursors={w: 21}, approvals=[Log(w, t, s2, 20)], block_times={20: 2})
+    second = await store.discovered_marker(1)
+    # s1 approved again at the newest block so far: no new pair, the same highest block.
+    await store.save_chunk(1, cursors={w: 31}, approvals=[Log(w, t, s1, 20)], block_times={20: 2})
+    third = await store.discovered_marker(1)
+    assert len({first, second, third}) == 3
+    # Saving an older chunk again changes nothing, so neither does the marker.
+    await store.save_chunk(1, cursors={w: 11}, approvals=[Log(w, t, s1, 10)], block_times={10: 1})
+    assert await store.discovered_marker(1) == third
+    assert await store.discovered_marker(2) == (0, 0)

@@ -91,6 +91,7 @@ class ChainPositions:
         self._known_tokens = known_tokens
         self._scan_budget_s = scan_budget_s
         self._scanners: dict[int, ApprovalScanner] = {}
+        self._pairs_cache: dict[int, tuple[tuple[int, int], list[DiscoveredApproval]]] = {}
         self._config = config
         self._chains = tuple(c for c in config.discovery_chains if c.id in rpcs)
         self._rpcs = rpcs
@@ -197,9 +198,21 @@ class ChainPositions:
         if scanned is not None and scanned < chain.discovery.start_block:
             scanned = None
         watched = set(wallets)
-        found = [d for d in await self._store.discovered(chain.id) if d.wallet in watched]
+        found = [d for d in await self._discovered_pairs(chain.id) if d.wallet in watched]
         self._remember(chain.id, found)
         return await self._read_pairs(chain, head, found, scanned)
+
+    async def _discovered_pairs(self, chain_id: int) -> Sequence[DiscoveredApproval]:
+        """Every pair discovered on ``chain_id``, read again only when the store's marker
+        moved (a scan here or in another process found or re-approved a pair): reading
+        20,000 pairs costs a third of a steady poll."""
+        marker = await self._store.discovered_marker(chain_id)
+        cached = self._pairs_cache.get(chain_id)
+        if cached is not None and cached[0] == marker:
+            return cached[1]
+        pairs = await self._store.discovered(chain_id)
+        self._pairs_cache[chain_id] = (marker, pairs)
+        return pairs
 
     async def _check_chain_id(self, chain: ChainConfig, rpc: ChainRpc) -> None:
         answered = await rpc.chain_id()
