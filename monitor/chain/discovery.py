@@ -41,7 +41,7 @@ from monitor.chain.abi import (
     is_nft_approval,
     topic_for_address,
 )
-from monitor.chain.rpc import decode_quantity
+from monitor.chain.rpc import _snippet, decode_quantity
 from monitor.errors import BadResponse, RateLimited, Unavailable, UpstreamError
 
 logger = logging.getLogger(__name__)
@@ -433,7 +433,8 @@ class ApprovalScanner:
             return {}
         if len(blocks) == 1:
             self._requests += 1
-            return {blocks[0]: await self._rpc.block_timestamp(blocks[0])}
+            stamp = await self._rpc.block_timestamp(blocks[0])
+            return {blocks[0]: _checked_timestamp(self._chain_id, blocks[0], stamp)}
         self._requests += len(blocks)
         answers = await self._rpc.batch([("eth_getBlockByNumber", [hex(b), False]) for b in blocks])
         times: dict[int, int] = {}
@@ -441,12 +442,13 @@ class ApprovalScanner:
             if isinstance(answer, BaseException):
                 raise answer
             try:
-                times[block] = int(answer["timestamp"], 16)
+                stamp = int(answer["timestamp"], 16)
             except (TypeError, KeyError, ValueError) as exc:
                 raise BadResponse(
                     f"chain {self._chain_id}: block {block} has no readable timestamp",
                     endpoint="eth_getBlockByNumber",
                 ) from exc
+            times[block] = _checked_timestamp(self._chain_id, block, stamp)
         return times
 
 
@@ -522,13 +524,28 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}min"
 
 
+MAX_BLOCK_TIMESTAMP = 2**40
+"""A block time past this (year 36812) is no block time: a node sending one is broken, and a
+datetime could not even hold it (a millisecond timestamp would be read as year 55840)."""
+
+
+def _checked_timestamp(chain_id: int, block: int, stamp: int) -> int:
+    if not 0 <= stamp <= MAX_BLOCK_TIMESTAMP:
+        raise BadResponse(
+            f"chain {chain_id}: block {block} has the timestamp {_snippet(stamp)}, not unix "
+            "seconds",
+            endpoint="eth_getBlockByNumber",
+        )
+    return stamp
+
+
 def _block_of(log: Mapping[str, Any]) -> int:
     number = log.get("blockNumber")
     try:
         return int(number, 16)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise BadResponse(
-            f"a log without a readable block number: {number!r}", endpoint="eth_getLogs"
+            f"a log without a readable block number: {_snippet(number)}", endpoint="eth_getLogs"
         ) from None
 
 
@@ -539,9 +556,10 @@ def _log_timestamp(log: Mapping[str, Any]) -> int | None:
     if not isinstance(value, str):
         return None
     try:
-        return decode_quantity(value)
+        stamp = decode_quantity(value)
     except ValueError:
         return None
+    return stamp if 0 <= stamp <= MAX_BLOCK_TIMESTAMP else None
 
 
 def _owner_topic(log: Mapping[str, Any]) -> str:

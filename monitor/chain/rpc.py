@@ -153,6 +153,7 @@ def decode_data(value: object) -> bytes:
 
 
 def _snippet(value: object) -> str:
+    """A node's value for an error message: its repr, 40 characters at most."""
     text = repr(value)
     return text if len(text) <= 40 else f"{text[:37]}..."
 
