@@ -162,6 +162,9 @@ def open_chain(
         # Half the poll's time at most: the rest reads what was found, and 1inch's answers
         # are not lost to a first scan of a long history.
         scan_budget_s=config.poll.timeout_s / 2,
+        # Under the poll's own timeout, so that a hanging node fails its chain's batches
+        # before the whole poll (1inch's answers included) is abandoned.
+        read_budget_s=config.poll.timeout_s * 0.8,
         known_tokens=store.tokens,
     )
 

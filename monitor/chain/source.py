@@ -82,15 +82,21 @@ class ChainPositions:
         *,
         clock: Clock = utc_now,
         scan_budget_s: float | None = None,
+        read_budget_s: float | None = None,
         known_tokens: Callable[[], Awaitable[Mapping[tuple[int, str], Token]]] | None = None,
     ) -> None:
-        """``scan_budget_s``: the most one poll spends scanning logs (None: no limit).
+        """``scan_budget_s``: the most one poll spends scanning logs (None: no limit), checked
+        between chunks. ``read_budget_s``: the most one chain's poll takes in all (None: no
+        limit); past it the chain's batches fail as timed out and the other sources' answers
+        are kept.
         ``known_tokens``: the token metadata stored by earlier runs (the snapshot store's
         ``tokens``), so that a token's symbol and decimals are read on-chain once, not once
         per process."""
         self._known_tokens = known_tokens
         self._scan_budget_s = scan_budget_s
+        self._read_budget_s = read_budget_s
         self._scanners: dict[int, ApprovalScanner] = {}
+        self._tokens_by_spender: dict[tuple[int, str], frozenset[str]] = {}
         self._pairs_cache: dict[int, tuple[tuple[int, int], list[DiscoveredApproval]]] = {}
         self._config = config
         self._chains = tuple(c for c in config.discovery_chains if c.id in rpcs)
@@ -102,8 +108,6 @@ class ChainPositions:
             for chain_id, rpc in rpcs.items()
         }
         self._tokens: dict[tuple[int, str], Token] = {}
-        self._not_tokens: set[tuple[int, str]] = set()
-        """Contracts whose ``Approval`` logs name a wallet but that are no ERC-20."""
         self._has_code: dict[tuple[int, str], bool] = {}
         self._positions: dict[int, dict[tuple[str, str, str], Position]] = {}
         """Per chain, the last poll's positions by (wallet, token, spender): one whose values
@@ -169,15 +173,28 @@ class ChainPositions:
     async def _poll_chain(self, chain: ChainConfig) -> list[BatchOutcome]:
         rpc = self._rpcs[chain.id]
         try:
-            return await self._read_chain(chain, rpc)
+            async with asyncio.timeout(self._read_budget_s):
+                return await self._read_chain(chain, rpc)
         except (UpstreamError, StoreError) as exc:
-            self._status[chain.id] = replace(
-                self._status[chain.id], scanning=False, last_error=str(exc)
-            )
+            self._status[chain.id] = replace(self._status[chain.id], last_error=str(exc))
             log.warning(
                 "discovery on chain %s (%s) failed: %s", chain.id, rpc.endpoint.display, exc
             )
-            return self._failed(chain, exc)
+            return self._failed(
+                chain, str(exc), exc.reason if isinstance(exc, UpstreamError) else "store"
+            )
+        except TimeoutError:
+            problem = f"discovery did not finish within {self._read_budget_s:g}s"
+            self._status[chain.id] = replace(self._status[chain.id], last_error=problem)
+            log.warning("discovery on chain %s (%s): %s", chain.id, rpc.endpoint.display, problem)
+            return self._failed(chain, problem, "timeout")
+        except Exception as exc:
+            # A node's answer no check foresaw must cost this chain's poll, never the poll of
+            # every source (1inch's answers included) and never the daemon.
+            log.exception("discovery on chain %s failed unexpectedly", chain.id)
+            problem = f"discovery failed: {type(exc).__name__}"
+            self._status[chain.id] = replace(self._status[chain.id], last_error=problem)
+            return self._failed(chain, problem, "internal")
 
     async def _read_chain(self, chain: ChainConfig, rpc: ChainRpc) -> list[BatchOutcome]:
         assert chain.discovery is not None
@@ -232,12 +249,16 @@ class ChainPositions:
         self._status[chain.id] = replace(status, scanning=True)
 
         async def save(chunk: ScanChunk) -> None:
-            await self._store.save_chunk(
-                chain.id,
-                cursors=chunk.cursors,
-                approvals=chunk.approvals,
-                block_times=chunk.block_times,
-                nft_approvals=chunk.nft_approvals,
+            # Shielded: the chain's time limit must not cancel a write half-way (an aiosqlite
+            # statement goes on in its thread and would leave SQLite locked for the next).
+            await asyncio.shield(
+                self._store.save_chunk(
+                    chain.id,
+                    cursors=chunk.cursors,
+                    approvals=chunk.approvals,
+                    block_times=chunk.block_times,
+                    nft_approvals=chunk.nft_approvals,
+                )
             )
 
         scanner = self._scanners.get(chain.id)
@@ -307,8 +328,6 @@ class ChainPositions:
         if unknown_tokens:
             metadata = await reader.token_metadata(unknown_tokens, block=head)
             for address, meta in metadata.items():
-                if not meta.is_token:
-                    self._not_tokens.add((chain.id, address))
                 self._tokens[(chain.id, address)] = Token(
                     chain_id=chain.id,
                     address=address,
@@ -324,7 +343,7 @@ class ChainPositions:
                 s: has for s, has in codes.items() if self._has_code.get((chain.id, s)) != has
             }
             self._has_code.update({(chain.id, s): has for s, has in codes.items()})
-            await self._store.save_spender_code(chain.id, changed)
+            await asyncio.shield(self._store.save_spender_code(chain.id, changed))
         reads = await reader.read(block=head, allowances=pairs, balances=holdings, natives=wallets)
         self._status[chain.id] = replace(
             self._status[chain.id],
@@ -380,11 +399,9 @@ class ChainPositions:
         unreadable = 0
         for pair in pairs:
             wallet, token, spender = pair
-            if (
-                allowances.get(pair) is None
-                or balances.get((wallet, token)) is None
-                or (chain_id, token) in self._not_tokens
-            ):
+            # LiveReader re-checks every poll that a token answers as an ERC-20 (its
+            # items are None otherwise): nothing here remembers "not a token" for good.
+            if allowances.get(pair) is None or balances.get((wallet, token)) is None:
                 unreadable += 1
                 continue
             readable.setdefault((wallet, spender), set()).add(token)
@@ -432,16 +449,26 @@ class ChainPositions:
             token = Token(chain_id=chain_id, address=address, symbol="", name="", decimals=None)
         return token
 
+    def discovered_tokens(self, chain_id: int, spender: str) -> frozenset[str]:
+        """The tokens of the pairs discovered for ``spender`` on ``chain_id``: this source
+        reads them, whatever another source's silence about them says."""
+        return self._tokens_by_spender.get((chain_id, spender), frozenset())
+
     def _remember(self, chain_id: int, found: Sequence[DiscoveredApproval]) -> None:
+        by_spender: dict[tuple[int, str], set[str]] = {}
         for d in found:
             key = (chain_id, d.wallet, d.token, d.spender)
             self._discovered.add(key)
             self._approved_at[key] = d.last_approved_at
+            by_spender.setdefault((chain_id, d.spender), set()).add(d.token)
+        for spender_key, tokens in by_spender.items():
+            known = self._tokens_by_spender.get(spender_key, frozenset())
+            if not tokens <= known:
+                self._tokens_by_spender[spender_key] = known | tokens
 
-    def _failed(self, chain: ChainConfig, exc: MonitorFailure) -> list[BatchOutcome]:
+    def _failed(self, chain: ChainConfig, error: str, reason: str) -> list[BatchOutcome]:
         wallets = tuple(w.address for w in self._config.wallets_on(chain.id))
         spenders = sorted({k[3] for k in self._discovered if k[0] == chain.id}) or [""]
-        reason = exc.reason if isinstance(exc, UpstreamError) else "store"
         return [
             BatchOutcome(
                 chain_id=chain.id,
@@ -450,14 +477,11 @@ class ChainPositions:
                 kind="discovered",
                 source=SOURCE_NAME,
                 tokens=frozenset(),
-                error=str(exc),
+                error=error,
                 error_reason=reason,
             )
             for spender in spenders
         ]
-
-
-MonitorFailure = UpstreamError | StoreError
 
 
 class _BudgetSpent(Exception):
