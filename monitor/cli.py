@@ -247,12 +247,21 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     now = datetime.now(UTC)
+    if command in ("once", "run"):
+        from monitor.commands.check import source_problems
+
+        api_key = load_api_key()
+        # What check refuses, these refuse too: a chain nothing could read would otherwise
+        # be polled by no source at all, and look quiet.
+        problems = source_problems(config, api_key)
+        if problems:
+            raise ConfigError("", "; ".join(problems))
     if command == "once":
         from monitor.commands import poll
 
         ok = asyncio.run(
             poll.poll_and_record(
-                config, load_api_key(), fmt=args.format, changes_only=args.changes, out=out,
+                config, api_key, fmt=args.format, changes_only=args.changes, out=out,
                 err=sys.stderr,
             )
         )  # fmt: skip
@@ -263,7 +272,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from monitor.daemon.run import run_daemon
 
         faulthandler.enable()  # systemd's watchdog aborts with SIGABRT: leave a traceback
-        asyncio.run(run_daemon(config, load_api_key()))
+        asyncio.run(run_daemon(config, api_key))
         return EXIT_OK
     if command == "findings":
         from monitor.commands import findings

@@ -6,6 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from monitor.cli import EXIT_CONFIG, main
 from tests.chain_helpers import Anvil
 from tests.test_check import check, config_doc, write_config
 
@@ -82,3 +85,32 @@ def test_online_refuses_an_endpoint_serving_another_chain(tmp_path: Path) -> Non
         code, _, err = check(path, online=True, environ={"EXPOSURE_MONITOR_RPC_URL_1": node.url})
     assert code == 3
     assert "eth_chainId answered 10, but this endpoint is configured for chain 1" in err
+
+
+def test_once_and_run_refuse_what_check_refuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A chain only 1inch would watch, with no key for the real API, would be polled by no
+    source at all: once and run refuse to start (exit 2) instead of looking quiet."""
+    doc = config_doc(
+        chains=[
+            {"id": 1, "discovery": {}},
+            {"id": 8453, "spenders": [{"address": "0x" + "11" * 20}]},
+        ]
+    )
+    doc["database"] = {"url": f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"}
+    path = write_config(tmp_path, doc)
+    monkeypatch.delenv("ONEINCH_API_KEY", raising=False)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    monkeypatch.setenv("EXPOSURE_MONITOR_RPC_URL_1", "http://127.0.0.1:9")
+    for command in ("once", "run"):
+        assert main([command, "--config", str(path)]) == EXIT_CONFIG
+        err = capsys.readouterr().err
+        assert "while chain 8453 has no discovery" in err
+    assert not (tmp_path / "db.sqlite").exists()  # refused before anything was opened
+    # And a chain with discovery but no endpoint.
+    monkeypatch.delenv("EXPOSURE_MONITOR_RPC_URL_1")
+    doc["chains"] = [{"id": 1, "discovery": {}}]
+    path = write_config(tmp_path, doc)
+    assert main(["once", "--config", str(path)]) == EXIT_CONFIG
+    assert "chain 1 has no JSON-RPC endpoint" in capsys.readouterr().err

@@ -210,6 +210,18 @@ def endpoint_problems(
     return problems, {c: e for c, e in found.items() if e is not None}
 
 
+def source_problems(
+    config: Config, key: ApiKey | None, env: Mapping[str, str] | None = None
+) -> list[str]:
+    """Why a poll of ``config`` would leave something unwatched without saying so: a chain
+    only 1inch watches with no key for the real API, a chain with discovery and no
+    endpoint. ``once`` and ``run`` refuse to start on these (exit 2), as ``check`` does."""
+    problems = [p for p in (key_problem(config, key),) if p]
+    if config.discovery_chains:  # the chain reader (aiohttp and all) only when it is used
+        problems += endpoint_problems(config, key, os.environ if env is None else env)[0]
+    return problems
+
+
 def _chain_index(config: Config, chain_id: int) -> int:
     return next(i for i, c in enumerate(config.chains) if c.id == chain_id)
 
