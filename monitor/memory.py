@@ -154,6 +154,10 @@ class MemoryPositions:
             wallets=wallets,
             kind="aggregated",
             source=self._source,
+            # As the chain reader does, a non-1inch source names the tokens it read.
+            tokens=None
+            if self._source == "1inch"
+            else frozenset(a for c, a in self._tokens if c == chain_id),
             positions=tuple(positions),
         )
 

@@ -48,8 +48,14 @@ async def poll_once(
     max_concurrent_requests: int = 4,
     on_start: Callable[[int], None] | None = None,
     on_batch: Callable[[BatchOutcome], None] | None = None,
+    foreign_tokens: Callable[[int, str], frozenset[str]] | None = None,
 ) -> PollResult:
     """Poll everything ``config`` watches once. Never raises for upstream failures.
+
+    ``foreign_tokens(chain_id, spender)``: tokens another source reads for that spender
+    (the chain reader's discovered ones). An aggregated answer that does not return such a
+    token does not vouch for it (1inch may not list it, and its silence would read as a
+    revoke): its batch leaves it out of its coverage.
 
     ``on_start`` is told how many batches (requests, retries aside) the poll will make
     before the first starts, and ``on_batch`` is handed each batch's outcome as it finishes,
@@ -85,6 +91,9 @@ async def poll_once(
                         config.api.filter_empty,
                         frozenset(chain.custom_token_addresses),
                         unreachable,
+                        foreign_tokens(chain.id, spender.address)
+                        if foreign_tokens is not None
+                        else frozenset(),
                     )
                 )
             if chain.custom_tokens:
@@ -118,6 +127,7 @@ async def _aggregated_batch(
     filter_empty: bool,
     custom_tokens: frozenset[str],
     unreachable: dict[str, list[HostUnreachable]],
+    foreign: frozenset[str] = frozenset(),
 ) -> BatchOutcome:
     try:
         reply = await client.aggregated_balances_and_allowances(
@@ -154,12 +164,14 @@ async def _aggregated_batch(
                         allowance=allowance,
                     )
                 )
+    if foreign:
+        foreign = foreign - {entry.token.address for entry in reply.value}
     return BatchOutcome(
         chain_id=chain_id,
         spender=spender,
         wallets=wallets,
         kind="aggregated",
-        except_tokens=custom_tokens | unobserved,
+        except_tokens=custom_tokens | unobserved | foreign,
         positions=tuple(positions),
         request_id=reply.request_id,
     )
@@ -253,10 +265,19 @@ class OneInchPositions:
     """The 1inch Balance API as a ``PositionSource`` (``monitor.ports``): each poll is
     ``poll_once`` over everything ``config`` watches."""
 
-    def __init__(self, client: BalanceClient, config: Config, *, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        client: BalanceClient,
+        config: Config,
+        *,
+        clock: Clock = utc_now,
+        foreign_tokens: Callable[[int, str], frozenset[str]] | None = None,
+    ) -> None:
+        """``foreign_tokens``: see ``poll_once``."""
         self._client = client
         self._config = config
         self._clock = clock
+        self._foreign_tokens = foreign_tokens
 
     async def poll(
         self,
@@ -265,5 +286,10 @@ class OneInchPositions:
         on_batch: Callable[[BatchOutcome], None] | None = None,
     ) -> PollResult:
         return await poll_once(
-            self._client, self._config, clock=self._clock, on_start=on_start, on_batch=on_batch
+            self._client,
+            self._config,
+            clock=self._clock,
+            on_start=on_start,
+            on_batch=on_batch,
+            foreign_tokens=self._foreign_tokens,
         )

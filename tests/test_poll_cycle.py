@@ -218,7 +218,7 @@ async def test_sources_reading_one_allowance_differently_twice_is_a_finding() ->
 
     rig = Rig(config())
     chain = MemoryPositions([(1, STRANGER, [W1])], TOKENS, clock=rig.clock, source="chain")
-    rig.monitor._source = CombinedPositions([rig.source, chain], clock=rig.clock)
+    rig.monitor._source = CombinedPositions([rig.source, chain], clock=rig.clock, prefer="chain")
     rig.source.set_allowance(1, W1, USDC, STRANGER, 7_000_000)
     chain.set_allowance(1, W1, USDC, STRANGER, 5_000_000)
 
@@ -241,3 +241,7 @@ async def test_sources_reading_one_allowance_differently_twice_is_a_finding() ->
     chain.set_allowance(1, W1, USDC, STRANGER, 7_000_000)
     await rig.cycle()
     assert disagreeing() == []
+    # The chain reads a revoke that 1inch has not caught up with: the live zero wins at once.
+    chain.set_allowance(1, W1, USDC, STRANGER, 0)
+    await rig.cycle()
+    assert (1, W1, USDC, STRANGER) not in rig.monitor.view.snapshot.allowances

@@ -203,3 +203,28 @@ async def test_progress_hooks_see_the_total_first_then_every_batch_once(
     assert seen[0] == len(result.batches) == 22
     assert sorted(map(id, seen[1:])) == sorted(map(id, result.batches))
     assert len(result.failures) == 1  # a failed batch is reported too
+
+
+async def test_a_token_another_source_reads_is_vouched_for_only_if_1inch_returned_it(
+    polled: tuple[RunningSimulator, BalanceClient, Config],
+) -> None:
+    """1inch's silence about a token it may not list must not read as a revoke of what the
+    chain reader found: a foreign token absent from an answer leaves that batch's coverage."""
+    _, client, config = polled
+    unlisted = "0x" + "9a" * 20
+    returned_somewhere = "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48"  # USDC, in the answers
+    result = await poll_once(
+        client,
+        config,
+        foreign_tokens=lambda _chain, _spender: frozenset({unlisted, returned_somewhere}),
+    )
+    aggregated = [b for b in result.batches if b.kind == "aggregated" and b.ok]
+    assert aggregated
+    for batch in aggregated:
+        assert unlisted in batch.except_tokens
+        returned = {p.token.address for p in batch.positions}
+        assert (returned_somewhere in batch.except_tokens) == (returned_somewhere not in returned)
+    assert any(returned_somewhere not in b.except_tokens for b in aggregated)
+    # Without another source, nothing is left out but the custom tokens and unobserved ones.
+    plain = await poll_once(client, config)
+    assert all(unlisted not in b.except_tokens for b in plain.batches if b.kind == "aggregated")

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from monitor.chain.source import ChainPositions, ChainStatus
+from monitor.chain.source import SOURCE_NAME, ChainPositions, ChainStatus
 from monitor.config import ApiKey, Config
 from monitor.config.exploits import bundled_exploits
 from monitor.config.model import spender_index
@@ -33,7 +33,6 @@ from monitor.domain.records import (
     StoredEvent,
     chain_outcomes,
     scope_outcomes,
-    source_disagreements,
 )
 from monitor.domain.snapshot import AllowanceKey, Snapshot
 from monitor.errors import ConfigError, StoreError
@@ -297,7 +296,7 @@ class Monitor:
         recorded = await self._store.record_poll(result)
         if self._approval_facts is not None:
             self._facts = self._approval_facts.facts()
-        disagreeing = source_disagreements(result)
+        disagreeing = {key: dict(amounts) for key, amounts in result.disagreements.items()}
         # A finding only when the same key disagrees again: one poll's difference may be
         # the sources reading a block apart.
         self._disagreements = {
@@ -512,7 +511,14 @@ def build_monitor(
     )
     sources: list[PositionSource] = []
     if oneinch and any(c.spenders for c in config.chains):
-        sources.append(OneInchPositions(client, config, clock=clock))
+        sources.append(
+            OneInchPositions(
+                client,
+                config,
+                clock=clock,
+                foreign_tokens=chain.discovered_tokens if chain is not None else None,
+            )
+        )
     if chain is not None:
         sources.append(chain)
     if not sources:
@@ -523,7 +529,9 @@ def build_monitor(
         )
     return Monitor(
         config=config,
-        source=sources[0] if len(sources) == 1 else CombinedPositions(sources, clock=clock),
+        source=sources[0]
+        if len(sources) == 1
+        else CombinedPositions(sources, clock=clock, prefer=SOURCE_NAME),
         approval_facts=chain,
         oneinch_polled=oneinch,
         discovery_status=chain.status if chain is not None else None,

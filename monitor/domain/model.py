@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -118,6 +119,11 @@ class PollResult:
     started_at: datetime
     finished_at: datetime
     batches: tuple[BatchOutcome, ...] = field(default_factory=tuple)
+    disagreements: Mapping[tuple[int, str, str, str], Mapping[str, int]] = field(
+        default_factory=dict
+    )
+    """Allowances two sources both read, and read differently, by source (see
+    ``monitor.domain.records.source_disagreements``); empty with one source."""
 
     @property
     def ok(self) -> bool:

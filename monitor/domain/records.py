@@ -5,7 +5,7 @@ poll, a stored change event, what a sync of findings and a prune changed. Plain 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from monitor.domain.model import BatchOutcome, PollResult
@@ -88,9 +88,22 @@ class DiscoveryFacts:
     """Every pair some ``Approval`` log named."""
 
 
+def _read_tokens(batch: BatchOutcome) -> frozenset[str] | None:
+    """The tokens a successful batch can vouch for, zeros included: the ones it asked for by
+    name, or (an aggregated answer, which leaves out empty and unlisted tokens alike) the
+    ones it returned for some wallet. None: not a successful batch."""
+    if not batch.ok:
+        return None
+    if batch.tokens is not None:
+        return batch.tokens
+    return frozenset(p.token.address for p in batch.positions)
+
+
 def source_disagreements(result: PollResult) -> dict[AllowanceKey, dict[str, int]]:
-    """The allowances that two sources of one poll both observed and read differently, with
-    each source's amount (a source whose batch covered a key without a position read 0)."""
+    """The allowances that two sources of one poll both read, and read differently, with
+    each source's amount. A source read a key when a successful batch of it vouches for the
+    key's token (see ``_read_tokens``) for that wallet and spender; its amount is its
+    position's, or 0 without one."""
     by_source: dict[str, list[BatchOutcome]] = {}
     for batch in result.batches:
         if batch.ok:
@@ -98,21 +111,17 @@ def source_disagreements(result: PollResult) -> dict[AllowanceKey, dict[str, int
     if len(by_source) < 2:
         return {}
     read: dict[str, dict[AllowanceKey, int]] = {}
+    vouched: dict[str, dict[tuple[int, str, str], set[str]]] = {}
     for source, batches in by_source.items():
         values = read.setdefault(source, {})
-        for batch in batches:
-            for p in batch.positions:
+        index = vouched.setdefault(source, {})
+        for b in batches:
+            tokens = _read_tokens(b) or frozenset()
+            for p in b.positions:
                 if not p.token.is_native:
                     values[p.key] = p.allowance
-    # Where each source's batches looked: (chain, spender, wallet) -> the batches.
-    looked: dict[str, dict[tuple[int, str, str], list[BatchOutcome]]] = {}
-    for source, batches in by_source.items():
-        index = looked.setdefault(source, {})
-        for b in batches:
             for wallet in b.wallets:
-                index.setdefault((b.chain_id, b.spender, wallet), []).append(b)
-    # Keys some source read non-zero; each source that covered one read its amount (0 if
-    # the batch covering it held no position).
+                index.setdefault((b.chain_id, b.spender, wallet), set()).update(tokens)
     disagreements: dict[AllowanceKey, dict[str, int]] = {}
     for values in read.values():
         for key, amount in values.items():
@@ -121,12 +130,48 @@ def source_disagreements(result: PollResult) -> dict[AllowanceKey, dict[str, int
             chain_id, wallet, token, spender = key
             amounts = {
                 source: read[source].get(key, 0)
-                for source, index in looked.items()
-                if any(
-                    token in b.tokens if b.tokens is not None else token not in b.except_tokens
-                    for b in index.get((chain_id, spender, wallet), ())
-                )
+                for source, index in vouched.items()
+                if token in index.get((chain_id, spender, wallet), ())
             }
             if len(amounts) > 1 and len(set(amounts.values())) > 1:
                 disagreements[key] = amounts
     return disagreements
+
+
+def prefer_source(result: PollResult, source: str) -> PollResult:
+    """``result`` with ``source``'s reading winning wherever a successful batch of it read a
+    key (a live on-chain read beats an indexer's): the other sources' positions take its
+    allowance and balance there, 0 included (a revoke it saw), and are dropped when nothing
+    is left. Coverage is unchanged."""
+    allowances: dict[AllowanceKey, int] = {}
+    balances: dict[tuple[int, str, str], int] = {}
+    for b in result.batches:
+        if b.source != source or not b.ok or b.tokens is None:
+            continue
+        found = {p.key: p for p in b.positions}
+        for wallet in b.wallets:
+            for token in b.tokens:
+                key = (b.chain_id, wallet, token, b.spender)
+                p = found.get(key)
+                allowances[key] = p.allowance if p is not None else 0
+                balances[(b.chain_id, wallet, token)] = p.balance if p is not None else 0
+    if not allowances:
+        return result
+    batches = []
+    for b in result.batches:
+        if b.source == source or not b.positions:
+            batches.append(b)
+            continue
+        positions = []
+        changed = False
+        for p in b.positions:
+            allowance = allowances.get(p.key, p.allowance)
+            balance = balances.get((p.chain_id, p.wallet, p.token.address), p.balance)
+            if allowance == p.allowance and balance == p.balance:
+                positions.append(p)
+                continue
+            changed = True
+            if balance or (allowance and not p.token.is_native):
+                positions.append(replace(p, allowance=allowance, balance=balance))
+        batches.append(replace(b, positions=tuple(positions)) if changed else b)
+    return replace(result, batches=tuple(batches))
