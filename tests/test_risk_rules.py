@@ -647,3 +647,26 @@ def test_a_discovered_approval_is_fresh_by_its_log_block_time_not_by_first_sight
     fresh = fired(report, RuleName.FRESH_APPROVAL)
     assert [(f.token, f.spender) for f in fresh] == [(USDC, STRANGER)]
     assert (NOW - timedelta(hours=2)).isoformat()[:16] in fresh[0].detail.replace(" ", "T")
+
+
+def test_a_discovered_approval_used_or_lowered_is_not_fresh_again() -> None:
+    """A log comes with every approve(), a decrease too, and OpenZeppelin 4 tokens emit one
+    on each transferFrom: a new log alone, with no grant or increase, is not a fresh approval."""
+    snapshot = snap({(W1, USDC, STRANGER): 3 * 10**6})
+    key = (1, W1, USDC, STRANGER)
+    decreased = granted(
+        W1, USDC, STRANGER, at=NOW - timedelta(minutes=5), new=3 * 10**6, old=5 * 10**6,
+        change=Change.DECREASED,
+    )  # fmt: skip
+    report = evaluate(
+        snapshot,
+        tokens=TOKENS,
+        spenders=SPENDERS,
+        exploits=EXPLOITS,
+        prices_usd=PRICES,
+        recent_events=[decreased],
+        settings=RuleSettings(),
+        now=NOW,
+        approved_at={key: NOW - timedelta(minutes=6)},
+    )
+    assert fired(report, RuleName.FRESH_APPROVAL) == []

@@ -333,14 +333,21 @@ def fresh_approvals(
 ) -> list[Finding]:
     """Info: an allowance granted or raised at most ``window`` before ``now`` and still
     non-zero. One finding per approval, describing its latest such change; an approval in
-    ``approved_at`` (discovered from logs) is dated by its newest ``Approval`` log instead."""
+    ``approved_at`` (discovered from logs), granted or raised within the window, is dated by
+    its newest ``Approval`` log instead."""
     dated = approved_at or {}
     latest: dict[AllowanceKey, ObservedChange] = {}
+    # A discovered approval is dated by its log, but only a grant or an increase seen in the
+    # window makes it fresh: a log also comes with a decrease, and OpenZeppelin 4 tokens emit
+    # one on every transferFrom that spends a finite allowance.
+    granted_lately: set[AllowanceKey] = set()
     for stored in recent_events:
         event = stored.event
         if event.spender is None or event.change not in FRESH_CHANGES:
             continue
         if (event.chain_id, event.wallet, event.token, event.spender) in dated:
+            if now - stored.observed_at <= window:
+                granted_lately.add((event.chain_id, event.wallet, event.token, event.spender))
             continue
         if now - stored.observed_at > window:
             continue
@@ -367,7 +374,7 @@ def fresh_approvals(
             )
         )
     for key, approved in dated.items():
-        if now - approved > window or snapshot.allowance(key) <= 0:
+        if key not in granted_lately or now - approved > window or snapshot.allowance(key) <= 0:
             continue
         chain_id, _, token, spender = key
         if is_native(chain_id, token, tokens):
