@@ -44,6 +44,9 @@ from monitor.store.discovery import DiscoveredApproval, SqlDiscoveryStore
 
 log = logging.getLogger(__name__)
 
+DISCOVERY_SCOPE = ""
+"""The ``spender`` of the batch that stands for a chain's discovery as a whole (read or not):
+its scope says the chain's node answered even when no approval was found."""
 SOURCE_NAME = "chain"
 """``BatchOutcome.source`` of what this source reads (1inch's answers are ``"1inch"``)."""
 
@@ -130,6 +133,7 @@ class ChainPositions:
         return tuple(self._status[c.id] for c in self._chains)
 
     def facts(self) -> DiscoveryFacts:
+        """What discovery knows beyond amounts (the ``ApprovalFacts`` port)."""
         return DiscoveryFacts(
             approved_at=dict(self._approved_at),
             codeless_spenders=frozenset(k for k, has in self._has_code.items() if not has),
@@ -157,16 +161,20 @@ class ChainPositions:
         on_batch: Callable[[BatchOutcome], None] | None = None,
     ) -> PollResult:
         started_at = self._clock()
+        # Progress is counted per chain: how many batches a chain's read makes is known only
+        # once it is done. Each chain reports one outcome, a failed one if any failed.
         if on_start is not None:
             on_start(len(self._chains))
-        results = await asyncio.gather(*(self._poll_chain(chain) for chain in self._chains))
-        batches: list[BatchOutcome] = []
-        for outcomes in results:
-            batches.extend(outcomes)
-            if on_batch is not None:
-                for outcome in outcomes:
-                    on_batch(outcome)
-        return PollResult(started_at=started_at, finished_at=self._clock(), batches=tuple(batches))
+
+        async def one_chain(chain: ChainConfig) -> list[BatchOutcome]:
+            outcomes = await self._poll_chain(chain)
+            if on_batch is not None and outcomes:
+                on_batch(next((o for o in outcomes if not o.ok), outcomes[0]))
+            return outcomes
+
+        results = await asyncio.gather(*(one_chain(chain) for chain in self._chains))
+        batches = tuple(outcome for outcomes in results for outcome in outcomes)
+        return PollResult(started_at=started_at, finished_at=self._clock(), batches=batches)
 
     # -- one chain ---------------------------------------------------------------------------
 
@@ -352,7 +360,17 @@ class ChainPositions:
             pairs=len(pairs),
             multicall=await reader.multicall_available(block=head),
         )
-        return self._batches(chain.id, pairs, reads)
+        # One batch for the chain's discovery as a whole (spender "", covering nothing): the
+        # chain was read, even when no approval is found, so it counts as up and recent.
+        whole = BatchOutcome(
+            chain_id=chain.id,
+            spender=DISCOVERY_SCOPE,
+            wallets=tuple(w.address for w in self._config.wallets_on(chain.id)),
+            kind="discovered",
+            source=SOURCE_NAME,
+            tokens=frozenset(),
+        )
+        return [whole, *self._batches(chain.id, pairs, reads)]
 
     def _batches(
         self, chain_id: int, pairs: Sequence[tuple[str, str, str]], reads: LiveReads
@@ -468,7 +486,7 @@ class ChainPositions:
 
     def _failed(self, chain: ChainConfig, error: str, reason: str) -> list[BatchOutcome]:
         wallets = tuple(w.address for w in self._config.wallets_on(chain.id))
-        spenders = sorted({k[3] for k in self._discovered if k[0] == chain.id}) or [""]
+        spenders = [DISCOVERY_SCOPE, *sorted({k[3] for k in self._discovered if k[0] == chain.id})]
         return [
             BatchOutcome(
                 chain_id=chain.id,

@@ -502,7 +502,8 @@ def _watched_spenders(view: MonitorView) -> dict[int, list[str]]:
     )
     by_chain: dict[int, list[str]] = {}
     for chain_id, spender in pairs:
-        by_chain.setdefault(chain_id, []).append(spender)
+        if spender:  # "" is a chain's discovery as a whole, shown in the discovery table
+            by_chain.setdefault(chain_id, []).append(spender)
     return dict(sorted(by_chain.items()))
 
 
