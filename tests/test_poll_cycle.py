@@ -63,13 +63,14 @@ class Rig:
             clock=self.clock,
         )
         self.store = store or MemoryStore(unlimited_threshold=cfg.risk.unlimited_threshold)
+        self.registry = CollectorRegistry()
         self.monitor = Monitor(
             config=cfg,
             source=self.source,
             store=self.store,
             prices=StaticPriceSource({(1, USDC): Decimal(1)}),
             exploits=bundled_exploits().merged(cfg.risk.denylist),
-            instruments=Instruments(CollectorRegistry(), version="test"),
+            instruments=Instruments(self.registry, version="test"),
             clock=self.clock,
             poll_timeout_s=10,
         )
@@ -245,3 +246,22 @@ async def test_sources_reading_one_allowance_differently_twice_is_a_finding() ->
     chain.set_allowance(1, W1, USDC, STRANGER, 0)
     await rig.cycle()
     assert (1, W1, USDC, STRANGER) not in rig.monitor.view.snapshot.allowances
+
+
+async def test_the_first_observations_of_a_new_install_are_not_counted_as_changes() -> None:
+    """The change counter feeds the approval-granted alert: a fresh install's baseline (every
+    approval it finds) must not fire it; a grant after it does."""
+    rig = Rig(config())
+    rig.source.set_allowance(1, W1, USDC, STRANGER, UINT256_MAX)
+    rig.source.set_balance(1, W1, USDC, 10**6)
+
+    def granted() -> float | None:
+        return rig.registry.get_sample_value(
+            "exposure_monitor_allowance_changes_total", {"change": "granted"}
+        )
+
+    await rig.cycle()
+    assert granted() in (None, 0.0)
+    rig.source.set_allowance(1, W2, USDC, STRANGER, 5)
+    await rig.cycle()
+    assert granted() == 1.0

@@ -303,8 +303,9 @@ class Monitor:
             key: amounts for key, amounts in disagreeing.items() if key in self._disagreeing
         }
         self._disagreeing = disagreeing
-        for event in recorded.events:
-            self._instruments.recorded_changes.labels(change=event.change.value).inc()
+        if recorded.events and not await self._is_baseline(recorded.poll_id):
+            for event in recorded.events:
+                self._instruments.recorded_changes.labels(change=event.change.value).inc()
         self._tokens.update(await asyncio.to_thread(_tokens_of, result))
         now = self._clock()
         report = await self._evaluate(recorded.snapshot, now)
@@ -337,6 +338,16 @@ class Monitor:
         return RecordedCycle(
             result=result, recorded=recorded, report=report, findings_recorded=findings_recorded
         )
+
+    async def _is_baseline(self, poll_id: int) -> bool:
+        """Whether ``poll_id`` is the baseline poll, whose "changes" are the first
+        observations of a new install, not changes: not counted as such (a fresh install's
+        every approval would fire the approval-granted alert). Unknown counts as no."""
+        try:
+            return await self._store.baseline_poll_id() == poll_id
+        except StoreError as exc:
+            log.warning("baseline unknown, the poll's changes are counted: %s", exc)
+            return False
 
     async def _changes_after_baseline(self, **filters: Any) -> list[StoredEvent]:
         """Recorded changes after the baseline poll, whose "grants" are first observations,
