@@ -29,9 +29,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from monitor.errors import StoreError
 from monitor.ports import Clock, utc_now
-from monitor.store.migrate import describe_database
+from monitor.store.migrate import store_error
 from monitor.store.schema import (
     DiscoveredApprovalRow,
     DiscoveryCursor,
@@ -99,8 +98,8 @@ class SqlDiscoveryStore:
                     )
                     stored.update({wallet: int(block) for wallet, block in rows})
         except DATABASE_ERRORS as exc:
-            raise self._error(
-                f"could not read the discovery cursors of chain {chain_id}", exc
+            raise store_error(
+                self._engine, f"read the discovery cursors of chain {chain_id}", exc
             ) from exc
         return {w: max(stored.get(w, start_block), start_block) for w in wanted}
 
@@ -157,7 +156,9 @@ class SqlDiscoveryStore:
                 if nft_approvals:
                     await _add_nft_approvals(conn, chain_id, nft_approvals, now)
         except DATABASE_ERRORS as exc:
-            raise self._error(f"could not save a discovery chunk of chain {chain_id}", exc) from exc
+            raise store_error(
+                self._engine, f"save a discovery chunk of chain {chain_id}", exc
+            ) from exc
 
     async def discovered(self, chain_id: int) -> list[DiscoveredApproval]:
         """Every pair discovered on ``chain_id``, by wallet, token and spender."""
@@ -189,8 +190,8 @@ class SqlDiscoveryStore:
                     for row in rows
                 ]
         except DATABASE_ERRORS as exc:
-            raise self._error(
-                f"could not read the discovered approvals of chain {chain_id}", exc
+            raise store_error(
+                self._engine, f"read the discovered approvals of chain {chain_id}", exc
             ) from exc
 
     async def discovered_marker(self, chain_id: int) -> tuple[int, int]:
@@ -206,8 +207,8 @@ class SqlDiscoveryStore:
                     )
                 ).one()
         except DATABASE_ERRORS as exc:
-            raise self._error(
-                f"could not read the discovered approvals of chain {chain_id}", exc
+            raise store_error(
+                self._engine, f"read the discovered approvals of chain {chain_id}", exc
             ) from exc
         return int(row[0]), int(row[1] or 0)
 
@@ -221,8 +222,8 @@ class SqlDiscoveryStore:
                     )
                 )
         except DATABASE_ERRORS as exc:
-            raise self._error(
-                f"could not read the NFT approval count of chain {chain_id}", exc
+            raise store_error(
+                self._engine, f"read the NFT approval count of chain {chain_id}", exc
             ) from exc
         return int(count or 0)
 
@@ -249,8 +250,8 @@ class SqlDiscoveryStore:
                 for start in range(0, len(rows), WRITE_CHUNK):
                     await conn.execute(statement, rows[start : start + WRITE_CHUNK])
         except DATABASE_ERRORS as exc:
-            raise self._error(
-                f"could not save spender code facts of chain {chain_id}", exc
+            raise store_error(
+                self._engine, f"save spender code facts of chain {chain_id}", exc
             ) from exc
 
     async def spender_code(self, chain_id: int) -> dict[str, bool]:
@@ -264,15 +265,9 @@ class SqlDiscoveryStore:
                 )
                 return {spender: bool(has) for spender, has in rows}
         except DATABASE_ERRORS as exc:
-            raise self._error(
-                f"could not read spender code facts of chain {chain_id}", exc
+            raise store_error(
+                self._engine, f"read spender code facts of chain {chain_id}", exc
             ) from exc
-
-    def _error(self, doing: str, exc: BaseException) -> StoreError:
-        original = getattr(exc, "orig", None) or exc
-        lines = str(original).strip().splitlines()
-        summary = f"{type(original).__name__}: {lines[0][:300] if lines else ''}"
-        return StoreError(f"{doing}: {summary}", database=describe_database(self._engine))
 
 
 def _dialect_insert(conn: AsyncConnection) -> Any:

@@ -120,7 +120,7 @@ def describe_database(engine: AsyncEngine) -> str:
     return engine.url.render_as_string(hide_password=True)
 
 
-def _store_error(engine: AsyncEngine, doing: str, exc: BaseException) -> StoreError:
+def store_error(engine: AsyncEngine, doing: str, exc: BaseException) -> StoreError:
     """``exc`` as a ``StoreError`` naming the database and what failed (``doing``)."""
     if isinstance(exc, DBAPIError) and exc.orig is not None:
         exc = exc.orig
@@ -137,7 +137,7 @@ async def _migrate(engine: AsyncEngine, run: Callable[[Config], None], doing: st
         async with engine.connect() as conn, _exclusive_transaction(conn):
             await conn.run_sync(run_on)
     except _FAILURES as exc:
-        raise _store_error(engine, doing, exc) from exc
+        raise store_error(engine, doing, exc) from exc
 
 
 async def _run(engine: AsyncEngine, fn: Callable[[Connection], T], doing: str) -> T:
@@ -145,7 +145,7 @@ async def _run(engine: AsyncEngine, fn: Callable[[Connection], T], doing: str) -
         async with engine.connect() as conn:
             return await conn.run_sync(fn)
     except _FAILURES as exc:
-        raise _store_error(engine, doing, exc) from exc
+        raise store_error(engine, doing, exc) from exc
 
 
 @contextlib.asynccontextmanager
