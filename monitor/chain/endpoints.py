@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from monitor.chain.rpc import RpcEndpoint
-from monitor.config.secrets import ApiKey, is_oneinch_api
+from monitor.config.secrets import ApiKey, is_oneinch_api, read_credential
 from monitor.errors import ConfigError
 
 ENV_PREFIX = "EXPOSURE_MONITOR_RPC_URL_"
@@ -53,11 +53,7 @@ def resolve_endpoint(
         path = credentials_dir / name
         if path.is_file():
             origin = f"credential {name}"
-            try:
-                text = path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ConfigError(origin, f"cannot read {path}: {type(exc).__name__}") from None
-            return _endpoint(chain_id, text, origin)
+            return _endpoint(chain_id, read_credential(path, origin), origin)
     web3_url = f"{oneinch_base_url.rstrip('/')}/web3/{chain_id}"
     if oneinch_key is not None:
         return _endpoint(

@@ -99,6 +99,15 @@ def _validated(value: str, source: str, oneinch_api: bool) -> ApiKey:
     return ApiKey(value, source=source)
 
 
+def read_credential(path: Path, origin: str) -> str:
+    """The text of a systemd credential file; a ``ConfigError`` naming ``origin`` (never the
+    text: it is a secret) when it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(origin, f"cannot read {path}: {type(exc).__name__}") from None
+
+
 def load_api_key(
     environ: Mapping[str, str] | None = None, *, base_url: str | None = None
 ) -> ApiKey | None:
@@ -116,11 +125,7 @@ def load_api_key(
         path = Path(credentials_dir) / CREDENTIAL_NAME
         if path.is_file():
             source = f"credential file {path}"
-            try:
-                text = path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ConfigError(source, f"cannot read it: {type(exc).__name__}") from None
-            return _validated(text, source, oneinch_api)
+            return _validated(read_credential(path, source), source, oneinch_api)
     value = env.get(ENV_VAR)
     if value is not None:
         return _validated(value, f"environment variable {ENV_VAR}", oneinch_api)
