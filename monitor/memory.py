@@ -24,7 +24,14 @@ from monitor.domain.records import (
     poll_outcome,
     scope_outcomes,
 )
-from monitor.domain.snapshot import EMPTY_SNAPSHOT, Change, Snapshot, observe_changes
+from monitor.domain.snapshot import (
+    EMPTY_SNAPSHOT,
+    Change,
+    Snapshot,
+    apply_events,
+    diff_snapshots,
+    observe_changes,
+)
 from monitor.errors import StoreError
 from monitor.risk.model import FindingKey
 from monitor.risk.rules import Finding
@@ -328,7 +335,8 @@ class MemoryStore:
 
     async def prune(self, *, older_than: datetime) -> PruneResult:
         """Forget the polls before the last one that finished before ``older_than`` and
-        observed anything (the cutoff), and their events; the cutoff becomes the baseline."""
+        observed anything (the cutoff), and their events; the cutoff becomes the baseline,
+        whose events are the first observations of the values it holds."""
         self._check_writable()
         observing = [p for p in self._polls if p.finished_at < older_than and p.outcome != "failed"]
         if not observing:
@@ -346,11 +354,24 @@ class MemoryStore:
                 superseded += 1
             later_keys.add(key)
         polls_gone = [p for p in self._polls if p.poll_id < cutoff]
-        self._events = [s for s in self._events if s.poll_id >= cutoff]
+        # As the SQL store: the cutoff becomes the baseline, whose events are the first
+        # observations of every value it holds.
+        at_cutoff = apply_events(
+            EMPTY_SNAPSHOT, [s.event for s in self._events if s.poll_id <= cutoff]
+        )
+        replaced = [s for s in self._events if s.poll_id == cutoff]
+        finished_at = observing[-1].finished_at
+        self._events = [
+            *(
+                StoredEvent(poll_id=cutoff, observed_at=finished_at, event=e)
+                for e in diff_snapshots(EMPTY_SNAPSHOT, at_cutoff, threshold=self._threshold)
+            ),
+            *(s for s in self._events if s.poll_id > cutoff),
+        ]
         self._polls = [p for p in self._polls if p.poll_id >= cutoff]
         return PruneResult(
             cutoff_poll_id=cutoff,
             polls_deleted=len(polls_gone),
             versions_deleted=superseded,
-            events_deleted=len(gone),
+            events_deleted=len(gone) + len(replaced),
         )

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import event, func, insert, select, text
+from sqlalchemy import event, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from monitor.config.model import DEFAULT_UNLIMITED_THRESHOLD as T
@@ -59,7 +59,9 @@ async def test_an_unchanged_poll_adds_no_position_rows(migrated_engine: AsyncEng
     )
     assert await count(migrated_engine, Poll) == 5
     assert await count(migrated_engine, PollScope) == 5
-    assert await count(migrated_engine, ChangeEventRow) == len(first.events)
+    # The baseline is stored once, as values: its first observations are read back from them.
+    assert await count(migrated_engine, ChangeEventRow) == 0
+    assert [s.event for s in await store.events()] == list(first.events)
 
 
 async def test_a_change_writes_only_the_changed_values(migrated_engine: AsyncEngine) -> None:
@@ -156,6 +158,9 @@ async def test_two_writers_never_duplicate_events(migrated_engine: AsyncEngine) 
     )
     await first.latest()
     await second.latest()
+    # A baseline first (its observations are stored as values only), so that the grant is a
+    # change that both writers see.
+    await first.record_poll(poll(0, batch(S1, (W1,), [pos(W1, TK1, S1, 1, 0)])))
     granted = [pos(W1, TK1, S1, 5, UINT256_MAX)]
     results = await asyncio.gather(
         first.record_poll(poll(1, batch(S1, (W1,), granted))),
@@ -536,3 +541,151 @@ async def test_findings_are_opened_updated_and_resolved(migrated_engine: AsyncEn
     assert [(f.token, f.suppressed, f.opened_at) for f in open_now] == [(TK2, True, T0)]
     everything = await store.findings(include_resolved=True)
     assert [(f.token, f.resolved_at) for f in everything] == [(TK1, later), (TK2, None)]
+
+
+# -- the baseline, stored once ------------------------------------------------------------------
+
+
+async def _baseline_and_changes(engine: AsyncEngine) -> SqlSnapshotStore:
+    """A failed poll, a baseline (two allowances and two balances over two wallets), then a
+    revoke, a grant and a balance change."""
+    store = SqlSnapshotStore(engine, unlimited_threshold=T)
+    await store.record_failed_poll(
+        started_at=T0, finished_at=T0 + timedelta(seconds=1), error="timed out"
+    )
+    await store.record_poll(
+        poll(1, batch(S1, (W1, W2), [pos(W1, TK1, S1, 5, 10), pos(W2, TK2, S1, 7, UINT256_MAX)]))
+    )
+    await store.record_poll(
+        poll(
+            2,
+            batch(S1, (W1, W2), [pos(W1, TK1, S1, 5, 0), pos(W2, TK2, S1, 8, UINT256_MAX)]),
+        )
+    )
+    await store.record_poll(
+        poll(3, batch(S1, (W1, W2), [pos(W1, TK1, S1, 5, 4), pos(W2, TK2, S1, 8, UINT256_MAX)]))
+    )
+    return store
+
+
+async def test_the_baseline_is_stored_as_values_only_and_read_back_as_first_observations(
+    migrated_engine: AsyncEngine,
+) -> None:
+    store = await _baseline_and_changes(migrated_engine)
+    baseline = await store.baseline_poll_id()
+    async with migrated_engine.connect() as conn:
+        stored = (await conn.execute(select(ChangeEventRow.poll_id))).scalars().all()
+        counted = dict((await conn.execute(select(Poll.id, Poll.events))).all())
+    assert baseline not in stored and len(stored) == 3
+    assert counted[baseline] == 0
+    everything = await store.events()
+    assert [
+        (e.poll_id - baseline, e.event.change, e.event.old, e.event.new) for e in everything
+    ] == [
+        (0, Change.GRANTED, 0, 10),
+        (0, Change.GRANTED, 0, UINT256_MAX),
+        (0, Change.BALANCE_CHANGED, 0, 5),
+        (0, Change.BALANCE_CHANGED, 0, 7),
+        (1, Change.REVOKED, 10, 0),
+        (1, Change.BALANCE_CHANGED, 7, 8),
+        (2, Change.GRANTED, 0, 4),
+    ]
+    assert apply_events(EMPTY_SNAPSHOT, [e.event for e in everything]) == await store.latest()
+    assert await store_invariants(migrated_engine) == []
+
+
+async def test_every_filter_applies_to_the_baseline_first_observations(
+    migrated_engine: AsyncEngine,
+) -> None:
+    store = await _baseline_and_changes(migrated_engine)
+    baseline = await store.baseline_poll_id()
+    assert baseline is not None
+
+    def news(found: list[Any]) -> list[tuple[int, int]]:
+        return [(s.poll_id - baseline, s.event.new) for s in found]
+
+    assert news(await store.events(wallet=W2)) == [(0, UINT256_MAX), (0, 7), (1, 8)]
+    assert news(await store.events(spender=S1, wallet=W1)) == [(0, 10), (1, 0), (2, 4)]
+    assert news(await store.events(spender=S2)) == []
+    assert news(await store.events(chain_id=2)) == []
+    assert news(await store.events(changes=[Change.GRANTED])) == [(0, 10), (0, UINT256_MAX), (2, 4)]
+    assert news(await store.events(changes=[Change.REVOKED])) == [(1, 0)]
+    assert news(await store.events(after_poll=baseline)) == [(1, 0), (1, 8), (2, 4)]
+    assert news(await store.events(since=T0 + timedelta(minutes=2))) == [(1, 0), (1, 8), (2, 4)]
+    assert news(await store.events(until=T0 + timedelta(minutes=1))) == [
+        (0, 10),
+        (0, UINT256_MAX),
+        (0, 5),
+        (0, 7),
+    ]
+    assert news(await store.events(latest_per_key=True)) == [
+        (0, UINT256_MAX),
+        (0, 5),
+        (1, 8),
+        (2, 4),
+    ]
+    assert news(await store.events(limit=4)) == [(0, 7), (1, 0), (1, 8), (2, 4)]
+    assert news(await store.events(limit=2)) == [(1, 8), (2, 4)]
+    assert news(await store.events(wallet=W1, latest_per_key=True, limit=1)) == [(2, 4)]
+
+
+async def test_a_prune_makes_the_cutoff_the_baseline_and_replay_still_gives_the_latest(
+    migrated_engine: AsyncEngine,
+) -> None:
+    store = await _baseline_and_changes(migrated_engine)
+    dry = await store.prune(older_than=T0 + timedelta(minutes=2, seconds=1), dry_run=True)
+    result = await store.prune(older_than=T0 + timedelta(minutes=2, seconds=1))
+    assert result == dry
+    # The events of polls 0 and 1 go, and the cutoff's own (its revoke and balance change):
+    # its values, every key's value at the cutoff, are its first observations now.
+    assert result.events_deleted == 2
+    assert await store.baseline_poll_id() == result.cutoff_poll_id
+    everything = await store.events()
+    assert [(e.event.change, e.event.new) for e in everything] == [
+        (Change.GRANTED, UINT256_MAX),
+        (Change.BALANCE_CHANGED, 5),
+        (Change.BALANCE_CHANGED, 8),
+        (Change.GRANTED, 4),
+    ]
+    assert apply_events(EMPTY_SNAPSHOT, [e.event for e in everything]) == await store.latest()
+    assert await store_invariants(migrated_engine) == []
+
+
+async def test_an_event_stored_for_the_baseline_is_named(migrated_engine: AsyncEngine) -> None:
+    store = await _baseline_and_changes(migrated_engine)
+    baseline = await store.baseline_poll_id()
+    async with migrated_engine.begin() as conn:
+        await conn.execute(
+            update(ChangeEventRow)
+            .where(ChangeEventRow.poll_id == baseline + 2)
+            .values(poll_id=baseline)
+        )
+    problems = await store_invariants(migrated_engine)
+    assert any(f"stored for the baseline poll {baseline}" in p for p in problems), problems
+
+
+async def test_the_baseline_migration_moves_stored_first_observations_to_values_and_back(
+    migrated_engine: AsyncEngine,
+) -> None:
+    store = await _baseline_and_changes(migrated_engine)
+    baseline = await store.baseline_poll_id()
+    before = await store.events()
+    await migrate.downgrade(migrated_engine, "0003")
+    async with migrated_engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(ChangeEventRow.change, ChangeEventRow.old, ChangeEventRow.new)
+                .where(ChangeEventRow.poll_id == baseline)
+                .order_by(ChangeEventRow.id)
+            )
+        ).all()
+        recorded = await conn.scalar(select(Poll.events).where(Poll.id == baseline))
+    # As the versions before 0004 stored them: beside the values, in the diff's order.
+    assert [tuple(r) for r in rows] == [
+        (e.event.change.value, 0, e.event.new) for e in before if e.poll_id == baseline
+    ]
+    assert recorded == 4
+    await migrate.upgrade(migrated_engine)
+    assert await count(migrated_engine, ChangeEventRow) == 3
+    assert await SqlSnapshotStore(migrated_engine, unlimited_threshold=T).events() == before
+    assert await store_invariants(migrated_engine) == []

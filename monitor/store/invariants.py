@@ -4,9 +4,10 @@
    not zero (absent already means zero).
 2. Every version belongs to a poll that succeeded at least in part.
 3. Versions and change events agree: each version has exactly one event at its poll with the
-   previous value as ``old`` and its own as ``new``, and each event has its version. Versions
-   at the oldest retained poll are exempt from needing an event, and their events from
-   matching ``old`` (``db prune`` moves each key's value at the cutoff there).
+   previous value as ``old`` and its own as ``new``, and each event has its version. The
+   baseline (the first poll that observed anything) is stored once: its versions are its
+   events (first observations; ``db prune`` moves each key's value at the cutoff there), and
+   no event is stored for it.
 4. A poll's ``events`` count is the number of its stored events.
 """
 
@@ -16,9 +17,10 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from monitor.store.queries import first_observing_poll
 from monitor.store.schema import AllowanceVersion, BalanceVersion, ChangeEventRow, Poll
 
 MAX_REPORTED = 50
@@ -27,7 +29,8 @@ MAX_REPORTED = 50
 async def store_invariants(engine: AsyncEngine) -> list[str]:
     problems: list[str] = []
     async with engine.connect() as conn:
-        oldest_poll = await conn.scalar(select(func.min(Poll.id)))
+        first = await first_observing_poll(conn)
+        baseline = None if first is None else first.poll_id
         outcomes = dict((await conn.execute(select(Poll.id, Poll.outcome))).all())
         events: dict[tuple[Any, ...], tuple[int, int]] = {}
         duplicates: list[str] = []
@@ -35,13 +38,18 @@ async def store_invariants(engine: AsyncEngine) -> list[str]:
             key = (row.poll_id, row.chain_id, row.wallet, row.token, row.spender)
             if key in events:
                 duplicates.append(f"event {row.id}: a second event for {_name(key)}")
+            if row.poll_id == baseline:
+                duplicates.append(
+                    f"event {row.id}: stored for the baseline poll {baseline}, whose values "
+                    f"are its events: {_name(key)}"
+                )
             events[key] = (row.old, row.new)
         problems += duplicates
         for table, columns in (
             (AllowanceVersion, ("chain_id", "wallet", "token", "spender")),
             (BalanceVersion, ("chain_id", "wallet", "token")),
         ):
-            problems += await _check_versions(conn, table, columns, outcomes, events, oldest_poll)
+            problems += await _check_versions(conn, table, columns, outcomes, events, baseline)
         for key in events:
             problems.append(f"event for {_name(key)} has no matching value version")
         counted = Counter(
@@ -62,7 +70,7 @@ async def _check_versions(
     columns: Sequence[str],
     outcomes: dict[int, str],
     events: dict[tuple[Any, ...], tuple[int, int]],
-    oldest_poll: int | None,
+    baseline: int | None,
 ) -> list[str]:
     problems: list[str] = []
     keys = [getattr(table, c) for c in columns]
@@ -89,11 +97,9 @@ async def _check_versions(
         event_key = (poll_id, key[0], key[1], key[2], spender)
         event = events.pop(event_key, None)
         if event is None:
-            if poll_id != oldest_poll:
+            if poll_id != baseline:
                 problems.append(f"{table.__tablename__} {_key(key)}: poll {poll_id} has no event")
-        elif event != (previous_amount, amount) and not (
-            poll_id == oldest_poll and event[1] == amount  # the value before may be pruned
-        ):
+        elif event != (previous_amount, amount):
             problems.append(
                 f"{table.__tablename__} {_key(key)}: event at poll {poll_id} says "
                 f"{event[0]} -> {event[1]}, versions say {previous_amount} -> {amount}"

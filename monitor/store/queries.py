@@ -11,7 +11,15 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from monitor.domain.model import Token
-from monitor.domain.snapshot import EMPTY_SNAPSHOT, AllowanceKey, BalanceKey, Snapshot
+from monitor.domain.records import StoredEvent
+from monitor.domain.snapshot import (
+    EMPTY_SNAPSHOT,
+    AllowanceKey,
+    BalanceKey,
+    Change,
+    ChangeEvent,
+    Snapshot,
+)
 from monitor.store.schema import AllowanceVersion, BalanceVersion, Poll, PollScope, TokenRow
 
 
@@ -137,3 +145,65 @@ async def first_observing_poll(conn: AsyncConnection) -> PollMark | None:
         )
     ).first()
     return None if row is None else PollMark(poll_id=row.id, finished_at=row.finished_at)
+
+
+async def first_observations(
+    conn: AsyncConnection,
+    baseline: PollMark,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    chain_id: int | None = None,
+    wallet: str | None = None,
+    spender: str | None = None,
+    changes: Sequence[Change] | None = None,
+) -> list[StoredEvent]:
+    """The baseline poll's events, read from its versions: each non-zero value it holds was
+    first observed then (0 -> value), filtered as ``SqlSnapshotStore.events`` filters, in the
+    order the poll's diff lists them (allowances, then balances, each by key).
+
+    A baseline is stored once, as values: after a prune its values are every key's value at
+    the cutoff, so replaying every event from an empty snapshot still gives the latest one.
+    """
+    at = baseline.finished_at
+    if (since is not None and at < since) or (until is not None and at > until):
+        return []
+    found: list[StoredEvent] = []
+    tables: tuple[tuple[type[AllowanceVersion] | type[BalanceVersion], Change], ...] = (
+        (AllowanceVersion, Change.GRANTED),  # what classify(0, value) says
+        (BalanceVersion, Change.BALANCE_CHANGED),
+    )
+    for table, kind in tables:
+        if changes is not None and kind not in changes:
+            continue
+        if table is BalanceVersion and spender is not None:
+            continue  # a balance has no spender
+        keys: list[Any] = [table.chain_id, table.wallet, table.token]
+        if table is AllowanceVersion:
+            keys.append(AllowanceVersion.spender)
+        query = select(*keys, table.amount).where(
+            table.poll_id == baseline.poll_id, table.amount != 0
+        )
+        if chain_id is not None:
+            query = query.where(table.chain_id == chain_id)
+        if wallet is not None:
+            query = query.where(table.wallet == wallet)
+        if spender is not None:
+            query = query.where(AllowanceVersion.spender == spender)
+        for row in (await conn.execute(query.order_by(*keys))).all():
+            found.append(
+                StoredEvent(
+                    poll_id=baseline.poll_id,
+                    observed_at=at,
+                    event=ChangeEvent(
+                        chain_id=row.chain_id,
+                        wallet=row.wallet,
+                        token=row.token,
+                        spender=row.spender if len(keys) == 4 else None,
+                        change=kind,
+                        old=0,
+                        new=row.amount,
+                    ),
+                )
+            )
+    return found

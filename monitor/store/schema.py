@@ -4,7 +4,8 @@
 - ``poll_scopes``: one row per (poll, chain, spender): batches, failures, request ids.
 - ``allowance_versions`` / ``balance_versions``: the value of a key from the poll that first
   observed it until the next version of the same key. Zero is stored (it ends a value).
-- ``change_events``: the typed diff, stored with the poll that observed it.
+- ``change_events``: the typed diff, stored with the poll that observed it; the baseline poll
+  (the first that observed anything) stores none: its versions are its first observations.
 - ``tokens``: token metadata as 1inch last described it.
 - ``discovery_cursors`` / ``discovered_approvals`` / ``discovery_nft_counts``: chain
   discovery's progress per (chain, wallet), the approval pairs its logs named, and how many

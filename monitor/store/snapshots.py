@@ -163,10 +163,14 @@ class SqlSnapshotStore:
                 self._tokens = await queries.load_tokens(conn)
                 self._findings.invalidate()  # whoever wrote that poll may have synced findings
             previous = self._snapshot
+            # The first poll that observes anything is the baseline: its "changes" are first
+            # observations, stored once, as its versions (``events`` reads them back).
+            baseline = outcome != "failed" and await queries.first_observing_poll(conn) is None
             # Pure CPU work over every position: off the loop, which keeps serving meanwhile.
             current, events, (allowance_rows, balance_rows) = await asyncio.to_thread(
                 _changes, previous, positions, result.coverages(), self._threshold
             )
+            stored_events = () if baseline else events
             poll_id = int(
                 (
                     await conn.execute(
@@ -178,7 +182,7 @@ class SqlSnapshotStore:
                             batches=len(result.batches),
                             batches_failed=len(result.failures),
                             positions=len(positions),
-                            events=len(events),
+                            events=len(stored_events),
                             versions_written=len(allowance_rows) + len(balance_rows),
                             error=_errors(result),
                         )
@@ -192,7 +196,9 @@ class SqlSnapshotStore:
             await _insert_chunked(conn, AllowanceVersion, allowance_rows)
             await _insert_chunked(conn, BalanceVersion, balance_rows)
             await _insert_chunked(
-                conn, ChangeEventRow, [_event_row(e, poll_id, result.finished_at) for e in events]
+                conn,
+                ChangeEventRow,
+                [_event_row(e, poll_id, result.finished_at) for e in stored_events],
             )
             await self._upsert_tokens(conn, positions)
         self._snapshot = current
@@ -323,8 +329,10 @@ class SqlSnapshotStore:
         latest_per_key: bool = False,
         limit: int | None = None,
     ) -> list[StoredEvent]:
-        """Stored change events, oldest first, filtered by any of the arguments.
+        """Change events, oldest first, filtered by any of the arguments.
 
+        The baseline poll's events are its first observations, read from its versions (they
+        are stored once, as values); every later poll's are stored as events.
         ``latest_per_key`` keeps only the newest matching event of each (chain, wallet, token,
         spender), so that the answer is bounded by the portfolio, not by time. ``limit``
         keeps only the newest ``limit`` matching events (still returned oldest first).
@@ -366,11 +374,24 @@ class SqlSnapshotStore:
         try:
             async with self._engine.connect() as conn:
                 rows = list((await conn.execute(query)).all())
+                first = await queries.first_observing_poll(conn)
+                baseline: list[StoredEvent] = []
+                if first is not None and (after_poll is None or first.poll_id > after_poll):
+                    baseline = await queries.first_observations(
+                        conn,
+                        first,
+                        since=since,
+                        until=until,
+                        chain_id=chain_id,
+                        wallet=wallet,
+                        spender=spender,
+                        changes=changes,
+                    )
         except DATABASE_ERRORS as exc:
             raise StoreError(f"could not read events: {_describe(exc)}") from exc
         if limit is not None:
             rows.reverse()
-        return [
+        stored = [
             StoredEvent(
                 poll_id=r.poll_id,
                 observed_at=r.observed_at,
@@ -386,6 +407,16 @@ class SqlSnapshotStore:
             )
             for r in rows
         ]
+        if not baseline:
+            return stored
+        # The baseline's observations are the oldest of all: before every stored event.
+        if latest_per_key:
+            later = {_event_key(s.event) for s in stored}
+            baseline = [b for b in baseline if _event_key(b.event) not in later]
+        if limit is not None:
+            room = max(0, limit - len(stored))
+            baseline = baseline[max(0, len(baseline) - room) :] if room else []
+        return baseline + stored
 
     async def tokens(self) -> dict[tuple[int, str], Token]:
         async with self._engine.connect() as conn:
@@ -465,11 +496,13 @@ class SqlSnapshotStore:
                 versions_deleted = 0
                 for table, key_columns in _VERSIONED:
                     versions_deleted += await _prune_versions(conn, table, key_columns, cutoff)
+                baseline = await _baseline_from(conn, cutoff)
                 events_deleted = (
                     await conn.execute(
-                        delete(ChangeEventRow).where(ChangeEventRow.poll_id < cutoff)
+                        delete(ChangeEventRow).where(_prunable_events(cutoff, baseline))
                     )
                 ).rowcount
+                await conn.execute(update(Poll).where(Poll.id == baseline).values(events=0))
                 await conn.execute(delete(PollScope).where(PollScope.poll_id < cutoff))
                 polls_deleted = (await conn.execute(delete(Poll).where(Poll.id < cutoff))).rowcount
         except DATABASE_ERRORS as exc:
@@ -563,6 +596,10 @@ def _version_rows(
     return allowances, balances
 
 
+def _event_key(event: ChangeEvent) -> tuple[int, str, str, str | None]:
+    return (event.chain_id, event.wallet, event.token, event.spender)
+
+
 def _event_row(event: ChangeEvent, poll_id: int, observed_at: datetime) -> dict[str, Any]:
     return {
         "poll_id": poll_id,
@@ -625,7 +662,8 @@ def _prunable_versions(
     cutoff: int,
 ) -> ColumnElement[bool]:
     """The versions a prune at ``cutoff`` deletes: older ones superseded by a version at or
-    before the cutoff, and older zeros (absent means zero)."""
+    before the cutoff, and zeros up to the cutoff (absent means zero; every older version
+    of the key goes, so a zero left there would be the key's first version)."""
     newer = aliased(table)
     same_key = and_(*(getattr(newer, c) == getattr(table, c) for c in key_columns))
     superseded = (
@@ -633,7 +671,10 @@ def _prunable_versions(
         .where(same_key, newer.poll_id > table.poll_id, newer.poll_id <= cutoff)
         .correlate(table)
     )
-    return and_(table.poll_id < cutoff, or_(superseded, table.amount == 0))
+    return or_(
+        and_(table.poll_id < cutoff, superseded),
+        and_(table.poll_id <= cutoff, table.amount == 0),
+    )
 
 
 async def _prune_versions(
@@ -649,6 +690,26 @@ async def _prune_versions(
     return int(deleted)
 
 
+async def _baseline_from(conn: AsyncConnection, cutoff: int) -> int:
+    """The baseline once the polls before ``cutoff`` are gone: the first of the rest that
+    observed anything (the cutoff itself, unless a later poll id finished before it)."""
+    found = await conn.scalar(
+        select(Poll.id)
+        .where(Poll.id >= cutoff, Poll.outcome != "failed")
+        .order_by(Poll.finished_at, Poll.id)
+        .limit(1)
+    )
+    return cutoff if found is None else int(found)
+
+
+def _prunable_events(cutoff: int, baseline: int) -> ColumnElement[bool]:
+    """The events a prune at ``cutoff`` deletes: those of the polls it deletes, and those of
+    the new baseline, whose values (every key's value at the cutoff) are its events' truth
+    from then on (``queries.first_observations``): an event stored beside them would tell a
+    change from a value no longer kept."""
+    return or_(ChangeEventRow.poll_id < cutoff, ChangeEventRow.poll_id == baseline)
+
+
 async def _count_prunable(conn: AsyncConnection, cutoff: int) -> PruneResult:
     """What a prune at ``cutoff`` would delete, counted with the prune's own selection."""
 
@@ -662,7 +723,9 @@ async def _count_prunable(conn: AsyncConnection, cutoff: int) -> PruneResult:
         cutoff_poll_id=cutoff,
         polls_deleted=await count(Poll, Poll.id < cutoff),
         versions_deleted=versions,
-        events_deleted=await count(ChangeEventRow, ChangeEventRow.poll_id < cutoff),
+        events_deleted=await count(
+            ChangeEventRow, _prunable_events(cutoff, await _baseline_from(conn, cutoff))
+        ),
     )
 
 
