@@ -3,6 +3,7 @@ partial polls, suppression, value at risk and a restart, each in milliseconds.""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -15,9 +16,10 @@ from monitor.daemon.metrics import Instruments
 from monitor.daemon.poll_cycle import Monitor
 from monitor.domain.addresses import NATIVE_TOKEN
 from monitor.domain.model import UINT256_MAX, Token
+from monitor.domain.records import FindingChanges
 from monitor.errors import StoreError
 from monitor.memory import ManualClock, MemoryPositions, MemoryStore, StaticPriceSource
-from monitor.risk.model import RuleName
+from monitor.risk.model import Finding, RuleName
 
 W1 = "0x" + "a1" * 20
 W2 = "0x" + "b2" * 20
@@ -152,6 +154,37 @@ async def test_value_at_risk_is_priced_by_the_price_source() -> None:
     (exposure,) = rig.monitor.view.exposures
     assert exposure.at_risk_usd == Decimal(20_000)
     assert (RuleName.VALUE_AT_RISK, W1, ROUTER) in rig.open_rules()
+
+
+class SyncCountingStore(MemoryStore):
+    """A memory store that keeps what each findings sync changed."""
+
+    def __init__(self, *, unlimited_threshold: int) -> None:
+        super().__init__(unlimited_threshold=unlimited_threshold)
+        self.syncs: list[FindingChanges] = []
+
+    async def sync_findings(self, found: Iterable[Finding], *, now: datetime) -> FindingChanges:
+        changes = await super().sync_findings(found, now=now)
+        self.syncs.append(changes)
+        return changes
+
+
+async def test_a_balance_change_rewrites_no_finding() -> None:
+    cfg = config(value_at_risk_usd=10_000)
+    rig = Rig(cfg, SyncCountingStore(unlimited_threshold=cfg.risk.unlimited_threshold))
+    assert isinstance(rig.store, SyncCountingStore)
+    rig.source.set_balance(1, W1, USDC, 25_000 * 10**6)
+    rig.source.set_allowance(1, W1, USDC, STRANGER, UINT256_MAX)
+    await rig.cycle()
+    assert (RuleName.VALUE_AT_RISK, W1, STRANGER) in rig.open_rules()
+    opened = rig.store.syncs[-1].opened
+    for balance in (30_000, 12_000, 99_000):  # the value at risk moves; every finding stays
+        rig.source.set_balance(1, W1, USDC, balance * 10**6)
+        await rig.cycle()
+        (exposure,) = rig.monitor.view.exposures
+        assert exposure.at_risk_usd == Decimal(balance)
+        assert rig.store.syncs[-1] == FindingChanges(opened=0, resolved=0, updated=0)
+    assert len(rig.store.open_findings) == opened
 
 
 async def test_a_restarted_cycle_restores_what_the_store_holds() -> None:

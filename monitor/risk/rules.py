@@ -295,14 +295,18 @@ def value_at_risk(
     spenders: SpenderIndex,
     threshold_usd: Decimal,
 ) -> list[Finding]:
-    """Critical: a spender that could move more than ``threshold_usd`` from one wallet."""
+    """Critical: a spender that could move more than ``threshold_usd`` from one wallet.
+
+    The detail names the threshold, not the amount: a finding is stored, and rewriting it at
+    every price tick or balance change would make the findings table grow with the market.
+    The amount now is the ``exposure_monitor_at_risk_usd`` gauge and the status page's."""
     findings = []
     for e in exposures:
         if e.at_risk_usd <= threshold_usd:
             continue
         detail = (
-            f"{_spender_name(e.chain_id, e.spender, spenders)} could move "
-            f"{_usd(e.at_risk_usd)} USD now (threshold {_usd(threshold_usd)} USD)"
+            f"{_spender_name(e.chain_id, e.spender, spenders)} could move more than "
+            f"{_usd(threshold_usd)} USD (risk.value_at_risk_usd)"
         )
         if e.missing_prices:
             symbols = ", ".join(_symbol(e.chain_id, t, tokens) for t in e.missing_prices)
