@@ -161,7 +161,7 @@ def test_panels_cover_risk_approvals_balances_poll_health_and_the_api() -> None:
         "exposure_monitor_at_risk_usd": {"stat", "timeseries"},  # in total and by spender
         "exposure_monitor_allowance_unlimited": {"table"},
         "exposure_monitor:finding:labelled": {"table"},
-        "exposure_monitor_allowance_changes_total": {"timeseries"},
+        "exposure_monitor_changes_total": {"timeseries"},
         "exposure_monitor_balance": {"table"},
         "exposure_monitor_last_successful_poll_timestamp_seconds": {"timeseries"},
         "exposure_monitor_polls_failed_total": {"timeseries"},

@@ -133,11 +133,19 @@ class Instruments:
             ["chain_id", "method", "code"],
             registry=registry,
         )
-        self.recorded_changes = Counter(
+        self.changes = Counter(
+            f"{PREFIX}_changes",
+            "Recorded change events, by kind (granted, revoked, ..., balance_changed); a new"
+            " install's first observations are not changes.",
+            ["change"],
+            registry=registry,
+        )
+        self.allowance_changes_deprecated = Counter(
             f"{PREFIX}_allowance_changes",
-            # The name says allowance but it counts every recorded change, balances included:
-            # kept, as alert rules and dashboards select it by name.
-            "Recorded change events, by kind (granted, revoked, ..., balance_changed).",
+            # Its name says allowance but it counts balance changes too: the same counts as
+            # exposure_monitor_changes_total, kept one release for users' rules and panels.
+            "Deprecated: the same as exposure_monitor_changes_total (balance changes included);"
+            " will be removed.",
             ["change"],
             registry=registry,
         )
@@ -170,7 +178,13 @@ class Instruments:
             "no_longer_unlimited",
             "balance_changed",
         ):
-            self.recorded_changes.labels(change=change)
+            self.changes.labels(change=change)
+            self.allowance_changes_deprecated.labels(change=change)
+
+    def count_change(self, change: str) -> None:
+        """One recorded change event of kind ``change``."""
+        self.changes.labels(change=change).inc()
+        self.allowance_changes_deprecated.labels(change=change).inc()
 
     def count_rpc_request(self, chain_id: int, record: RequestRecord) -> None:
         """An HTTP attempt of the chain reader (``ChainRpc``'s ``on_request``, with its chain)."""

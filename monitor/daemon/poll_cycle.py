@@ -305,7 +305,7 @@ class Monitor:
         self._disagreeing = disagreeing
         if recorded.events and not await self._is_baseline(recorded.poll_id):
             for event in recorded.events:
-                self._instruments.recorded_changes.labels(change=event.change.value).inc()
+                self._instruments.count_change(event.change.value)
         self._tokens.update(await asyncio.to_thread(_tokens_of, result))
         now = self._clock()
         report = await self._evaluate(recorded.snapshot, now)
