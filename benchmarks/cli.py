@@ -158,7 +158,7 @@ class Run:
         database = self.databases.new(backend, "small")
         copy = self.databases.reserve_copy(database, f"small_{backend}") if keep_copy else None
         with simulator(SMALL.scenario(churn=False), self.folder / "small.yaml") as sim:
-            config = sim.monitor_config()
+            config = sim.monitor_config(discovery=False)
             with simulator(SMALL.scenario(churn=True), self.folder / "small-churn.yaml") as churn:
                 phases = [
                     _phase(
@@ -202,7 +202,7 @@ class Run:
             sim = stack.enter_context(
                 simulator(LARGE.scenario(churn=False, rate=rate), self.folder / "large.yaml")
             )
-            config = sim.monitor_config()
+            config = sim.monitor_config(discovery=False)
             first = ["initial"] + ["unchanged"] * (LARGE.steady_polls if steady else 0)
             phases = [_phase("large", sim, first, rate)]
             if copy is not None:
@@ -226,7 +226,7 @@ class Run:
         process on the unchanged portfolio."""
         scenario = workload.scenario(churn=False, rate=rate)
         with simulator(scenario, self.folder / f"{workload.name}-processes.yaml") as sim:
-            config = sim.monitor_config()
+            config = sim.monitor_config(discovery=False)
             config["database"] = {"url": database.url}
             self.daemon(sim, config, database.backend, workload, rate)
             self.once(config, database.backend, workload, rate)

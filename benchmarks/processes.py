@@ -49,8 +49,12 @@ class Simulator:
         self.base_url = base_url
         self.pid = proc.pid
 
-    def monitor_config(self) -> dict[str, Any]:
-        """``simulate --print-config``: a monitor config document watching the scenario."""
+    def monitor_config(self, *, discovery: bool = True) -> dict[str, Any]:
+        """``simulate --print-config``: a monitor config document watching the scenario.
+
+        ``discovery`` False: without chain discovery (which ``--print-config`` turns on for
+        every chain), so that the 1inch workloads measure the 1inch poll alone, as the
+        worker, which wires no chain reader, does."""
         host_port = self.base_url.removeprefix("http://")
         out = subprocess.run(
             [
@@ -69,6 +73,10 @@ class Simulator:
             text=True,
         ).stdout
         doc: dict[str, Any] = yaml.safe_load(out)
+        if not discovery:
+            for chain in doc["chains"]:
+                chain.pop("discovery", None)
+            doc["chains"] = [c for c in doc["chains"] if c.get("spenders")]
         return doc
 
     def state(self) -> dict[str, Any]:
