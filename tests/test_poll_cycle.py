@@ -17,6 +17,7 @@ from monitor.daemon.poll_cycle import Monitor
 from monitor.domain.addresses import NATIVE_TOKEN
 from monitor.domain.model import UINT256_MAX, Token
 from monitor.domain.records import FindingChanges
+from monitor.domain.snapshot import Snapshot
 from monitor.errors import StoreError
 from monitor.memory import ManualClock, MemoryPositions, MemoryStore, StaticPriceSource
 from monitor.risk.model import Finding, RuleName
@@ -200,6 +201,47 @@ async def test_a_restarted_cycle_restores_what_the_store_holds() -> None:
     assert {f.key for f in after.findings} == {f.key for f in before.findings}
     assert after.last_poll_at == before.last_poll_at
     assert second.source.polls == 0  # restored, not polled
+
+
+class SnapshotReadCountingStore(MemoryStore):
+    """A memory store that counts the reads of its latest snapshot."""
+
+    def __init__(self, *, unlimited_threshold: int) -> None:
+        super().__init__(unlimited_threshold=unlimited_threshold)
+        self.snapshot_reads = 0
+
+    async def latest(self) -> Snapshot:
+        self.snapshot_reads += 1
+        return await super().latest()
+
+
+async def test_a_one_shot_recording_loads_only_its_context_and_finds_what_the_daemon_finds() -> (
+    None
+):
+    """``once`` neither reads nor evaluates the stored snapshot before it polls (the daemon's
+    restore does, to serve it): its recorded findings are the daemon's all the same."""
+    cfg = config(value_at_risk_usd=10_000)
+    store = SnapshotReadCountingStore(unlimited_threshold=cfg.risk.unlimited_threshold)
+    daemon = Rig(cfg, store)
+    daemon.source.set_balance(1, W1, USDC, 25_000 * 10**6)
+    await daemon.cycle()
+    daemon.source.set_allowance(1, W1, USDC, STRANGER, UINT256_MAX)
+    await daemon.cycle()
+    found = {f.key for f in daemon.monitor.view.findings}
+    assert (RuleName.VALUE_AT_RISK, 1, W1, STRANGER, None) in found
+
+    once = Rig(cfg, store)
+    once.clock.advance(minutes=10)
+    once.source.set_balance(1, W1, USDC, 25_000 * 10**6)
+    once.source.set_allowance(1, W1, USDC, STRANGER, UINT256_MAX)
+    reads = store.snapshot_reads
+    await once.monitor.load_context()
+    assert store.snapshot_reads == reads  # not read, let alone evaluated
+    assert once.monitor.view.findings == ()
+    cycle = await once.monitor.poll_and_record()
+    assert cycle.recorded.events == ()
+    assert {f.key for f in cycle.report.findings} == found
+    assert set(store.open_findings) == found
 
 
 async def test_a_store_that_fails_keeps_the_previous_view() -> None:

@@ -47,7 +47,7 @@ async def poll_and_record(
             clock=utc_now,
             serve_view=False,
         )
-        await monitor.restore()
+        await monitor.load_context()
         with _progress(err) as (on_start, on_batch):
             cycle = await monitor.poll_and_record(on_start=on_start, on_batch=on_batch)
         result = cycle.result

@@ -183,12 +183,20 @@ class Monitor:
 
     # -- start-up -----------------------------------------------------------------------------
 
-    async def restore(self) -> None:
-        """Publish the state stored by earlier runs, so metrics do not blink on restart."""
+    async def load_context(self) -> None:
+        """Load what recording a poll needs from earlier runs, and no more: the chain
+        reader's facts (codeless spenders, approval dates) and the tokens' metadata. What
+        ``once`` restores: it serves no view, so the stored snapshot need not be evaluated
+        (the poll's own snapshot is, once recorded), and the store reads the snapshot it
+        compares with itself."""
         if self._approval_facts is not None:
             self._facts = await self._approval_facts.load()
-        snapshot = await self._store.latest()
         self._tokens = await self._store.tokens()
+
+    async def restore(self) -> None:
+        """Publish the state stored by earlier runs, so metrics do not blink on restart."""
+        await self.load_context()
+        snapshot = await self._store.latest()
         last_success = await self._store.last_successes()
         upstream = await self._store.upstream_status()
         last_poll = await self._store.last_poll()
