@@ -305,6 +305,8 @@ class Run:
         for name, extra in (("changes", ["--changes"]), ("table", [])):
             log(f"once / {backend}: exposure-monitor once --config FILE {' '.join(extra)}")
             args = [sys.executable, "-m", "monitor", "once", "--config", str(path), *extra]
+            if self.args.profile is not None:
+                args = profiling.wrap(args, self.args.profile / f"once-{backend}-{name}.txt")
             runs[name] = run_measured(args)
             log(f"    {runs[name].cpu_s:.2f} s CPU, {runs[name].wall_s:.1f} s wall")
         self.once_runs = {

@@ -15,10 +15,40 @@ import time
 from pathlib import Path
 
 
-def start(pid: int, output: Path) -> subprocess.Popen[bytes] | None:
+def _py_spy() -> str | None:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(py_spy).exists():
         print("    py-spy not found (pip install py-spy): no profile", file=sys.stderr)
+        return None
+    return py_spy
+
+
+def wrap(args: list[str], output: Path) -> list[str]:
+    """``args`` run under py-spy from their start (a short-lived process, such as ``once``,
+    which attaching to would miss the beginning of); ``args`` as they are without py-spy."""
+    py_spy = _py_spy()
+    if py_spy is None:
+        return args
+    output.parent.mkdir(parents=True, exist_ok=True)
+    return [
+        py_spy,
+        "record",
+        "--output",
+        str(output),
+        "--format",
+        "raw",
+        "--rate",
+        "200",
+        "--nonblocking",
+        "--subprocesses",
+        "--",
+        *args,
+    ]
+
+
+def start(pid: int, output: Path) -> subprocess.Popen[bytes] | None:
+    py_spy = _py_spy()
+    if py_spy is None:
         return None
     output.parent.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(  # noqa: S603 - our own arguments

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -90,6 +91,21 @@ def test_minimal_config_gets_sane_defaults(tmp_path: Path, monkeypatch: pytest.M
     assert config.database.url == f"sqlite+aiosqlite:///{tmp_path}/exposure-monitor.sqlite"
     assert config.database.migrate_on_start is True
     assert config.database.retention_days == 365
+
+
+def test_a_wallet_is_found_by_its_address_also_in_a_replaced_config() -> None:
+    config = parse_config(
+        with_change("wallets", [{"address": WALLET, "label": "ops"}, {"address": WALLET2}])
+    )
+    found = config.wallet(WALLET.lower())
+    assert found is not None and found.label == "ops"
+    assert config.wallet(WALLET2.lower()) is config.wallets[1]
+    assert config.wallet(ROUTER.lower()) is None
+    assert config.wallet(WALLET) is None  # addresses are lowercase inside
+    replaced = dataclasses.replace(config, wallets=config.wallets[1:])
+    assert replaced.wallet(WALLET.lower()) is None
+    assert replaced.wallet(WALLET2.lower()) is config.wallets[1]
+    assert replaced == dataclasses.replace(config, wallets=config.wallets[1:])
 
 
 def test_poll_timeout_and_jitter_scale_with_a_short_interval() -> None:
