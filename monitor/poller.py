@@ -19,7 +19,8 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from monitor.config import ChainConfig, Config
 from monitor.domain.model import BatchOutcome, PollResult, Position, Token
 from monitor.errors import HostUnreachable, UpstreamError
-from monitor.oneinch.client import BalanceClient
+from monitor.oneinch.client import AnswerMemo, BalanceClient
+from monitor.oneinch.parse import AggregatedToken
 from monitor.ports import Clock, utc_now
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,23 @@ def _keep(position: Position) -> bool:
     return position.balance > 0 or position.allowance > 0
 
 
+BatchKey = tuple[int, str, tuple[str, ...]]
+"""(chain_id, spender, wallets) of an aggregated request."""
+
+
+class PollMemo:
+    """What the polls of one source remember, so that an unchanged answer costs next to
+    nothing: each aggregated request's latest answer (``AnswerMemo``: not parsed again when
+    its bytes are the same) and the positions built from it (not built again from the same
+    parsed answer)."""
+
+    def __init__(self) -> None:
+        self.answers = AnswerMemo()
+        self.positions: dict[BatchKey, tuple[tuple[AggregatedToken, ...], tuple[Position, ...]]]
+        self.positions = {}
+        """Per (chain_id, spender, wallets): the parsed answer and the positions built."""
+
+
 async def poll_once(
     client: BalanceClient,
     config: Config,
@@ -49,6 +67,7 @@ async def poll_once(
     on_start: Callable[[int], None] | None = None,
     on_batch: Callable[[BatchOutcome], None] | None = None,
     foreign_tokens: Callable[[int, str], frozenset[str]] | None = None,
+    memo: PollMemo | None = None,
 ) -> PollResult:
     """Poll everything ``config`` watches once. Never raises for upstream failures.
 
@@ -61,6 +80,9 @@ async def poll_once(
     before the first starts, and ``on_batch`` is handed each batch's outcome as it finishes,
     failed or not, in completion order (a progress bar's hooks; both run on the event loop,
     so keep them quick).
+
+    ``memo``: what earlier polls of the same source answered (``PollMemo``); None: nothing
+    is remembered.
     """
     started_at = clock()
     gate = asyncio.Semaphore(max_concurrent_requests)
@@ -94,6 +116,7 @@ async def poll_once(
                         foreign_tokens(chain.id, spender.address)
                         if foreign_tokens is not None
                         else frozenset(),
+                        memo,
                     )
                 )
             if chain.custom_tokens:
@@ -128,25 +151,55 @@ async def _aggregated_batch(
     custom_tokens: frozenset[str],
     unreachable: dict[str, list[HostUnreachable]],
     foreign: frozenset[str] = frozenset(),
+    memo: PollMemo | None = None,
 ) -> BatchOutcome:
     try:
         reply = await client.aggregated_balances_and_allowances(
-            chain_id, spender, wallets, filter_empty=filter_empty
+            chain_id,
+            spender,
+            wallets,
+            filter_empty=filter_empty,
+            memo=None if memo is None else memo.answers,
         )
     except UpstreamError as exc:
         return _failed(
             chain_id, spender, wallets, "aggregated", exc, None, custom_tokens, unreachable
         )
-    asked = frozenset(wallets)
     # A token whose wallets came back null was not observed: leave it out of the coverage, so
     # that its values stand instead of being read as zeros.
     unobserved = frozenset(e.token.address for e in reply.value if not e.wallets_known)
+    if foreign:
+        foreign = foreign - {entry.token.address for entry in reply.value}
+    return BatchOutcome(
+        chain_id=chain_id,
+        spender=spender,
+        wallets=wallets,
+        kind="aggregated",
+        except_tokens=custom_tokens | unobserved | foreign,
+        positions=_positions(chain_id, spender, wallets, reply.value, memo),
+        request_id=reply.request_id,
+    )
+
+
+def _positions(
+    chain_id: int,
+    spender: str,
+    wallets: tuple[str, ...],
+    answer: tuple[AggregatedToken, ...],
+    memo: PollMemo | None,
+) -> tuple[Position, ...]:
+    """The positions of one aggregated answer; those built last time when the client handed
+    back the very same parsed answer (its bytes were the same)."""
+    key = (chain_id, spender, wallets)
+    if memo is not None and (known := memo.positions.get(key)) is not None and known[0] is answer:
+        return known[1]
+    asked = frozenset(wallets)
     # The hot loop of a poll, once per (token, wallet) of the answer: ``_keep`` is inlined, and
     # the wallet strings are the config's own (the client maps every spelling of an asked
     # wallet to it), so the snapshot's keys share them.
     positions: list[Position] = []
     keep = positions.append
-    for entry in reply.value:
+    for entry in answer:
         token = entry.token
         native = token.is_native
         for wallet, amounts in entry.wallets.items():
@@ -164,17 +217,10 @@ async def _aggregated_batch(
                         allowance=allowance,
                     )
                 )
-    if foreign:
-        foreign = foreign - {entry.token.address for entry in reply.value}
-    return BatchOutcome(
-        chain_id=chain_id,
-        spender=spender,
-        wallets=wallets,
-        kind="aggregated",
-        except_tokens=custom_tokens | unobserved | foreign,
-        positions=tuple(positions),
-        request_id=reply.request_id,
-    )
+    built = tuple(positions)
+    if memo is not None:
+        memo.positions[key] = (answer, built)
+    return built
 
 
 async def _custom_batch(
@@ -278,6 +324,7 @@ class OneInchPositions:
         self._config = config
         self._clock = clock
         self._foreign_tokens = foreign_tokens
+        self._memo = PollMemo()
 
     async def poll(
         self,
@@ -292,4 +339,5 @@ class OneInchPositions:
             on_start=on_start,
             on_batch=on_batch,
             foreign_tokens=self._foreign_tokens,
+            memo=self._memo,
         )

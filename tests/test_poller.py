@@ -14,10 +14,10 @@ import yaml
 from monitor.config import Config, parse_config
 from monitor.config.model import DEFAULT_UNLIMITED_THRESHOLD as T
 from monitor.domain.addresses import NATIVE_TOKEN
-from monitor.domain.model import UINT256_MAX, is_unlimited
+from monitor.domain.model import UINT256_MAX, BatchOutcome, PollResult, is_unlimited
 from monitor.oneinch import BalanceClient, RateLimiter
 from monitor.oneinch.client import RetryPolicy
-from monitor.poller import poll_once
+from monitor.poller import PollMemo, poll_once
 from monitor.simulator.faults import Fault
 from monitor.simulator.scenario import Scenario, parse_scenario
 from monitor.simulator.server import RunningSimulator, run_simulator
@@ -228,3 +228,41 @@ async def test_a_token_another_source_reads_is_vouched_for_only_if_1inch_returne
     # Without another source, nothing is left out but the custom tokens and unobserved ones.
     plain = await poll_once(client, config)
     assert all(unlisted not in b.except_tokens for b in plain.batches if b.kind == "aggregated")
+
+
+async def test_an_answer_identical_to_the_last_is_neither_parsed_nor_built_again(
+    polled: tuple[RunningSimulator, BalanceClient, Config],
+) -> None:
+    _, client, config = polled
+    memo = PollMemo()
+
+    def aggregated(result: PollResult) -> dict[tuple[int, str, tuple[str, ...]], BatchOutcome]:
+        return {
+            (b.chain_id, b.spender, b.wallets): b for b in result.batches if b.kind == "aggregated"
+        }
+
+    first = aggregated(await poll_once(client, config, memo=memo))
+    second = aggregated(await poll_once(client, config, memo=memo))  # the scenario's poll 2
+    assert second.keys() == first.keys()
+    for key, batch in second.items():
+        assert batch.positions is first[key].positions  # the same answer: nothing rebuilt
+        assert batch.request_id and batch.request_id != first[key].request_id
+    third = aggregated(await poll_once(client, config, memo=memo))  # ops approves DAI to the router
+    rebuilt = {key for key, batch in third.items() if batch.positions is not second[key].positions}
+    [ops_router] = [k for k in first if k[:2] == (1, ROUTER) and OPS in k[2]]
+    assert rebuilt == {ops_router}
+    granted = [p for p in third[ops_router].positions if (p.wallet, p.token.address) == (OPS, DAI)]
+    assert [p.allowance for p in granted] == [UINT256_MAX]
+    before = [p for p in second[ops_router].positions if (p.wallet, p.token.address) == (OPS, DAI)]
+    assert [p.allowance for p in before] == [0]
+
+
+async def test_without_a_memo_every_answer_is_parsed_and_built_anew(
+    polled: tuple[RunningSimulator, BalanceClient, Config],
+) -> None:
+    _, client, config = polled
+    first = await poll_once(client, config)
+    second = await poll_once(client, config)
+    for a, b in zip(first.batches, second.batches, strict=True):
+        assert a.positions == b.positions
+        assert not a.positions or a.positions is not b.positions

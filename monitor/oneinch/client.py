@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import json
 import logging
 import random
@@ -21,7 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
+from urllib.parse import urlencode
 
 import aiohttp
 
@@ -47,6 +49,29 @@ class Reply(Generic[T]):
 
     value: T
     request_id: str | None
+
+
+class AnswerMemo:
+    """The latest answer to each request, by a digest of its bytes: an answer byte for byte
+    the same as the one before is not parsed again, and its parsed value (the very same
+    object) comes back, so that whoever built something from it can tell and reuse that.
+
+    An unchanged portfolio's poll is mostly such answers: parsing and validating them again
+    was most of its CPU. One memo per position source (it holds one value per request: the
+    latest)."""
+
+    def __init__(self) -> None:
+        self._answers: dict[str, tuple[bytes, object]] = {}
+
+    def recall(self, key: str, payload: bytes) -> tuple[bytes, object | None]:
+        """The digest of ``payload``, and the value parsed from the same bytes for ``key``
+        last time (None when they differ, or there was none)."""
+        digest = hashlib.blake2b(payload, digest_size=16).digest()
+        known = self._answers.get(key)
+        return digest, (known[1] if known is not None and known[0] == digest else None)
+
+    def remember(self, key: str, digest: bytes, value: object) -> None:
+        self._answers[key] = (digest, value)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -139,22 +164,32 @@ class BalanceClient:
     # -- Balance API v1.2 -------------------------------------------------------------------
 
     async def aggregated_balances_and_allowances(
-        self, chain_id: int, spender: str, wallets: Sequence[str], *, filter_empty: bool = True
+        self,
+        chain_id: int,
+        spender: str,
+        wallets: Sequence[str],
+        *,
+        filter_empty: bool = True,
+        memo: AnswerMemo | None = None,
     ) -> Reply[tuple[AggregatedToken, ...]]:
         """Endpoint 1: balances and allowances of many wallets for one spender.
 
         Wallet keys of the answer that spell one of ``wallets`` come back as that very string
-        when it is lowercase (see ``parse.parse_aggregated``), others lowercase.
+        when it is lowercase (see ``parse.parse_aggregated``), others lowercase. With a
+        ``memo``, an answer identical to the last one to the same request is not parsed
+        again: its earlier value comes back, the same object.
         """
         if not wallets:
             raise ValueError("wallets must not be empty")
         params = {"wallets": ",".join(wallets), "filterEmpty": "true" if filter_empty else "false"}
+        path = f"/balance/v1.2/{chain_id}/aggregatedBalancesAndAllowances/{spender}"
         return await self._call(
             "aggregated",
             "GET",
-            f"/balance/v1.2/{chain_id}/aggregatedBalancesAndAllowances/{spender}",
+            path,
             lambda data: parse.parse_aggregated(data, chain_id=chain_id, wallets=wallets),
             params=params,
+            memo=None if memo is None else (memo, f"{path}?{urlencode(params)}"),
         )
 
     async def balances(self, chain_id: int, wallet: str) -> Reply[dict[str, int]]:
@@ -285,7 +320,9 @@ class BalanceClient:
         *,
         params: dict[str, str] | None = None,
         body: object = None,
+        memo: tuple[AnswerMemo, str] | None = None,
     ) -> Reply[T]:
+        """``memo``: the memo and this request's key in it (see ``AnswerMemo``)."""
         headers = {"Accept": "application/json"}
         if self._api_key is not None:
             headers["Authorization"] = f"Bearer {self._api_key.reveal()}"
@@ -316,7 +353,16 @@ class BalanceClient:
             else:
                 breaker.answered()
                 if 200 <= status < 300:
-                    return self._parsed(endpoint, parser, payload, request_id, status, attempt)
+                    if memo is None:
+                        return self._parsed(endpoint, parser, payload, request_id, status, attempt)
+                    answers, key = memo
+                    digest, known = answers.recall(key, payload)
+                    if known is not None:
+                        # The same key, so the same parser: it made a T from these bytes.
+                        return Reply(value=cast(T, known), request_id=request_id)
+                    reply = self._parsed(endpoint, parser, payload, request_id, status, attempt)
+                    answers.remember(key, digest, reply.value)
+                    return reply
                 error = self._status_error(endpoint, status, request_id, payload, attempt)
                 if isinstance(error, Rejected | BadResponse):
                     self._log_failure(error, final=True)
