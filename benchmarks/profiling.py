@@ -29,6 +29,11 @@ def wrap(args: list[str], output: Path) -> list[str]:
     py_spy = _py_spy()
     if py_spy is None:
         return args
+    return [*_record(py_spy, output), "--", *args]
+
+
+def _record(py_spy: str, output: Path) -> list[str]:
+    """``py-spy record`` into ``output``: collapsed stacks, 200 Hz, never pausing the target."""
     output.parent.mkdir(parents=True, exist_ok=True)
     return [
         py_spy,
@@ -40,9 +45,6 @@ def wrap(args: list[str], output: Path) -> list[str]:
         "--rate",
         "200",
         "--nonblocking",
-        "--subprocesses",
-        "--",
-        *args,
     ]
 
 
@@ -50,21 +52,8 @@ def start(pid: int, output: Path) -> subprocess.Popen[bytes] | None:
     py_spy = _py_spy()
     if py_spy is None:
         return None
-    output.parent.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(  # noqa: S603 - our own arguments
-        [
-            py_spy,
-            "record",
-            "--pid",
-            str(pid),
-            "--output",
-            str(output),
-            "--format",
-            "raw",
-            "--rate",
-            "200",
-            "--nonblocking",
-        ],
+        [*_record(py_spy, output), "--pid", str(pid)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
