@@ -689,3 +689,22 @@ async def test_the_baseline_migration_moves_stored_first_observations_to_values_
     assert await count(migrated_engine, ChangeEventRow) == 3
     assert await SqlSnapshotStore(migrated_engine, unlimited_threshold=T).events() == before
     assert await store_invariants(migrated_engine) == []
+
+
+async def test_the_baseline_is_the_first_poll_recorded_even_if_another_finished_before_it(
+    migrated_engine: AsyncEngine,
+) -> None:
+    """Two processes' first polls, recorded in the opposite order of their finishing: the
+    baseline is the one that found the store empty, and no event is told twice."""
+    store = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
+    recorded_first = await store.record_poll(poll(2, batch(S1, (W1,), [pos(W1, TK1, S1, 5, 10)])))
+    other = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
+    recorded_second = await other.record_poll(poll(1, batch(S1, (W1,), [pos(W1, TK1, S1, 5, 20)])))
+    assert await store.baseline_poll_id() == recorded_first.poll_id
+    events = await store.events()
+    assert [(e.poll_id, e.event.change, e.event.old, e.event.new) for e in events] == [
+        (recorded_first.poll_id, Change.GRANTED, 0, 10),
+        (recorded_first.poll_id, Change.BALANCE_CHANGED, 0, 5),
+        (recorded_second.poll_id, Change.INCREASED, 10, 20),
+    ]
+    assert await store_invariants(migrated_engine) == []

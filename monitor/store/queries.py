@@ -134,13 +134,15 @@ class PollMark:
 
 
 async def first_observing_poll(conn: AsyncConnection) -> PollMark | None:
-    """The first poll (by finish time) that observed anything, one with a successful batch:
-    before it the store knows nothing."""
+    """The first poll recorded that observed anything, one with a successful batch: before it
+    the store knows nothing. First by id, which is the order polls were recorded in (each
+    takes the write lock before its id): the baseline is the poll that found the store empty,
+    even should another that finished earlier have been recorded after it."""
     row = (
         await conn.execute(
             select(Poll.id, Poll.finished_at)
             .where(Poll.outcome != "failed")
-            .order_by(Poll.finished_at, Poll.id)
+            .order_by(Poll.id)
             .limit(1)
         )
     ).first()

@@ -496,13 +496,11 @@ class SqlSnapshotStore:
                 versions_deleted = 0
                 for table, key_columns in _VERSIONED:
                     versions_deleted += await _prune_versions(conn, table, key_columns, cutoff)
-                baseline = await _baseline_from(conn, cutoff)
                 events_deleted = (
-                    await conn.execute(
-                        delete(ChangeEventRow).where(_prunable_events(cutoff, baseline))
-                    )
+                    await conn.execute(delete(ChangeEventRow).where(_prunable_events(cutoff)))
                 ).rowcount
-                await conn.execute(update(Poll).where(Poll.id == baseline).values(events=0))
+                # The cutoff is the baseline now (the first poll left), stored once.
+                await conn.execute(update(Poll).where(Poll.id == cutoff).values(events=0))
                 await conn.execute(delete(PollScope).where(PollScope.poll_id < cutoff))
                 polls_deleted = (await conn.execute(delete(Poll).where(Poll.id < cutoff))).rowcount
         except DATABASE_ERRORS as exc:
@@ -690,24 +688,12 @@ async def _prune_versions(
     return int(deleted)
 
 
-async def _baseline_from(conn: AsyncConnection, cutoff: int) -> int:
-    """The baseline once the polls before ``cutoff`` are gone: the first of the rest that
-    observed anything (the cutoff itself, unless a later poll id finished before it)."""
-    found = await conn.scalar(
-        select(Poll.id)
-        .where(Poll.id >= cutoff, Poll.outcome != "failed")
-        .order_by(Poll.finished_at, Poll.id)
-        .limit(1)
-    )
-    return cutoff if found is None else int(found)
-
-
-def _prunable_events(cutoff: int, baseline: int) -> ColumnElement[bool]:
-    """The events a prune at ``cutoff`` deletes: those of the polls it deletes, and those of
-    the new baseline, whose values (every key's value at the cutoff) are its events' truth
-    from then on (``queries.first_observations``): an event stored beside them would tell a
-    change from a value no longer kept."""
-    return or_(ChangeEventRow.poll_id < cutoff, ChangeEventRow.poll_id == baseline)
+def _prunable_events(cutoff: int) -> ColumnElement[bool]:
+    """The events a prune at ``cutoff`` deletes: those of the polls it deletes, and the
+    cutoff's own, as the cutoff becomes the baseline: its values (every key's value at the
+    cutoff) are its events from then on (``queries.first_observations``), and an event stored
+    beside them would tell of a change from a value no longer kept."""
+    return ChangeEventRow.poll_id <= cutoff
 
 
 async def _count_prunable(conn: AsyncConnection, cutoff: int) -> PruneResult:
@@ -723,9 +709,7 @@ async def _count_prunable(conn: AsyncConnection, cutoff: int) -> PruneResult:
         cutoff_poll_id=cutoff,
         polls_deleted=await count(Poll, Poll.id < cutoff),
         versions_deleted=versions,
-        events_deleted=await count(
-            ChangeEventRow, _prunable_events(cutoff, await _baseline_from(conn, cutoff))
-        ),
+        events_deleted=await count(ChangeEventRow, _prunable_events(cutoff)),
     )
 
 
