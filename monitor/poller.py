@@ -43,6 +43,8 @@ def _keep(position: Position) -> bool:
 
 BatchKey = tuple[int, str, tuple[str, ...]]
 """(chain_id, spender, wallets) of an aggregated request."""
+Answer = tuple[AggregatedToken, ...]
+"""An aggregated answer, parsed."""
 
 
 class PollMemo:
@@ -53,8 +55,7 @@ class PollMemo:
 
     def __init__(self) -> None:
         self.answers = AnswerMemo()
-        self.positions: dict[BatchKey, tuple[tuple[AggregatedToken, ...], tuple[Position, ...]]]
-        self.positions = {}
+        self.positions: dict[BatchKey, tuple[Answer, tuple[Position, ...]]] = {}
         """Per (chain_id, spender, wallets): the parsed answer and the positions built."""
 
 
@@ -185,7 +186,7 @@ def _positions(
     chain_id: int,
     spender: str,
     wallets: tuple[str, ...],
-    answer: tuple[AggregatedToken, ...],
+    answer: Answer,
     memo: PollMemo | None,
 ) -> tuple[Position, ...]:
     """The positions of one aggregated answer; those built last time when the client handed

@@ -297,8 +297,8 @@ def value_at_risk(
 ) -> list[Finding]:
     """Critical: a spender that could move more than ``threshold_usd`` from one wallet.
 
-    The detail names the threshold, not the amount: a finding is stored, and rewriting it at
-    every price tick or balance change would make the findings table grow with the market.
+    The detail names the threshold, not the amount: a finding is stored, and a detail with
+    the amount would rewrite its row at every price tick or balance change of the wallet.
     The amount now is the ``exposure_monitor_at_risk_usd`` gauge and the status page's."""
     findings = []
     for e in exposures:
