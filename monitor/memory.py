@@ -211,6 +211,8 @@ class MemoryStore:
         current, events = observe_changes(
             self._snapshot, result.positions, result.coverages(), threshold=self._threshold
         )
+        if not events:
+            current = self._snapshot  # as the SQL store: nothing changed, the same snapshot
         poll_id = self._next_id()
         scopes = scope_outcomes(result)
         outcome = poll_outcome(result)

@@ -119,6 +119,21 @@ async def test_grants_revokes_and_a_failed_batch_are_recorded_alike(store: PollS
     assert await store.latest() == second.snapshot
 
 
+async def test_an_unchanged_poll_hands_back_the_very_same_snapshot(store: PollStore) -> None:
+    """So that the risk evaluator and the metrics see "unchanged" at once, by identity."""
+    positions = [pos(W1, TK1, S1, 5, 10), pos(W2, TK2, S1, 7, UINT256_MAX)]
+    first = await store.record_poll(poll(1, batch(S1, (W1, W2), positions)))
+    again = await store.record_poll(poll(2, batch(S1, (W1, W2), positions)))
+    assert again.events == ()
+    assert again.snapshot is first.snapshot
+    changed = await store.record_poll(
+        poll(3, batch(S1, (W1, W2), [pos(W1, TK1, S1, 5, 11), positions[1]]))
+    )
+    assert changed.snapshot is not first.snapshot
+    assert changed.snapshot.allowances[(1, W1, TK1, S1)] == 11
+    assert first.snapshot.allowances[(1, W1, TK1, S1)] == 10  # the earlier one untouched
+
+
 async def test_the_baseline_is_the_first_poll_that_observed_anything(store: PollStore) -> None:
     await store.record_failed_poll(
         started_at=T0, finished_at=T0 + timedelta(seconds=1), error="timed out"

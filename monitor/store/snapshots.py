@@ -171,6 +171,10 @@ class SqlSnapshotStore:
                 _changes, previous, positions, result.coverages(), self._threshold
             )
             stored_events = () if baseline else events
+            if not events:
+                # Nothing changed: the previous snapshot itself, so that whoever compares the
+                # two (the risk evaluator, the metrics) finds them identical at once.
+                current = previous
             poll_id = int(
                 (
                     await conn.execute(
