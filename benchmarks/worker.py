@@ -336,7 +336,10 @@ async def run_phase(
     ) as client:
         prices = (
             TimedPrices(
-                SpotPriceSource(client, ttl_s=config.risk.prices.ttl_s), lambda: store.marks
+                SpotPriceSource(
+                    client, ttl_s=config.risk.prices.ttl_s, wait_s=config.risk.prices.timeout_s
+                ),
+                lambda: store.marks,
             )
             if config.risk.prices.enabled
             else None

@@ -286,6 +286,7 @@ BAD_CASES = [
     ("risk.prices", "on", "risk.prices", "expected a mapping"),
     ("risk.prices.enabled", "yes", "risk.prices.enabled", "expected true or false"),
     ("risk.prices.ttl_s", -1, "risk.prices.ttl_s", "at least 0"),
+    ("risk.prices.timeout_s", 0, "risk.prices.timeout_s", "at least 1"),
     ("risk.prices.currency", "EUR", "risk.prices.currency", "unknown key"),
     ("risk.ignore", {"reason": "x"}, "risk.ignore", "expected a list"),
     ("risk.ignore", ["0x" + "5e" * 20], "risk.ignore[0]", "expected a mapping"),
@@ -408,7 +409,7 @@ def test_risk_defaults() -> None:
     assert risk.fresh_approval_hours == 24
     assert risk.denylist_file is None
     assert risk.denylist == ()
-    assert risk.prices == PriceSettings(enabled=True, ttl_s=300)
+    assert risk.prices == PriceSettings(enabled=True, ttl_s=300, timeout_s=20)
     assert risk.ignore == ()
 
 
@@ -437,8 +438,8 @@ def test_value_at_risk_threshold_is_exact(value: object, expected: Decimal) -> N
 
 
 def test_prices_can_be_turned_off_and_never_cached() -> None:
-    doc = with_change("risk.prices", {"enabled": False, "ttl_s": 0})
-    assert parse_config(doc).risk.prices == PriceSettings(enabled=False, ttl_s=0)
+    doc = with_change("risk.prices", {"enabled": False, "ttl_s": 0, "timeout_s": 5})
+    assert parse_config(doc).risk.prices == PriceSettings(enabled=False, ttl_s=0, timeout_s=5)
 
 
 def test_ignore_entries_are_parsed_with_canonical_addresses() -> None:

@@ -206,3 +206,40 @@ def test_bad_settings_are_refused(session: aiohttp.ClientSession) -> None:
         SpotPriceSource(client, batch_size=101)
     with pytest.raises(ValueError, match="negative"):
         SpotPriceSource(client, ttl_s=-1)
+    with pytest.raises(ValueError, match="wait_s"):
+        SpotPriceSource(client, wait_s=0)
+
+
+@pytest.mark.timeout(30)
+async def test_a_hanging_api_is_given_up_on_after_wait_s_and_the_last_known_prices_serve(
+    sim: RunningSimulator, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each attempt would wait for the client's 5 s timeout, twice: without its own bound a
+    call would hold up the recording of a poll for 10 s (minutes with the real policy)."""
+    clock = Clock()
+    source = SpotPriceSource(client_for(session, sim.base_url), ttl_s=60, clock=clock, wait_s=0.2)
+    assert await source.usd_prices(1, [USDC]) == {USDC: Decimal("1.00")}
+    clock.now += 61
+    sim.add_fault(Fault(endpoint="price", delay_s=60))
+    with caplog.at_level(logging.WARNING, logger="monitor.oneinch.prices"):
+        found = await source.usd_prices(1, [USDC, UNI])
+    assert found == {USDC: Decimal("1.00")}
+    assert "no answer within 0.2s" in caplog.text
+    sim.clear_faults()
+    assert await source.usd_prices(1, [USDC, UNI]) == {USDC: Decimal("1.00"), UNI: Decimal("9.50")}
+
+
+async def test_prices_past_the_wait_are_answered_from_the_cache_without_asking(
+    sim: RunningSimulator, session: aiohttp.ClientSession
+) -> None:
+    clock = Clock()
+    client = client_for(session, sim.base_url)
+    source = SpotPriceSource(client, ttl_s=60, clock=clock, batch_size=1, wait_s=0.2)
+    assert await source.usd_prices(1, [USDC, UNI]) == {USDC: Decimal("1.00"), UNI: Decimal("9.50")}
+    clock.now += 61
+    sim.add_fault(Fault(endpoint="price", delay_s=60))
+    asked = len(client.batches)
+    # The first batch spends the whole wait; the second is not asked at all, and both are
+    # answered with the prices known before.
+    assert await source.usd_prices(1, [USDC, UNI]) == {USDC: Decimal("1.00"), UNI: Decimal("9.50")}
+    assert len(client.batches) == asked + 1

@@ -693,6 +693,9 @@ def _parse_risk(section: _Section, source: Path | None) -> RiskSettings:
         ttl_s=prices_section.take(
             "ttl_s", _number(minimum=0, maximum=86_400), PriceSettings().ttl_s
         ),
+        timeout_s=prices_section.take(
+            "timeout_s", _number(minimum=1, maximum=600), PriceSettings().timeout_s
+        ),
     )
     prices_section.finish()
     ignore = _parse_ignore(section.list("ignore"))

@@ -195,6 +195,9 @@ class PriceSettings:
     """Ask the Spot Price API for USD prices (needed for value at risk)."""
     ttl_s: float = 300.0
     """How long a price, or the absence of one, is reused before it is asked again."""
+    timeout_s: float = 20.0
+    """How long recording a poll (or the daemon's restore) waits for prices; past it, the
+    prices known earlier stand in (at most a day old), as when the API fails."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -524,7 +524,7 @@ def build_monitor(
     asked for prices, and ``chain`` (the chain reader) must serve alone.
     """
     prices = (
-        SpotPriceSource(client, ttl_s=config.risk.prices.ttl_s)
+        SpotPriceSource(client, ttl_s=config.risk.prices.ttl_s, wait_s=config.risk.prices.timeout_s)
         if config.risk.prices.enabled and oneinch
         else None
     )

@@ -4,13 +4,17 @@ It asks ``POST /price/v1.1/{chain}`` with ``currency: USD``, at most ``batch_siz
 request, and caches every answer per (chain, token) for ``ttl_s``, including "no price": a
 token 1inch cannot price is not asked again at every poll. It never raises for upstream
 failures: it logs them and answers from its cache, serving a price whose TTL has run out for
-at most ``max_stale_s`` (an old price says more about value at risk than none). A token it
-cannot price is absent from the answer, never zero. The port is in ``monitor.ports``, its
+at most ``max_stale_s`` (an old price says more about value at risk than none). Nor does it
+wait for the API longer than ``wait_s`` a call: an API that hangs, or whose retries and
+``Retry-After`` pauses would take minutes, is a failure once that is spent, so that it never
+holds up the recording of a poll. A token it cannot price is absent from the answer, never
+zero. The port is in ``monitor.ports``, its
 in-memory adapter in ``monitor.memory``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -43,9 +47,12 @@ class SpotPriceSource:
         clock: Callable[[], float] = time.monotonic,
         max_stale_s: float = 86_400.0,
         batch_size: int = MAX_TOKENS_PER_REQUEST,
+        wait_s: float = 20.0,
     ) -> None:
         if ttl_s < 0 or max_stale_s < 0:
             raise ValueError("ttl_s and max_stale_s must not be negative")
+        if wait_s <= 0:
+            raise ValueError("wait_s must be positive")
         if not 1 <= batch_size <= MAX_TOKENS_PER_REQUEST:
             raise ValueError(f"batch_size must be 1..{MAX_TOKENS_PER_REQUEST}")
         self._client = client
@@ -53,6 +60,7 @@ class SpotPriceSource:
         self._clock = clock
         self._max_stale_s = max_stale_s
         self._batch_size = batch_size
+        self._wait_s = wait_s
         self._cache: dict[tuple[int, str], _Cached] = {}
 
     async def usd_prices(self, chain_id: int, tokens: Sequence[str]) -> dict[str, Decimal]:
@@ -67,21 +75,29 @@ class SpotPriceSource:
                     found[token] = cached.price
             else:
                 to_ask.append(token)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._wait_s
         for start in range(0, len(to_ask), self._batch_size):
             batch = to_ask[start : start + self._batch_size]
-            found.update(await self._ask(chain_id, batch))
+            found.update(await self._ask(chain_id, batch, deadline - loop.time()))
         return found
 
-    async def _ask(self, chain_id: int, batch: list[str]) -> dict[str, Decimal]:
+    async def _ask(self, chain_id: int, batch: list[str], wait_s: float) -> dict[str, Decimal]:
         try:
-            reply = await self._client.prices(chain_id, batch, currency="USD")
-        except UpstreamError as exc:
+            if wait_s <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(wait_s):
+                reply = await self._client.prices(chain_id, batch, currency="USD")
+        except (UpstreamError, TimeoutError) as exc:
+            problem = (
+                f"no answer within {self._wait_s:g}s" if isinstance(exc, TimeoutError) else exc
+            )
             stale = self._stale(chain_id, batch, self._clock())
             log.warning(
                 "USD prices of %d tokens on chain %d unavailable (%s); using %d older prices",
                 len(batch),
                 chain_id,
-                exc,
+                problem,
                 len(stale),
             )
             return stale
