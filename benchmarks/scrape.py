@@ -5,7 +5,8 @@ no poll running).
 The daemon's own counters tell where it stands: ``exposure_monitor_polls_total`` goes up when
 a poll starts and ``exposure_monitor_poll_duration_seconds_count`` when it ends. A scrape
 counts as "during poll k" when poll k was running at the previous scrape's answer or at its
-own. Scrapes are sequential (like Prometheus'), at most ``max_per_poll`` during each poll.
+own; "idle" only once a poll has finished, and "restore" before the first one begins.
+Scrapes are sequential (like Prometheus'), at most ``max_per_poll`` in each state.
 """
 
 # ruff: noqa: S603 - the process started here is our own (the daemon)
@@ -32,6 +33,8 @@ from benchmarks.processes import ROOT, free_port
 POLLS = b"\nexposure_monitor_polls_total "
 DONE = b"\nexposure_monitor_poll_duration_seconds_count "
 DURATION_SUM = b"\nexposure_monitor_poll_duration_seconds_sum "
+RESTORING = "restore"
+"""The state of a scrape made before the first poll began (the daemon restores meanwhile)."""
 
 
 @dataclass
@@ -178,7 +181,9 @@ def scrape_polls(
             log.poll_wall_s[done] = total - seconds_done
             seconds_done = total
         poll = running or previous_running
-        state = f"poll {poll}" if poll is not None else "idle"
+        # Before the first poll the daemon is restoring the stored state in the background:
+        # neither a poll nor the idle floor (same data, nothing running).
+        state = f"poll {poll}" if poll is not None else "idle" if done else RESTORING
         if len(log.latencies_ms.get(state, [])) < max_per_poll:
             log.add(state, latency_ms, wire)
         previous_running = running

@@ -201,7 +201,9 @@ class Summary:
     def scrape_p99(self) -> Row:
         figure, budget = "`/metrics` p99 during a poll", f"< {SCRAPE_P99_MS:.0f} ms"
         latencies: dict[str, list[float]] = (self.scrape or {}).get("latencies_ms") or {}
-        during = [v for state, values in latencies.items() if state != "idle" for v in values]
+        during = [
+            v for state, values in latencies.items() if state.startswith("poll") for v in values
+        ]
         idle = latencies.get("idle")
         if not during:
             return _missing(figure, "idle p99", budget, "no scrape during a poll")
