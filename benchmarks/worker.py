@@ -49,6 +49,7 @@ from benchmarks.storage import (
     SqliteProbe,
 )
 from monitor import __version__
+from monitor.collector import deferred_full_collections
 from monitor.config import Config, parse_config
 from monitor.config.exploits import load_exploits
 from monitor.config.model import RiskSettings
@@ -588,7 +589,9 @@ async def main_async(spec: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     spec = json.load(sys.stdin)
-    result = asyncio.run(main_async(spec))
+    # As ``exposure-monitor run`` does: full collections at the end of a poll cycle.
+    with deferred_full_collections():
+        result = asyncio.run(main_async(spec))
     json.dump(result, sys.stdout)
 
 

@@ -257,22 +257,26 @@ def _dispatch(args: argparse.Namespace) -> int:
         if problems:
             raise ConfigError("", "; ".join(problems))
     if command == "once":
+        from monitor.collector import deferred_full_collections
         from monitor.commands import poll
 
-        ok = asyncio.run(
-            poll.poll_and_record(
-                config, api_key, fmt=args.format, changes_only=args.changes, out=out,
-                err=sys.stderr,
-            )
-        )  # fmt: skip
+        with deferred_full_collections():  # no full collection in the middle of the poll
+            ok = asyncio.run(
+                poll.poll_and_record(
+                    config, api_key, fmt=args.format, changes_only=args.changes, out=out,
+                    err=sys.stderr,
+                )
+            )  # fmt: skip
         return EXIT_OK if ok else EXIT_UPSTREAM
     if command == "run":
         import faulthandler
 
+        from monitor.collector import deferred_full_collections
         from monitor.daemon.run import run_daemon
 
         faulthandler.enable()  # systemd's watchdog aborts with SIGABRT: leave a traceback
-        asyncio.run(run_daemon(config, api_key))
+        with deferred_full_collections():  # at the end of each poll, not in its middle
+            asyncio.run(run_daemon(config, api_key))
         return EXIT_OK
     if command == "findings":
         from monitor.commands import findings

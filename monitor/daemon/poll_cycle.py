@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from monitor import collector
 from monitor.chain.source import SOURCE_NAME, ChainPositions, ChainStatus
 from monitor.config import ApiKey, Config
 from monitor.config.exploits import bundled_exploits
@@ -257,6 +258,9 @@ class Monitor:
                 self._instruments.polls_failed.labels(reason="internal").inc()
         finally:
             self._running = None
+            # The heap has stopped growing: the full collection that was deferred, if due.
+            # Part of the cycle, and timed with it.
+            collector.at_poll_boundary()
             self._instruments.poll_duration.observe(time.monotonic() - started)
             self.last_progress_monotonic = time.monotonic()
 

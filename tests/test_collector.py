@@ -1,0 +1,114 @@
+"""Full garbage collections deferred to the end of a poll (``monitor.collector``): none in the
+middle of a large allocation, one at the boundary when due, CPython's thresholds restored."""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from monitor import collector
+from monitor.collector import (
+    MIN_OBJECTS,
+    SAFETY_NET_GEN1_COLLECTIONS,
+    at_poll_boundary,
+    deferred_full_collections,
+)
+from tests.test_poll_cycle import Rig, config
+
+
+@pytest.fixture
+def full_collections() -> Iterator[list[float]]:
+    """The start times of every full collection CPython makes while the test runs."""
+    seen: list[float] = []
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start" and info["generation"] == 2:
+            seen.append(time.perf_counter())
+
+    gc.callbacks.append(callback)
+    try:
+        yield seen
+    finally:
+        gc.callbacks.remove(callback)
+
+
+def _grow_heap(schedule_heap: int) -> list[list[int]]:
+    """More live, tracked objects than a quarter of the heap (and than ``MIN_OBJECTS``): what
+    makes CPython start a full collection on its own, and one due at the boundary."""
+    return [[i] for i in range(2 * max(MIN_OBJECTS, schedule_heap // 4))]
+
+
+def test_thresholds_are_raised_inside_and_restored_after() -> None:
+    before = gc.get_threshold()
+    with deferred_full_collections() as schedule:
+        assert gc.get_threshold() == (before[0], before[1], SAFETY_NET_GEN1_COLLECTIONS)
+        assert schedule.saved_thresholds == before
+        with deferred_full_collections() as inner:  # one schedule per process
+            assert inner is schedule
+        assert gc.get_threshold()[2] == SAFETY_NET_GEN1_COLLECTIONS
+    assert gc.get_threshold() == before
+
+
+def test_without_a_schedule_the_boundary_does_nothing(full_collections: list[float]) -> None:
+    grown = _grow_heap(len(gc.get_objects()))
+    full_collections.clear()
+    assert at_poll_boundary() is None
+    assert full_collections == []
+    del grown
+
+
+def test_a_large_allocation_collects_once_at_the_boundary_not_in_its_middle(
+    full_collections: list[float],
+) -> None:
+    # Without the schedule, CPython collects the whole heap in the middle of such growth.
+    gc.collect()
+    baseline = _grow_heap(len(gc.get_objects()))
+    assert full_collections, "CPython made no full collection of its own: the test proves nothing"
+    del baseline
+
+    with deferred_full_collections() as schedule:
+        schedule.collect()
+        assert at_poll_boundary() is None  # nothing allocated since: not due
+        full_collections.clear()
+        grown = _grow_heap(schedule.heap_objects)
+        assert full_collections == []  # none in the middle
+        assert schedule.due()
+        pause_s = at_poll_boundary()
+        assert pause_s is not None and pause_s >= 0
+        assert len(full_collections) == 1
+        assert schedule.heap_objects >= len(grown)  # what survived is the new baseline
+        assert at_poll_boundary() is None  # and the next boundary is not due again
+        assert len(full_collections) == 1
+        del grown
+
+
+def test_small_polls_never_make_one(full_collections: list[float]) -> None:
+    with deferred_full_collections() as schedule:
+        schedule.collect()
+        full_collections.clear()
+        kept = [[i] for i in range(MIN_OBJECTS // 4)]
+        assert at_poll_boundary() is None
+        assert full_collections == []
+        del kept
+
+
+async def test_the_poll_cycle_ends_at_the_boundary_and_times_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[str] = []
+
+    def boundary() -> float:
+        calls.append("boundary")
+        time.sleep(0.05)  # a pause the cycle's duration must include
+        return 0.05
+
+    monkeypatch.setattr(collector, "at_poll_boundary", boundary)
+    rig = Rig(config())
+    await rig.cycle()
+    await rig.cycle()
+    assert calls == ["boundary", "boundary"]
+    total = rig.registry.get_sample_value("exposure_monitor_poll_duration_seconds_sum")
+    assert total is not None and total >= 0.1
