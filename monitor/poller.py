@@ -179,6 +179,7 @@ async def _aggregated_batch(
         except_tokens=custom_tokens | unobserved | foreign,
         positions=_positions(chain_id, spender, wallets, reply.value, memo),
         request_id=reply.request_id,
+        answer_digest=reply.digest,
     )
 
 

@@ -47,6 +47,7 @@ def batch(
     *,
     failed: bool = False,
     rid: str = "rid",
+    digest: bytes | None = None,
 ) -> BatchOutcome:
     return BatchOutcome(
         chain_id=1,
@@ -57,6 +58,7 @@ def batch(
         request_id=rid,
         error="aggregated: server error | HTTP 503" if failed else None,
         error_reason="unavailable" if failed else None,
+        answer_digest=digest,
     )
 
 

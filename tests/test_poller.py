@@ -247,10 +247,14 @@ async def test_an_answer_identical_to_the_last_is_neither_parsed_nor_built_again
     for key, batch in second.items():
         assert batch.positions is first[key].positions  # the same answer: nothing rebuilt
         assert batch.request_id and batch.request_id != first[key].request_id
+        # The answer's digest says so, for the store (a repeat is not compared again).
+        assert batch.answer_digest is not None and batch.answer_digest == first[key].answer_digest
     third = aggregated(await poll_once(client, config, memo=memo))  # ops approves DAI to the router
     rebuilt = {key for key, batch in third.items() if batch.positions is not second[key].positions}
     [ops_router] = [k for k in first if k[:2] == (1, ROUTER) and OPS in k[2]]
     assert rebuilt == {ops_router}
+    redigested = {k for k, b in third.items() if b.answer_digest != second[k].answer_digest}
+    assert redigested == {ops_router}
     granted = [p for p in third[ops_router].positions if (p.wallet, p.token.address) == (OPS, DAI)]
     assert [p.allowance for p in granted] == [UINT256_MAX]
     before = [p for p in second[ops_router].positions if (p.wallet, p.token.address) == (OPS, DAI)]
@@ -266,3 +270,4 @@ async def test_without_a_memo_every_answer_is_parsed_and_built_anew(
     for a, b in zip(first.batches, second.batches, strict=True):
         assert a.positions == b.positions
         assert not a.positions or a.positions is not b.positions
+        assert a.answer_digest is None  # no memo, no digest: never taken for a repeat

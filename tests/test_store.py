@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -18,7 +19,7 @@ from monitor.config.model import DEFAULT_UNLIMITED_THRESHOLD as T
 from monitor.domain.model import UINT256_MAX, BatchOutcome
 from monitor.domain.snapshot import EMPTY_SNAPSHOT, Change, Snapshot, apply_events
 from monitor.errors import StoreError
-from monitor.store import migrate
+from monitor.store import migrate, snapshots
 from monitor.store.engine import create_engine
 from monitor.store.invariants import store_invariants
 from monitor.store.schema import AllowanceVersion, BalanceVersion, ChangeEventRow, Poll, PollScope
@@ -221,6 +222,89 @@ async def test_latest_follows_another_writer(migrated_engine: AsyncEngine) -> No
     # The reader's cache is now the writer's poll: its own next poll diffs against it.
     recorded = await reader.record_poll(poll(2, batch(S1, (W1,), [pos(W1, TK1, S1, 5, 12)])))
     assert [(e.change, e.old, e.new) for e in recorded.events] == [(Change.INCREASED, 10, 12)]
+
+
+@contextlib.contextmanager
+def compared(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """How many positions each recorded poll compared with the previous snapshot."""
+    seen: list[int] = []
+    real = snapshots._changes
+
+    def counting(previous: Snapshot, positions: Any, coverages: Any, threshold: int) -> Any:
+        positions = list(positions)
+        seen.append(len(positions))
+        return real(previous, positions, coverages, threshold)
+
+    monkeypatch.setattr(snapshots, "_changes", counting)
+    yield seen
+
+
+D1, D2 = b"\x01" * 16, b"\x02" * 16
+
+
+async def test_answers_repeated_byte_for_byte_are_not_compared_again(
+    migrated_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
+    granted = [pos(W1, TK1, S1, 5, UINT256_MAX), pos(W2, TK2, S1, 7, 3)]
+    with compared(monkeypatch) as seen:
+        first = await store.record_poll(poll(1, batch(S1, (W1, W2), granted, digest=D1)))
+        again = await store.record_poll(poll(2, batch(S1, (W1, W2), granted, digest=D1)))
+        assert seen == [2]  # the repeat compared nothing
+        assert again.snapshot is first.snapshot
+        assert again.events == () and again.versions_written == 0
+        assert await count(migrated_engine, Poll) == 2
+        assert await count(migrated_engine, PollScope) == 2  # its scope is still recorded
+        # A different answer (another digest) is compared, and its revoke found.
+        revoked = await store.record_poll(
+            poll(3, batch(S1, (W1, W2), [pos(W1, TK1, S1, 5, 0)], digest=D2))
+        )
+        assert seen == [2, 1]
+        assert [(e.wallet, e.change) for e in revoked.events if e.spender] == [
+            (W1, Change.REVOKED),
+            (W2, Change.REVOKED),
+        ]
+
+
+async def test_a_repeat_is_only_a_repeat_of_the_same_observation(
+    migrated_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
+    granted = [pos(W1, TK1, S1, 5, UINT256_MAX)]
+    with compared(monkeypatch) as seen:
+        await store.record_poll(poll(1, batch(S1, (W1,), granted, digest=D1)))
+        # Without a digest, the same positions are compared all the same.
+        await store.record_poll(poll(2, batch(S1, (W1,), granted)))
+        # After a poll that observed less (a failed batch beside it), not a repeat either.
+        await store.record_poll(
+            poll(3, batch(S1, (W1,), granted, digest=D1), batch(S2, (W1,), [], failed=True))
+        )
+        await store.record_poll(poll(4, batch(S1, (W1,), granted, digest=D1)))
+        # The same answer to a request for other wallets is another observation.
+        await store.record_poll(poll(5, batch(S1, (W1, W2), granted, digest=D1)))
+        assert seen == [1, 1, 1, 1, 1]
+        await store.record_poll(poll(6, batch(S1, (W1, W2), granted, digest=D1)))
+        assert seen == [1, 1, 1, 1, 1]
+
+
+async def test_a_repeated_answer_after_another_writer_is_compared_with_its_poll(
+    migrated_engine: AsyncEngine,
+) -> None:
+    ours, theirs = (
+        SqlSnapshotStore(migrated_engine, unlimited_threshold=T),
+        SqlSnapshotStore(migrated_engine, unlimited_threshold=T),
+    )
+    granted = [pos(W1, TK1, S1, 5, UINT256_MAX)]
+    await ours.record_poll(poll(1, batch(S1, (W1,), granted, digest=D1)))
+    await theirs.record_poll(poll(2, batch(S1, (W1,), [], digest=D2)))  # a revoke
+    # Our answer is the same as our last one, but the state moved on under it: the grant is
+    # back, and must be recorded as such.
+    recorded = await ours.record_poll(poll(3, batch(S1, (W1,), granted, digest=D1)))
+    assert [(e.change, e.old, e.new) for e in recorded.events] == [
+        (Change.GRANTED, 0, UINT256_MAX),
+        (Change.BALANCE_CHANGED, 0, 5),
+    ]
+    assert (await ours.latest()).allowances == {(1, W1, TK1, S1): UINT256_MAX}
 
 
 async def test_latest_waits_for_a_poll_being_recorded_on_postgresql() -> None:
@@ -708,3 +792,20 @@ async def test_the_baseline_is_the_first_poll_recorded_even_if_another_finished_
         (recorded_second.poll_id, Change.INCREASED, 10, 20),
     ]
     assert await store_invariants(migrated_engine) == []
+
+
+def test_positions_rewritten_by_the_preferred_source_lose_their_answer_digest() -> None:
+    """A 1inch batch whose positions take the chain's live values no longer holds what its
+    answer's bytes said: its digest must not let the store take it for a repeat."""
+    from monitor.domain.records import prefer_source
+
+    oneinch = batch(S1, (W1,), [pos(W1, TK1, S1, 5, 10)], digest=D1)
+    untouched = batch(S2, (W1,), [pos(W1, TK2, S2, 5, 10)], digest=D2)
+    chain = replace(
+        batch(S1, (W1,), [pos(W1, TK1, S1, 5, 0)]), source="chain", tokens=frozenset({TK1})
+    )
+    result = prefer_source(poll(1, oneinch, untouched, chain), "chain")
+    rewritten, kept, _ = result.batches
+    assert rewritten.answer_digest is None
+    assert [(p.allowance, p.balance) for p in rewritten.positions] == [(0, 5)]
+    assert kept is untouched and kept.answer_digest == D2

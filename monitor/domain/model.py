@@ -106,6 +106,10 @@ class BatchOutcome:
     request_id: str | None = None
     error: str | None = None
     error_reason: str | None = None
+    answer_digest: bytes | None = None
+    """A digest of the answer's bytes, when the source keeps one: the same request answered
+    with the same digest observed the very same positions (the store then has nothing to
+    compare, see ``SqlSnapshotStore``). None: unknown, never taken for a repeat."""
 
     @property
     def ok(self) -> bool:

@@ -173,5 +173,6 @@ def prefer_source(result: PollResult, source: str) -> PollResult:
             changed = True
             if balance or (allowance and not p.token.is_native):
                 positions.append(replace(p, allowance=allowance, balance=balance))
-        batches.append(replace(b, positions=tuple(positions)) if changed else b)
+        # Rewritten positions are no longer what the answer's bytes said: no digest.
+        batches.append(replace(b, positions=tuple(positions), answer_digest=None) if changed else b)
     return replace(result, batches=tuple(batches))

@@ -18,7 +18,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
@@ -49,6 +49,9 @@ class Reply(Generic[T]):
 
     value: T
     request_id: str | None
+    digest: bytes | None = None
+    """With an ``AnswerMemo``: the digest of the answer's bytes (the same bytes to the same
+    request, the same digest), which tells a repeated answer without holding it."""
 
 
 class AnswerMemo:
@@ -359,10 +362,10 @@ class BalanceClient:
                     digest, known = answers.recall(key, payload)
                     if known is not None:
                         # The same key, so the same parser: it made a T from these bytes.
-                        return Reply(value=cast(T, known), request_id=request_id)
+                        return Reply(value=cast(T, known), request_id=request_id, digest=digest)
                     reply = self._parsed(endpoint, parser, payload, request_id, status, attempt)
                     answers.remember(key, digest, reply.value)
-                    return reply
+                    return replace(reply, digest=digest)
                 error = self._status_error(endpoint, status, request_id, payload, attempt)
                 if isinstance(error, Rejected | BadResponse):
                     self._log_failure(error, final=True)

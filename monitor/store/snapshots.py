@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import aliased
 
 from monitor.domain.model import (
+    BatchOutcome,
     Coverage,
     PollResult,
     Position,
@@ -101,6 +102,9 @@ class SqlSnapshotStore:
         self._snapshot: Snapshot | None = None
         self._last_poll_id: int | None = None
         self._tokens: dict[tuple[int, str], tuple[str, str, int | None, str]] | None = None
+        self._last_batches: tuple[BatchSignature, ...] | None = None
+        """What the poll that made ``_snapshot`` observed (None when it was read from the
+        database): a poll that observes exactly that again cannot change it (``_repeats``)."""
         self._findings = FindingsLedger(engine, lock=self._lock)
 
     # -- writing ------------------------------------------------------------------------------
@@ -120,6 +124,7 @@ class SqlSnapshotStore:
             return await self._record(result)
         except DATABASE_ERRORS as exc:
             self._snapshot = None  # the cache may be ahead of a rolled-back transaction
+            self._last_batches = None
             problem = f"could not record poll: {_describe(exc)}"
             with contextlib.suppress(StoreError):  # the database may be down altogether
                 await self.record_failed_poll(
@@ -161,15 +166,25 @@ class SqlSnapshotStore:
             if self._snapshot is None or previous_poll_id != self._last_poll_id:
                 self._snapshot = await queries.latest_snapshot(conn)
                 self._tokens = await queries.load_tokens(conn)
+                self._last_batches = None
                 self._findings.invalidate()  # whoever wrote that poll may have synced findings
             previous = self._snapshot
+            repeated = _repeats(result.batches, self._last_batches)
             # The first poll that observes anything is the baseline: its "changes" are first
             # observations, stored once, as its versions (``events`` reads them back).
             baseline = outcome != "failed" and await queries.first_observing_poll(conn) is None
-            # Pure CPU work over every position: off the loop, which keeps serving meanwhile.
-            current, events, (allowance_rows, balance_rows) = await asyncio.to_thread(
-                _changes, previous, positions, result.coverages(), self._threshold
-            )
+            current: Snapshot = previous
+            events: tuple[ChangeEvent, ...] = ()
+            allowance_rows: list[dict[str, Any]] = []
+            balance_rows: list[dict[str, Any]] = []
+            if not repeated:
+                # (Repeated: the very positions, observed as completely, that made the
+                # previous snapshot. Observing them again over it changes nothing, as
+                # ``observe_changes`` is idempotent, so there is nothing to compare.)
+                # Pure CPU work over every position: off the loop, which keeps serving.
+                current, events, (allowance_rows, balance_rows) = await asyncio.to_thread(
+                    _changes, previous, positions, result.coverages(), self._threshold
+                )
             stored_events = () if baseline else events
             if not events:
                 # Nothing changed: the previous snapshot itself, so that whoever compares the
@@ -204,9 +219,11 @@ class SqlSnapshotStore:
                 ChangeEventRow,
                 [_event_row(e, poll_id, result.finished_at) for e in stored_events],
             )
-            await self._upsert_tokens(conn, positions)
+            if not repeated:  # the same positions hold the same tokens as last time
+                await self._upsert_tokens(conn, positions)
         self._snapshot = current
         self._last_poll_id = poll_id
+        self._last_batches = tuple(map(_signature, result.batches))
         return RecordedPoll(
             poll_id=poll_id,
             observed_at=result.finished_at,
@@ -291,6 +308,7 @@ class SqlSnapshotStore:
             )
             tokens = await queries.load_tokens(conn)
         self._snapshot, self._last_poll_id, self._tokens = snapshot, head, tokens
+        self._last_batches = None
         # As in _record: whoever wrote the polls since may have synced findings, and the next
         # poll will not see the head move any more.
         self._findings.invalidate()
@@ -565,6 +583,40 @@ async def _insert_chunked(
 ) -> None:
     for start in range(0, len(rows), INSERT_CHUNK):
         await conn.execute(insert(table), list(rows[start : start + INSERT_CHUNK]))
+
+
+BatchSignature = tuple[Any, ...]
+"""What a batch observed, as far as comparing two polls goes (``_signature``)."""
+
+
+def _signature(batch: BatchOutcome) -> BatchSignature:
+    """The request and its outcome, and what identifies the positions it observed: its
+    answer's digest, or none at all when it failed or observed nothing."""
+    observed: object = "nothing" if not batch.positions else batch.answer_digest
+    return (
+        batch.chain_id,
+        batch.spender,
+        batch.wallets,
+        batch.kind,
+        batch.source,
+        batch.tokens,
+        batch.except_tokens,
+        batch.ok,
+        observed,
+    )
+
+
+def _repeats(batches: Sequence[BatchOutcome], previous: Sequence[BatchSignature] | None) -> bool:
+    """Whether ``batches`` observe exactly what the poll of ``previous`` did: the same requests
+    with the same outcomes, each answered with the same bytes (the same digest) or with no
+    position at all. Over the snapshot that poll made, they cannot change anything."""
+    if previous is None or len(batches) != len(previous):
+        return False
+    for batch, before in zip(batches, previous, strict=True):
+        signature = _signature(batch)
+        if signature[-1] is None or signature != before:
+            return False  # an answer without a digest is never taken for a repeat
+    return True
 
 
 def _changes(
