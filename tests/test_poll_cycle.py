@@ -346,3 +346,49 @@ async def test_the_first_observations_of_a_new_install_are_not_counted_as_change
     rig.source.set_allowance(1, W2, USDC, STRANGER, 5)
     await rig.cycle()
     assert granted() == 1.0
+
+
+def test_the_tokens_of_a_repeated_answer_are_not_walked_again_and_merge_in_batch_order() -> None:
+    from monitor.daemon.poll_cycle import _BatchTokens
+    from monitor.domain.model import BatchOutcome, PollResult, Position
+
+    def named(symbol: str) -> Token:
+        return Token(chain_id=1, address=USDC, symbol=symbol, name=symbol, decimals=6)
+
+    def batch(spender: str, symbol: str, digest: bytes | None) -> BatchOutcome:
+        position = Position(
+            chain_id=1, wallet=W1, spender=spender, token=named(symbol), balance=1, allowance=1
+        )
+        return BatchOutcome(
+            chain_id=1,
+            spender=spender,
+            wallets=(W1,),
+            kind="aggregated",
+            positions=(position,),
+            answer_digest=digest,
+        )
+
+    def poll(*batches: BatchOutcome) -> PollResult:
+        return PollResult(started_at=START, finished_at=START, batches=batches)
+
+    tokens = _BatchTokens()
+    # The last batch naming a token gives its metadata, as a walk over every position would.
+    first = tokens.of(poll(batch(ROUTER, "A", b"1"), batch(STRANGER, "B", b"2")))
+    assert first[(1, USDC)].symbol == "B"
+    # The same digests: the tokens kept for them, whatever the positions (which the same
+    # bytes could not have changed); the merge order holds.
+    again = tokens.of(poll(batch(ROUTER, "X", b"1"), batch(STRANGER, "Y", b"2")))
+    assert again[(1, USDC)].symbol == "B"
+    # A new answer is walked; one without a digest always is.
+    assert (
+        tokens.of(poll(batch(ROUTER, "A", b"1"), batch(STRANGER, "C", b"3")))[(1, USDC)].symbol
+        == "C"
+    )
+    assert (
+        tokens.of(poll(batch(ROUTER, "A", b"1"), batch(STRANGER, "D", None)))[(1, USDC)].symbol
+        == "D"
+    )
+    assert (
+        tokens.of(poll(batch(ROUTER, "A", b"1"), batch(STRANGER, "E", None)))[(1, USDC)].symbol
+        == "E"
+    )

@@ -122,6 +122,8 @@ class Monitor:
         self._poll_timeout_s = poll_timeout_s
         self._serve_view = serve_view
         self._tokens: dict[tuple[int, str], Token] = {}
+        self._batch_tokens = _BatchTokens()
+        self._tokens_at_risk = _TokensAtRisk()
         self._spenders = spender_index(config.chains)
         self._evaluator = RiskEvaluator(
             spenders=self._spenders, exploits=exploits, settings=config.risk.rules
@@ -318,7 +320,7 @@ class Monitor:
         if recorded.events and not await self._is_baseline(recorded.poll_id):
             for event in recorded.events:
                 self._instruments.count_change(event.change.value)
-        self._tokens.update(await asyncio.to_thread(_tokens_of, result))
+        self._tokens.update(await asyncio.to_thread(self._batch_tokens.of, result))
         now = self._clock()
         report = await self._evaluate(recorded.snapshot, now)
         findings_recorded = True
@@ -424,7 +426,7 @@ class Monitor:
     async def _usd_prices(self, snapshot: Snapshot) -> Mapping[tuple[int, str], Decimal]:
         if self._prices is None:
             return {}
-        wanted = await asyncio.to_thread(_tokens_at_risk, snapshot)
+        wanted = await asyncio.to_thread(self._tokens_at_risk.of, snapshot)
         prices: dict[tuple[int, str], Decimal] = {}
         for chain_id, tokens in sorted(wanted.items()):
             found = await self._prices.usd_prices(chain_id, sorted(tokens))
@@ -479,19 +481,55 @@ class Monitor:
         )
 
 
-def _tokens_of(result: PollResult) -> dict[tuple[int, str], Token]:
-    return {(p.chain_id, p.token.address): p.token for p in result.positions}
+class _BatchTokens:
+    """The tokens of a poll's positions, batch by batch, each batch's kept with its answer's
+    digest: an answer repeated byte for byte holds the very same tokens, so an unchanged
+    poll walks no position for them. The merge is in batch order, as a walk over every
+    position would be (the last batch naming a token gives its metadata)."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[Any, ...], tuple[bytes, dict[tuple[int, str], Token]]] = {}
+
+    def of(self, result: PollResult) -> dict[tuple[int, str], Token]:
+        tokens: dict[tuple[int, str], Token] = {}
+        known: dict[tuple[Any, ...], tuple[bytes, dict[tuple[int, str], Token]]] = {}
+        for b in result.batches:
+            key = (b.chain_id, b.spender, b.wallets, b.kind, b.source)
+            digest, cached = b.answer_digest, self._known.get(key)
+            if digest is not None and cached is not None and cached[0] == digest:
+                found = cached[1]
+            else:
+                found = {(p.chain_id, p.token.address): p.token for p in b.positions}
+            if digest is not None:
+                known[key] = (digest, found)
+            tokens.update(found)
+        self._known = known
+        return tokens
 
 
-def _tokens_at_risk(snapshot: Snapshot) -> dict[int, set[str]]:
+class _TokensAtRisk:
     """The tokens, by chain, that some wallet both holds and has approved: those worth a
-    price (a scan of every allowance, so it runs in a worker thread)."""
+    price. A scan of every allowance (run in a worker thread), made again only for a new
+    snapshot: an unchanged poll hands back the very same one."""
+
+    def __init__(self) -> None:
+        self._snapshot: Snapshot | None = None
+        self._wanted: dict[int, frozenset[str]] = {}
+
+    def of(self, snapshot: Snapshot) -> dict[int, frozenset[str]]:
+        if snapshot is not self._snapshot:
+            self._wanted = _tokens_at_risk(snapshot)
+            self._snapshot = snapshot
+        return self._wanted
+
+
+def _tokens_at_risk(snapshot: Snapshot) -> dict[int, frozenset[str]]:
     wanted: dict[int, set[str]] = {}
     balances = snapshot.balances
     for chain_id, wallet, token, _spender in snapshot.allowances:
         if (chain_id, wallet, token) in balances:
             wanted.setdefault(chain_id, set()).add(token)
-    return wanted
+    return {chain_id: frozenset(tokens) for chain_id, tokens in wanted.items()}
 
 
 def _log_poll(cycle: RecordedCycle, duration_s: float) -> None:
