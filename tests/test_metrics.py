@@ -220,6 +220,24 @@ def test_unchanged_positions_and_findings_reuse_the_rendered_text() -> None:
     assert b"exposure_monitor_finding{" not in bytes(resolved.text)
 
 
+def test_unchanged_exposures_reuse_their_rendered_text_and_a_change_renders_it_again() -> None:
+    first = rendered(view())
+    second = rendered(view(last_success={(1, S): NOW.replace(hour=13)}), previous=first)
+    assert second.exposures is first.exposures
+    moved = (replace(first.view.exposures[0], at_risk_usd=Decimal("7.25"), missing_prices=()),)
+    third = rendered(view(exposures=moved), previous=second)
+    assert third.exposures is not second.exposures
+    relabelled = rendered(view(exposures=moved, wallet_labels={W: "ops"}), previous=third)
+    assert relabelled.exposures is not third.exposures
+    metrics = {
+        family.name: [(sample.labels, sample.value) for sample in family.samples]
+        for family in text_string_to_metric_families(bytes(relabelled.text).decode())
+    }
+    [(labels, value)] = metrics["exposure_monitor_at_risk_usd"]
+    assert value == 7.25 and labels["wallet_label"] == "ops"
+    assert metrics["exposure_monitor_unpriced_tokens"] == []
+
+
 def test_a_changed_cap_renders_again() -> None:
     first = rendered(view())
     assert rendered(view(), max_series=2, previous=first).positions.dropped == 3
@@ -288,7 +306,7 @@ def test_open_findings_are_counted_whatever_the_cap() -> None:
 
 def test_the_state_text_is_one_gzip_stream_of_the_whole_exposition() -> None:
     state = rendered(view(findings=MANY_FINDINGS)).text
-    assert len(state.members) == 3
+    assert len(state.members) == 4  # positions, findings, exposures, freshness
     stream = b"".join(state.gzip_chunks())
     assert len(stream) == state.gzip_size
     text = gzip.decompress(stream)  # every member, not just the first

@@ -434,8 +434,14 @@ def finding_families(series: FindingSeries) -> Iterator[Family]:
 
 
 def summary_families(view: MonitorView) -> Iterator[Family]:
-    """Value at risk, freshness and the poll interval: small, and rendered anew for every
-    view."""
+    """Value at risk, freshness and the poll interval."""
+    yield from exposure_families(view)
+    yield from freshness_families(view)
+
+
+def exposure_families(view: MonitorView) -> Iterator[Family]:
+    """Value at risk and unpriced tokens: one series per exposure (thousands), reused while
+    the exposures and labels are unchanged."""
     yield (
         "at_risk_usd",
         "Value a spender could move from a wallet now: sum of min(balance, allowance) x USD price.",
@@ -464,6 +470,10 @@ def summary_families(view: MonitorView) -> Iterator[Family]:
             if e.missing_prices
         ),
     )
+
+
+def freshness_families(view: MonitorView) -> Iterator[Family]:
+    """Freshness and the poll interval: small, and rendered anew for every view."""
     yield (
         "last_successful_poll_timestamp_seconds",
         "When every batch of a (chain, spender) was last observed, Unix time.",
@@ -549,6 +559,7 @@ class RenderedState:
     view: MonitorView
     positions: RenderedPart
     findings: RenderedPart
+    exposures: GzipMember
     text: StateText
 
 
@@ -591,12 +602,17 @@ def render_state(
             dropped=found.dropped,
             max_series=max_finding_series,
         )
-    summary = _compress(summary_families(view))
+    if previous is not None and _same_exposures(previous.view, view):
+        exposures = previous.exposures
+    else:
+        exposures = _compress(exposure_families(view))
+    freshness = _compress(freshness_families(view))
     return RenderedState(
         view=view,
         positions=positions,
         findings=findings,
-        text=StateText((positions.text, findings.text, summary)),
+        exposures=exposures,
+        text=StateText((positions.text, findings.text, exposures, freshness)),
     )
 
 
@@ -604,6 +620,14 @@ def gzip_compress(data: bytes) -> bytes:
     """``data`` as one gzip member, at the level of the state text."""
     compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, GZIP_WBITS)
     return compressor.compress(data) + compressor.flush()
+
+
+def _same_exposures(old: MonitorView, new: MonitorView) -> bool:
+    return (
+        old.exposures == new.exposures
+        and old.wallet_labels == new.wallet_labels
+        and old.spender_labels == new.spender_labels
+    )
 
 
 def _same_positions(old: MonitorView, new: MonitorView) -> bool:

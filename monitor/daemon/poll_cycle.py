@@ -540,7 +540,7 @@ def _log_poll(cycle: RecordedCycle, duration_s: float) -> None:
         recorded.poll_id,
         recorded.outcome,
         duration_s,
-        len(result.positions),
+        sum(len(b.positions) for b in result.batches),  # not result.positions: a copy
         len(recorded.events),
         cycle.open_findings,
         len(result.batches),
