@@ -171,6 +171,25 @@ async def test_a_failed_update_is_written_by_the_next_sync(migrated_engine: Asyn
     assert await open_state(store) == expected_state(rerated)
 
 
+async def test_the_open_findings_are_read_back_in_chunks_and_all_of_them(
+    migrated_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(findings_module, "LOAD_CHUNK_ROWS", 2)
+    tokens = ["0x" + f"{i:040x}" for i in range(1, 8)]
+    writer = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
+    assert await writer.sync_findings([finding(t) for t in tokens], now=T0) == changes(opened=7)
+    # A new process reads the seven open rows back (four chunks): every one of them must be
+    # known, or it would open a duplicate, or fail to resolve what vanished.
+    restarted = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
+    again = [finding(t) for t in tokens[1:]] + [finding(tokens[0], detail="rerated")]
+    assert await restarted.sync_findings(
+        again[:-2] + again[-1:], now=T0 + timedelta(minutes=1)
+    ) == changes(updated=1, resolved=1)
+    rows = await stored_rows(migrated_engine)
+    assert len(rows) == 7
+    assert [(r[1], r[7] is None) for r in rows] == [(t, t != tokens[6]) for t in tokens]
+
+
 async def test_findings_opened_and_resolved_by_another_writer_are_noticed(
     migrated_engine: AsyncEngine,
 ) -> None:

@@ -43,6 +43,9 @@ sync does not hold the event loop for long."""
 COMPARE_IN_THREAD = 10_000
 """From this many findings (found plus open) the comparison runs off the event loop."""
 
+LOAD_CHUNK_ROWS = 5_000
+"""Open findings fetched at a time when the index is loaded: each chunk is one await."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StoredFinding:
@@ -137,7 +140,10 @@ async def read_marker(conn: AsyncConnection) -> Marker:
 async def load_open_findings(conn: AsyncConnection, marker: Marker) -> OpenFindings:
     """Every open finding (only the columns a sync compares: no timestamps to convert), as of
     ``marker``, read just before on ``conn``."""
-    result = await conn.execute(
+    # Streamed in chunks: one fetch of hundreds of thousands of rows runs in the driver's
+    # thread, taking the GIL back for every row, and the event loop (and /metrics) could not
+    # get it for half a second.
+    result = await conn.stream(
         select(
             FindingRow.rule,
             FindingRow.chain_id,
@@ -156,21 +162,18 @@ async def load_open_findings(conn: AsyncConnection, marker: Marker) -> OpenFindi
     # rules and details repeat across findings) instead of one per row and field.
     shared: dict[str, str] = {}
     same = shared.setdefault
-    rows = {
-        (
-            same(rule, rule),
-            chain_id,
-            same(wallet, wallet),
-            same(spender, spender),
-            same(token, token) or "",
-        ): (
-            row_id,
-            same(severity, severity),
-            same(detail, detail),
-            suppressed,
-        )
-        for rule, chain_id, wallet, spender, token, row_id, severity, detail, suppressed in result
-    }
+    rows: dict[FindingRowKey, OpenFinding] = {}
+    async for chunk in result.partitions(LOAD_CHUNK_ROWS):
+        for rule, chain_id, wallet, spender, token, row_id, severity, detail, suppressed in chunk:
+            rows[
+                (
+                    same(rule, rule),
+                    chain_id,
+                    same(wallet, wallet),
+                    same(spender, spender),
+                    same(token, token) or "",
+                )
+            ] = (row_id, same(severity, severity), same(detail, detail), suppressed)
     return OpenFindings(rows=rows, marker=marker)
 
 
