@@ -1,4 +1,5 @@
-"""When CPython's cyclic garbage collector makes its full collections: at the end of a poll.
+"""When CPython's cyclic garbage collector works, and on what: at the end of a poll, on what
+the poll made.
 
 CPython starts a full collection of the heap whenever the objects that survived into its
 oldest generation have grown by a quarter since the last one. A poll that builds a new state
@@ -8,16 +9,27 @@ each at 306,000 positions), each stopping the event loop and every thread: ``/me
 waited through all of them, and they cost the poll seconds of CPU while collecting almost
 nothing (the state is acyclic; what cycles there are come from connections and tasks).
 
-``deferred_full_collections`` moves them to the one place where the heap has stopped
-growing: ``at_poll_boundary``, which the poll cycle calls as it ends, makes one full
-collection when the objects allocated since the last one could have grown the heap by the
-same quarter (CPython's own rule, estimated from its generation counters). The young
-generations are collected as before, so short-lived cycles still go at once. As a safety
-net, CPython's own full collections still happen, after about a thousand times the usual
-allocation: a process that never reaches a poll boundary still collects its cycles.
+While ``deferred_full_collections`` is installed:
+
+- CPython's own collections of the oldest generation wait for about a thousand times the
+  usual allocation (a safety net: a process that never reaches a poll boundary still
+  collects its cycles). The young generations are collected as before, so short-lived cycles
+  still go at once.
+- ``settle``, once the stored state is loaded, collects and then *freezes* what survived
+  (``gc.freeze``): the collector no longer traverses it.
+- ``at_poll_boundary``, which the poll cycle calls as it ends, collects when the objects
+  allocated since the last collection could have grown the heap by that quarter (CPython's
+  own rule, estimated from its generation counters), and freezes what survived in its turn.
+  Such a collection traverses only what was made since the last freeze: the poll's new
+  objects, not the whole state.
+- A frozen object that becomes garbage is still freed at once by its reference count; only
+  a *cycle* of frozen objects is not, until the next complete collection. At a boundary that
+  is due and at least ``COMPLETE_EVERY_S`` after the last complete one, everything is
+  unfrozen, collected and frozen again: cyclic garbage lives an hour at most (a few
+  connection and task objects per poll).
 
 Process-wide, like the collector itself: the commands that poll (``run``, ``once``) install
-it for their whole life. Not installed, ``at_poll_boundary`` does nothing.
+it for their whole life. Not installed, ``settle`` and ``at_poll_boundary`` do nothing.
 """
 
 from __future__ import annotations
@@ -26,10 +38,15 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
-__all__ = ["DeferredCollections", "at_poll_boundary", "deferred_full_collections"]
+__all__ = [
+    "DeferredCollections",
+    "at_poll_boundary",
+    "deferred_full_collections",
+    "settle",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,24 +55,35 @@ SAFETY_NET_GEN1_COLLECTIONS = 1000
 after this many collections of the middle generation (CPython's default is 10)."""
 
 GROWTH = 0.25
-"""The growth of the heap, as a share of what survived the last full collection, that makes
+"""The growth of the heap, as a share of what it held after the last collection, that makes
 one due: the share CPython uses."""
 
 MIN_OBJECTS = 100_000
-"""Below this many new objects no full collection is due, however small the heap: they are
+"""Below this many new objects no collection is due, however small the heap: they are
 cheap, but there is no point making one after every poll of a small portfolio."""
+
+COMPLETE_EVERY_S = 3600.0
+"""A due collection at least this long after the last complete one is complete (frozen
+objects included): the longest cyclic garbage among frozen objects can live."""
 
 
 @dataclass(slots=True)
 class DeferredCollections:
-    """The installed schedule: what the last full collection left, and what it cost."""
+    """The installed schedule: what the last collection left, and what it cost."""
 
     heap_objects: int
-    """Objects the collector tracked after the last full collection (or at install)."""
+    """Objects the collector tracks, frozen ones included, after the last collection (or at
+    install)."""
     saved_thresholds: tuple[int, int, int]
+    clock: Callable[[], float] = time.monotonic
+    last_complete: float = field(default=0.0)
     collections: int = 0
-    """Full collections made at a poll boundary."""
+    """Collections made (at a poll boundary or by ``settle``)."""
+    complete_collections: int = 0
     last_pause_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.last_complete = self.clock()
 
     def allocated_estimate(self) -> int:
         """At most how many objects reached the oldest generation since its last collection:
@@ -67,15 +95,21 @@ class DeferredCollections:
     def due(self) -> bool:
         return self.allocated_estimate() >= max(MIN_OBJECTS, int(self.heap_objects * GROWTH))
 
-    def collect(self) -> float:
-        """One full collection now; returns its pause in seconds."""
+    def collect(self, *, complete: bool) -> float:
+        """Collect, then freeze what survived; ``complete``: unfreeze everything first, so
+        that cycles among frozen objects are found too. Returns the pause in seconds."""
         started = time.perf_counter()
+        if complete:
+            gc.unfreeze()
         gc.collect()
+        gc.freeze()
         pause_s = time.perf_counter() - started
-        # Everything that survived is in the oldest generation now.
-        self.heap_objects = len(gc.get_objects(generation=2))
+        self.heap_objects = gc.get_freeze_count()
         self.collections += 1
         self.last_pause_s = pause_s
+        if complete:
+            self.complete_collections += 1
+            self.last_complete = self.clock()
         return pause_s
 
 
@@ -83,33 +117,58 @@ _installed: DeferredCollections | None = None
 
 
 @contextlib.contextmanager
-def deferred_full_collections() -> Iterator[DeferredCollections]:
-    """Full collections at poll boundaries while the block runs; CPython's thresholds as they
-    were afterwards. One schedule per process: inside another block, the outer one's."""
+def deferred_full_collections(
+    clock: Callable[[], float] = time.monotonic,
+) -> Iterator[DeferredCollections]:
+    """The schedule while the block runs; CPython's thresholds as they were, and nothing
+    frozen, afterwards. One schedule per process: inside another block, the outer one's."""
     global _installed  # the collector is process-wide; so is its schedule
     if _installed is not None:
         yield _installed
         return
     saved = gc.get_threshold()
-    schedule = DeferredCollections(heap_objects=len(gc.get_objects()), saved_thresholds=saved)
+    schedule = DeferredCollections(
+        heap_objects=len(gc.get_objects()) + gc.get_freeze_count(),
+        saved_thresholds=saved,
+        clock=clock,
+    )
     gc.set_threshold(saved[0], saved[1], SAFETY_NET_GEN1_COLLECTIONS)
     _installed = schedule
     try:
         yield schedule
     finally:
         _installed = None
+        gc.unfreeze()  # back to the oldest generation, where CPython's collections see them
         gc.set_threshold(*saved)
 
 
+def settle() -> float | None:
+    """The state just loaded is long-lived: collect, and freeze what survived, so that the
+    collections at poll boundaries do not traverse it. Complete (frozen objects included).
+    Returns the pause in seconds, or None when no schedule is installed."""
+    schedule = _installed
+    if schedule is None:
+        return None
+    pause_s = schedule.collect(complete=True)
+    log.debug(
+        "collection after loading the state: %.0f ms, %d objects frozen",
+        pause_s * 1000,
+        schedule.heap_objects,
+    )
+    return pause_s
+
+
 def at_poll_boundary() -> float | None:
-    """A full collection if one is due (see the module's docstring). Returns its pause in
+    """A collection if one is due (see the module's docstring). Returns its pause in
     seconds, or None when none was made (not due, or no schedule installed)."""
     schedule = _installed
     if schedule is None or not schedule.due():
         return None
-    pause_s = schedule.collect()
+    complete = schedule.clock() - schedule.last_complete >= COMPLETE_EVERY_S
+    pause_s = schedule.collect(complete=complete)
     log.debug(
-        "full garbage collection at the poll boundary: %.0f ms, %d objects remain",
+        "%s garbage collection at the poll boundary: %.0f ms, %d objects frozen",
+        "complete" if complete else "young",
         pause_s * 1000,
         schedule.heap_objects,
     )

@@ -1,20 +1,24 @@
-"""Full garbage collections deferred to the end of a poll (``monitor.collector``): none in the
-middle of a large allocation, one at the boundary when due, CPython's thresholds restored."""
+"""Garbage collections deferred to the end of a poll (``monitor.collector``): none in the
+middle of a large allocation, one at the boundary when due, over what was made since the last
+one (the rest is frozen), complete again within the hour; CPython's thresholds restored."""
 
 from __future__ import annotations
 
 import gc
 import time
+import weakref
 from collections.abc import Iterator
 
 import pytest
 
 from monitor import collector
 from monitor.collector import (
+    COMPLETE_EVERY_S,
     MIN_OBJECTS,
     SAFETY_NET_GEN1_COLLECTIONS,
     at_poll_boundary,
     deferred_full_collections,
+    settle,
 )
 from tests.test_poll_cycle import Rig, config
 
@@ -49,14 +53,19 @@ def test_thresholds_are_raised_inside_and_restored_after() -> None:
         with deferred_full_collections() as inner:  # one schedule per process
             assert inner is schedule
         assert gc.get_threshold()[2] == SAFETY_NET_GEN1_COLLECTIONS
+        assert settle() is not None
+        assert gc.get_freeze_count() > 0
     assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0  # nothing is left frozen
 
 
 def test_without_a_schedule_the_boundary_does_nothing(full_collections: list[float]) -> None:
     grown = _grow_heap(len(gc.get_objects()))
     full_collections.clear()
     assert at_poll_boundary() is None
+    assert settle() is None
     assert full_collections == []
+    assert gc.get_freeze_count() == 0
     del grown
 
 
@@ -70,7 +79,7 @@ def test_a_large_allocation_collects_once_at_the_boundary_not_in_its_middle(
     del baseline
 
     with deferred_full_collections() as schedule:
-        schedule.collect()
+        settle()
         assert at_poll_boundary() is None  # nothing allocated since: not due
         full_collections.clear()
         grown = _grow_heap(schedule.heap_objects)
@@ -86,13 +95,53 @@ def test_a_large_allocation_collects_once_at_the_boundary_not_in_its_middle(
 
 
 def test_small_polls_never_make_one(full_collections: list[float]) -> None:
-    with deferred_full_collections() as schedule:
-        schedule.collect()
+    with deferred_full_collections():
+        settle()
         full_collections.clear()
         kept = [[i] for i in range(MIN_OBJECTS // 4)]
         assert at_poll_boundary() is None
         assert full_collections == []
         del kept
+
+
+class Node:
+    """An object that can sit in a reference cycle and be watched through a weak reference."""
+
+    def __init__(self) -> None:
+        self.other: Node | None = None
+
+
+def test_cycles_among_frozen_objects_are_collected_within_the_hour() -> None:
+    now = [0.0]
+    with deferred_full_collections(clock=lambda: now[0]) as schedule:
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        watch = weakref.ref(a)
+        settle()  # the cycle is alive, and now frozen
+        del a, b  # garbage from here on, but only a collection can tell
+        grown = _grow_heap(schedule.heap_objects)
+        assert at_poll_boundary() is not None  # due: collects what the poll made...
+        assert watch() is not None  # ...not the frozen cycle
+        assert schedule.complete_collections == 1  # settle's
+        del grown
+        now[0] = COMPLETE_EVERY_S
+        grown = _grow_heap(schedule.heap_objects)
+        assert at_poll_boundary() is not None
+        assert schedule.complete_collections == 2
+        assert watch() is None  # an hour on, the complete collection found it
+        del grown
+
+
+def test_a_young_collection_traverses_only_what_was_made_since_the_last() -> None:
+    with deferred_full_collections() as schedule:
+        settle()
+        frozen = gc.get_freeze_count()
+        grown = _grow_heap(schedule.heap_objects)
+        assert at_poll_boundary() is not None
+        # What survived is frozen too: the next collection will not traverse it either.
+        assert gc.get_freeze_count() >= frozen + len(grown)
+        assert len(gc.get_objects()) < len(grown)  # the generations CPython traverses
+        del grown
 
 
 async def test_the_poll_cycle_ends_at_the_boundary_and_times_it(

@@ -221,6 +221,8 @@ class Monitor:
                 approved_at=self._facts.approved_at,
             )
         )
+        # The state just loaded lives long: the collector need not traverse it at every poll.
+        collector.settle()
         # The restore was progress: the watchdog's allowance for the first poll starts now.
         self.last_progress_monotonic = time.monotonic()
 
