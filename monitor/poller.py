@@ -15,11 +15,12 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 from monitor.config import ChainConfig, Config
 from monitor.domain.model import BatchOutcome, PollResult, Position, Token
 from monitor.errors import HostUnreachable, UpstreamError
-from monitor.oneinch.client import AnswerMemo, BalanceClient
+from monitor.oneinch.client import BalanceClient
 from monitor.oneinch.parse import AggregatedToken
 from monitor.ports import Clock, utc_now
 
@@ -47,16 +48,27 @@ Answer = tuple[AggregatedToken, ...]
 """An aggregated answer, parsed."""
 
 
+@dataclass(frozen=True, slots=True)
+class Built:
+    """What one aggregated answer made: its digest, its positions, the tokens it left
+    unobserved (wallets null) and the tokens it returned."""
+
+    digest: bytes
+    positions: tuple[Position, ...]
+    unobserved: frozenset[str]
+    returned: frozenset[str]
+
+
 class PollMemo:
     """What the polls of one source remember, so that an unchanged answer costs next to
-    nothing: each aggregated request's latest answer (``AnswerMemo``: not parsed again when
-    its bytes are the same) and the positions built from it (not built again from the same
-    parsed answer)."""
+    nothing: per aggregated request, what its latest answer made (``Built``), kept with that
+    answer's digest. An answer byte for byte the same (the same digest) is neither parsed
+    nor built again; the parsed answer itself is not kept (it was half of the objects a
+    poll held)."""
 
     def __init__(self) -> None:
-        self.answers = AnswerMemo()
-        self.positions: dict[BatchKey, tuple[Answer, tuple[Position, ...]]] = {}
-        """Per (chain_id, spender, wallets): the parsed answer and the positions built."""
+        self.built: dict[BatchKey, Built] = {}
+        """Per (chain_id, spender, wallets)."""
 
 
 async def poll_once(
@@ -154,47 +166,50 @@ async def _aggregated_batch(
     foreign: frozenset[str] = frozenset(),
     memo: PollMemo | None = None,
 ) -> BatchOutcome:
+    key = (chain_id, spender, wallets)
+    known = memo.built.get(key) if memo is not None else None
     try:
-        reply = await client.aggregated_balances_and_allowances(
+        reply = await client.aggregated_if_changed(
             chain_id,
             spender,
             wallets,
             filter_empty=filter_empty,
-            memo=None if memo is None else memo.answers,
+            last_digest=known.digest if known is not None else None,
         )
     except UpstreamError as exc:
         return _failed(
             chain_id, spender, wallets, "aggregated", exc, None, custom_tokens, unreachable
         )
-    # A token whose wallets came back null was not observed: leave it out of the coverage, so
-    # that its values stand instead of being read as zeros.
-    unobserved = frozenset(e.token.address for e in reply.value if not e.wallets_known)
-    if foreign:
-        foreign = foreign - {entry.token.address for entry in reply.value}
+    if reply.value is None and known is not None:
+        built = known  # the same bytes as the answer that made it
+    else:
+        assert reply.value is not None and reply.digest is not None  # parsed, digested
+        built = Built(
+            digest=reply.digest,
+            positions=_positions(chain_id, spender, wallets, reply.value),
+            # A token whose wallets came back null was not observed: leave it out of the
+            # coverage, so that its values stand instead of being read as zeros.
+            unobserved=frozenset(e.token.address for e in reply.value if not e.wallets_known),
+            returned=frozenset(e.token.address for e in reply.value),
+        )
+        if memo is not None:
+            memo.built[key] = built
     return BatchOutcome(
         chain_id=chain_id,
         spender=spender,
         wallets=wallets,
         kind="aggregated",
-        except_tokens=custom_tokens | unobserved | foreign,
-        positions=_positions(chain_id, spender, wallets, reply.value, memo),
+        except_tokens=custom_tokens | built.unobserved | (foreign - built.returned),
+        positions=built.positions,
         request_id=reply.request_id,
-        answer_digest=reply.digest,
+        answer_digest=built.digest if memo is not None else None,
     )
 
 
 def _positions(
-    chain_id: int,
-    spender: str,
-    wallets: tuple[str, ...],
-    answer: Answer,
-    memo: PollMemo | None,
+    chain_id: int, spender: str, wallets: tuple[str, ...], answer: Answer
 ) -> tuple[Position, ...]:
-    """The positions of one aggregated answer; those built last time when the client handed
-    back the very same parsed answer (its bytes were the same)."""
-    key = (chain_id, spender, wallets)
-    if memo is not None and (known := memo.positions.get(key)) is not None and known[0] is answer:
-        return known[1]
+    """The positions of one aggregated answer."""
     asked = frozenset(wallets)
     # The hot loop of a poll, once per (token, wallet) of the answer: ``_keep`` is inlined, and
     # the wallet strings are the config's own (the client maps every spelling of an asked
@@ -219,10 +234,7 @@ def _positions(
                         allowance=allowance,
                     )
                 )
-    built = tuple(positions)
-    if memo is not None:
-        memo.positions[key] = (answer, built)
-    return built
+    return tuple(positions)
 
 
 async def _custom_batch(

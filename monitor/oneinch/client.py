@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from typing import Generic, TypeVar, cast
-from urllib.parse import urlencode
 
 import aiohttp
 
@@ -50,31 +49,13 @@ class Reply(Generic[T]):
     value: T
     request_id: str | None
     digest: bytes | None = None
-    """With an ``AnswerMemo``: the digest of the answer's bytes (the same bytes to the same
-    request, the same digest), which tells a repeated answer without holding it."""
+    """From ``aggregated_if_changed``: a digest of the answer's bytes (the same bytes, the
+    same digest), which tells a repeated answer without holding it."""
 
 
-class AnswerMemo:
-    """The latest answer to each request, by a digest of its bytes: an answer byte for byte
-    the same as the one before is not parsed again, and its parsed value (the very same
-    object) comes back, so that whoever built something from it can tell and reuse that.
-
-    An unchanged portfolio's poll is mostly such answers: parsing and validating them again
-    was most of its CPU. One memo per position source (it holds one value per request: the
-    latest)."""
-
-    def __init__(self) -> None:
-        self._answers: dict[str, tuple[bytes, object]] = {}
-
-    def recall(self, key: str, payload: bytes) -> tuple[bytes, object | None]:
-        """The digest of ``payload``, and the value parsed from the same bytes for ``key``
-        last time (None when they differ, or there was none)."""
-        digest = hashlib.blake2b(payload, digest_size=16).digest()
-        known = self._answers.get(key)
-        return digest, (known[1] if known is not None and known[0] == digest else None)
-
-    def remember(self, key: str, digest: bytes, value: object) -> None:
-        self._answers[key] = (digest, value)
+def answer_digest(payload: bytes) -> bytes:
+    """BLAKE2b-128 of an answer's bytes: what tells a repeated answer."""
+    return hashlib.blake2b(payload, digest_size=16).digest()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -173,15 +154,40 @@ class BalanceClient:
         wallets: Sequence[str],
         *,
         filter_empty: bool = True,
-        memo: AnswerMemo | None = None,
     ) -> Reply[tuple[AggregatedToken, ...]]:
         """Endpoint 1: balances and allowances of many wallets for one spender.
 
         Wallet keys of the answer that spell one of ``wallets`` come back as that very string
-        when it is lowercase (see ``parse.parse_aggregated``), others lowercase. With a
-        ``memo``, an answer identical to the last one to the same request is not parsed
-        again: its earlier value comes back, the same object.
+        when it is lowercase (see ``parse.parse_aggregated``), others lowercase.
         """
+        reply = await self._aggregated(chain_id, spender, wallets, filter_empty, unless=None)
+        assert reply.value is not None  # parsed: no digest to skip
+        return Reply(value=reply.value, request_id=reply.request_id)
+
+    async def aggregated_if_changed(
+        self,
+        chain_id: int,
+        spender: str,
+        wallets: Sequence[str],
+        *,
+        filter_empty: bool = True,
+        last_digest: bytes | None,
+    ) -> Reply[tuple[AggregatedToken, ...] | None]:
+        """Endpoint 1 as ``aggregated_balances_and_allowances``, with the answer's digest in
+        ``Reply.digest``; when it is ``last_digest`` (byte for byte the answer whose digest
+        that was), the answer is not parsed and the value is None. An unchanged portfolio's
+        poll is mostly such answers: parsing them again was most of its CPU."""
+        return await self._aggregated(chain_id, spender, wallets, filter_empty, unless=last_digest)
+
+    async def _aggregated(
+        self,
+        chain_id: int,
+        spender: str,
+        wallets: Sequence[str],
+        filter_empty: bool,
+        *,
+        unless: bytes | None,
+    ) -> Reply[tuple[AggregatedToken, ...] | None]:
         if not wallets:
             raise ValueError("wallets must not be empty")
         params = {"wallets": ",".join(wallets), "filterEmpty": "true" if filter_empty else "false"}
@@ -192,7 +198,8 @@ class BalanceClient:
             path,
             lambda data: parse.parse_aggregated(data, chain_id=chain_id, wallets=wallets),
             params=params,
-            memo=None if memo is None else (memo, f"{path}?{urlencode(params)}"),
+            digesting=True,
+            unless_digest=unless,
         )
 
     async def balances(self, chain_id: int, wallet: str) -> Reply[dict[str, int]]:
@@ -323,9 +330,11 @@ class BalanceClient:
         *,
         params: dict[str, str] | None = None,
         body: object = None,
-        memo: tuple[AnswerMemo, str] | None = None,
+        digesting: bool = False,
+        unless_digest: bytes | None = None,
     ) -> Reply[T]:
-        """``memo``: the memo and this request's key in it (see ``AnswerMemo``)."""
+        """``digesting``: the answer's digest in ``Reply.digest``, and no parse (a None
+        value) when it is ``unless_digest``."""
         headers = {"Accept": "application/json"}
         if self._api_key is not None:
             headers["Authorization"] = f"Bearer {self._api_key.reveal()}"
@@ -356,15 +365,13 @@ class BalanceClient:
             else:
                 breaker.answered()
                 if 200 <= status < 300:
-                    if memo is None:
+                    if not digesting:
                         return self._parsed(endpoint, parser, payload, request_id, status, attempt)
-                    answers, key = memo
-                    digest, known = answers.recall(key, payload)
-                    if known is not None:
-                        # The same key, so the same parser: it made a T from these bytes.
-                        return Reply(value=cast(T, known), request_id=request_id, digest=digest)
+                    digest = answer_digest(payload)
+                    if digest == unless_digest:
+                        # The caller holds what these very bytes made: nothing to parse.
+                        return Reply(value=cast(T, None), request_id=request_id, digest=digest)
                     reply = self._parsed(endpoint, parser, payload, request_id, status, attempt)
-                    answers.remember(key, digest, reply.value)
                     return replace(reply, digest=digest)
                 error = self._status_error(endpoint, status, request_id, payload, attempt)
                 if isinstance(error, Rejected | BadResponse):
