@@ -94,7 +94,7 @@ def test_a_large_allocation_collects_once_at_the_boundary_not_in_its_middle(
         del grown
 
 
-def test_small_polls_never_make_one(full_collections: list[float]) -> None:
+def test_a_small_poll_makes_none(full_collections: list[float]) -> None:
     with deferred_full_collections():
         settle()
         full_collections.clear()

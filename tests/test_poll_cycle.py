@@ -392,3 +392,20 @@ def test_the_tokens_of_a_repeated_answer_are_not_walked_again_and_merge_in_batch
         tokens.of(poll(batch(ROUTER, "A", b"1"), batch(STRANGER, "E", None)))[(1, USDC)].symbol
         == "E"
     )
+
+
+def test_the_priced_tokens_are_found_again_only_for_a_new_snapshot() -> None:
+    from monitor.daemon.poll_cycle import _TokensAtRisk
+
+    dai = "0x" + "02" * 20
+    held_and_approved = Snapshot(
+        allowances={(1, W1, USDC, ROUTER): 5, (1, W1, dai, ROUTER): 5},
+        balances={(1, W1, USDC): 7},  # no DAI held: nothing of it at risk
+    )
+    at_risk = _TokensAtRisk()
+    first = at_risk.of(held_and_approved)
+    assert first == {1: frozenset({USDC})}
+    assert at_risk.of(held_and_approved) is first  # the same snapshot: not scanned again
+    moved = Snapshot(allowances=held_and_approved.allowances, balances={(1, W1, dai): 1})
+    assert at_risk.of(moved) == {1: frozenset({dai})}
+    assert at_risk.of(Snapshot(allowances={}, balances={(1, W1, dai): 1})) == {}

@@ -275,7 +275,7 @@ async def test_a_repeat_is_only_a_repeat_of_the_same_observation(
         await store.record_poll(poll(1, batch(S1, (W1,), granted, digest=D1)))
         # Without a digest, the same positions are compared all the same.
         await store.record_poll(poll(2, batch(S1, (W1,), granted)))
-        # After a poll that observed less (a failed batch beside it), not a repeat either.
+        # A poll with another batch beside (a failed one) is another observation.
         await store.record_poll(
             poll(3, batch(S1, (W1,), granted, digest=D1), batch(S2, (W1,), [], failed=True))
         )
@@ -285,6 +285,52 @@ async def test_a_repeat_is_only_a_repeat_of_the_same_observation(
         assert seen == [1, 1, 1, 1, 1]
         await store.record_poll(poll(6, batch(S1, (W1, W2), granted, digest=D1)))
         assert seen == [1, 1, 1, 1, 1]
+
+
+async def test_a_batch_that_failed_and_then_answers_empty_is_a_revoke(
+    migrated_engine: AsyncEngine,
+) -> None:
+    store = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
+    keep = batch(S1, (W1,), [pos(W1, TK1, S1, 5, 7)], digest=D1)
+    await store.record_poll(poll(1, keep, batch(S2, (W1,), [pos(W1, TK2, S2, 0, 9)], digest=D2)))
+    await store.record_poll(poll(2, keep, batch(S2, (W1,), [], failed=True)))
+    # S2 answers again, with nothing: its approval of TK2 is gone, though the batch observed
+    # "nothing" in the poll before as well (it failed then).
+    recorded = await store.record_poll(poll(3, keep, batch(S2, (W1,), [])))
+    assert [(e.spender, e.change) for e in recorded.events] == [(S2, Change.REVOKED)]
+
+
+async def test_a_token_no_longer_excepted_is_covered_again(migrated_engine: AsyncEngine) -> None:
+    store = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
+    await store.record_poll(
+        poll(1, batch(S1, (W1,), [pos(W1, TK1, S1, 5, 7), pos(W1, TK2, S1, 0, 9)], digest=D2))
+    )
+    only = batch(S1, (W1,), [pos(W1, TK1, S1, 5, 7)], digest=D1)
+    # TK2 left out of the coverage (a token another source found, which 1inch did not
+    # return): its value stands.
+    first = await store.record_poll(poll(2, replace(only, except_tokens=frozenset({TK2}))))
+    assert first.events == ()
+    # The same bytes, but TK2 is covered now: its absence is a revoke.
+    second = await store.record_poll(poll(3, only))
+    assert [(e.token, e.change) for e in second.events] == [(TK2, Change.REVOKED)]
+
+
+async def test_a_failed_poll_between_repeats_is_compared_from_the_stored_state(
+    migrated_engine: AsyncEngine,
+) -> None:
+    ours, theirs = (
+        SqlSnapshotStore(migrated_engine, unlimited_threshold=T),
+        SqlSnapshotStore(migrated_engine, unlimited_threshold=T),
+    )
+    granted = batch(S1, (W1,), [pos(W1, TK1, S1, 5, UINT256_MAX)], digest=D1)
+    await ours.record_poll(poll(1, granted))
+    await theirs.record_poll(poll(2, batch(S1, (W1,), [], digest=D2)))
+    failed = poll(3)
+    await ours.record_failed_poll(
+        started_at=failed.started_at, finished_at=failed.finished_at, error="timed out"
+    )
+    recorded = await ours.record_poll(poll(4, granted))
+    assert [e.change for e in recorded.events if e.spender] == [Change.GRANTED]
 
 
 async def test_a_repeated_answer_after_another_writer_is_compared_with_its_poll(

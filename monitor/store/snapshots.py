@@ -159,7 +159,6 @@ class SqlSnapshotStore:
 
     async def _record(self, result: PollResult) -> RecordedPoll:
         outcome = poll_outcome(result)
-        positions = result.positions
         async with self._engine.begin() as conn:
             await self._lock(conn)
             previous_poll_id = await conn.scalar(select(func.max(Poll.id)))
@@ -170,6 +169,7 @@ class SqlSnapshotStore:
                 self._findings.invalidate()  # whoever wrote that poll may have synced findings
             previous = self._snapshot
             repeated = _repeats(result.batches, self._last_batches)
+            positions = () if repeated else result.positions  # a copy of every one
             # The first poll that observes anything is the baseline: its "changes" are first
             # observations, stored once, as its versions (``events`` reads them back).
             baseline = outcome != "failed" and await queries.first_observing_poll(conn) is None
@@ -200,7 +200,7 @@ class SqlSnapshotStore:
                             outcome=outcome,
                             batches=len(result.batches),
                             batches_failed=len(result.failures),
-                            positions=len(positions),
+                            positions=sum(len(b.positions) for b in result.batches),
                             events=len(stored_events),
                             versions_written=len(allowance_rows) + len(balance_rows),
                             error=_errors(result),
