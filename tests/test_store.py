@@ -855,3 +855,28 @@ def test_positions_rewritten_by_the_preferred_source_lose_their_answer_digest() 
     assert rewritten.answer_digest is None
     assert [(p.allowance, p.balance) for p in rewritten.positions] == [(0, 5)]
     assert kept is untouched and kept.answer_digest == D2
+
+
+async def test_a_poll_cancelled_as_it_commits_leaves_no_cache_ahead_of_the_database(
+    migrated_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
+    granted = poll(1, batch(S1, (W1,), [pos(W1, TK1, S1, 5, UINT256_MAX, symbol="ONE")]))
+    real = SqlSnapshotStore._upsert_tokens
+
+    async def cancelled_after(self: SqlSnapshotStore, conn: Any, positions: Any) -> None:
+        await real(self, conn, positions)  # the token cache now holds TK1...
+        raise asyncio.CancelledError  # ...and the transaction rolls back
+
+    monkeypatch.setattr(SqlSnapshotStore, "_upsert_tokens", cancelled_after)
+    with pytest.raises(asyncio.CancelledError):
+        await store.record_poll(granted)
+    monkeypatch.setattr(SqlSnapshotStore, "_upsert_tokens", real)
+    assert await count(migrated_engine, Poll) == 0
+    # The same poll again: everything it holds is written, its token included.
+    recorded = await store.record_poll(granted)
+    assert [e.change for e in recorded.events if e.spender] == [Change.GRANTED]
+    assert (await store.tokens())[(1, TK1)].symbol == "ONE"
+    assert (await SqlSnapshotStore(migrated_engine, unlimited_threshold=T).tokens())[
+        (1, TK1)
+    ].symbol == "ONE"

@@ -122,15 +122,25 @@ class SqlSnapshotStore:
         """
         try:
             return await self._record(result)
+        except asyncio.CancelledError:
+            # Cancelled anywhere in the transaction, the commit included: the caches (the
+            # snapshot, the tokens) may be ahead of what the database holds.
+            self._forget()
+            raise
         except DATABASE_ERRORS as exc:
-            self._snapshot = None  # the cache may be ahead of a rolled-back transaction
-            self._last_batches = None
+            self._forget()  # the caches may be ahead of a rolled-back transaction
             problem = f"could not record poll: {_describe(exc)}"
             with contextlib.suppress(StoreError):  # the database may be down altogether
                 await self.record_failed_poll(
                     started_at=result.started_at, finished_at=result.finished_at, error=problem
                 )
             raise StoreError(problem) from exc
+
+    def _forget(self) -> None:
+        """Drop what is cached of the database: the next poll reads it again."""
+        self._snapshot = None
+        self._tokens = None
+        self._last_batches = None
 
     async def record_failed_poll(
         self, *, started_at: datetime, finished_at: datetime, error: str
