@@ -25,8 +25,10 @@ While ``deferred_full_collections`` is installed:
 - A frozen object that becomes garbage is still freed at once by its reference count; only
   a *cycle* of frozen objects is not, until the next complete collection. At a boundary that
   is due and at least ``COMPLETE_EVERY_S`` after the last complete one, everything is
-  unfrozen, collected and frozen again: cyclic garbage lives an hour at most (a few
-  connection and task objects per poll).
+  unfrozen, collected and frozen again: such garbage (a few connection and task objects per
+  collection) waits for the first due collection an hour or more after the last complete
+  one. A collection comes due once the allocations since the last one reach a quarter of
+  the heap (``MIN_OBJECTS`` at least), however small each poll is.
 
 Process-wide, like the collector itself: the commands that poll (``run``, ``once``) install
 it for their whole life. Not installed, ``settle`` and ``at_poll_boundary`` do nothing.
@@ -64,7 +66,7 @@ cheap, but there is no point making one after every poll of a small portfolio.""
 
 COMPLETE_EVERY_S = 3600.0
 """A due collection at least this long after the last complete one is complete (frozen
-objects included): the longest cyclic garbage among frozen objects can live."""
+objects included), which frees any cycle among frozen objects."""
 
 
 @dataclass(slots=True)
