@@ -41,7 +41,7 @@ import gc
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = [
     "DeferredCollections",
@@ -78,11 +78,10 @@ class DeferredCollections:
     install)."""
     saved_thresholds: tuple[int, int, int]
     clock: Callable[[], float] = time.monotonic
-    last_complete: float = field(default=0.0)
+    last_complete: float = 0.0
     collections: int = 0
     """Collections made (at a poll boundary or by ``settle``)."""
     complete_collections: int = 0
-    last_pause_s: float = 0.0
 
     def __post_init__(self) -> None:
         self.last_complete = self.clock()
@@ -108,7 +107,6 @@ class DeferredCollections:
         pause_s = time.perf_counter() - started
         self.heap_objects = gc.get_freeze_count()
         self.collections += 1
-        self.last_pause_s = pause_s
         if complete:
             self.complete_collections += 1
             self.last_complete = self.clock()

@@ -433,12 +433,6 @@ def finding_families(series: FindingSeries) -> Iterator[Family]:
     )
 
 
-def summary_families(view: MonitorView) -> Iterator[Family]:
-    """Value at risk, freshness and the poll interval."""
-    yield from exposure_families(view)
-    yield from freshness_families(view)
-
-
 def exposure_families(view: MonitorView) -> Iterator[Family]:
     """Value at risk and unpriced tokens: one series per exposure (thousands), reused while
     the exposures and labels are unchanged."""

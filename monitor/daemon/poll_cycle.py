@@ -542,7 +542,7 @@ def _log_poll(cycle: RecordedCycle, duration_s: float) -> None:
         recorded.poll_id,
         recorded.outcome,
         duration_s,
-        sum(len(b.positions) for b in result.batches),  # not result.positions: a copy
+        result.position_count,
         len(recorded.events),
         cycle.open_findings,
         len(result.batches),

@@ -138,6 +138,11 @@ class PollResult:
         return tuple(p for b in self.batches for p in b.positions)
 
     @property
+    def position_count(self) -> int:
+        """``len(positions)``, without copying them."""
+        return sum(len(b.positions) for b in self.batches)
+
+    @property
     def failures(self) -> tuple[BatchOutcome, ...]:
         return tuple(b for b in self.batches if not b.ok)
 

@@ -160,9 +160,9 @@ class BalanceClient:
         Wallet keys of the answer that spell one of ``wallets`` come back as that very string
         when it is lowercase (see ``parse.parse_aggregated``), others lowercase.
         """
-        reply = await self._aggregated(chain_id, spender, wallets, filter_empty, unless=None)
-        assert reply.value is not None  # parsed: no digest to skip
-        return Reply(value=reply.value, request_id=reply.request_id)
+        reply = await self._aggregated(chain_id, spender, wallets, filter_empty, digesting=False)
+        assert reply.value is not None  # not digesting: always parsed
+        return cast(Reply[tuple[AggregatedToken, ...]], reply)
 
     async def aggregated_if_changed(
         self,
@@ -177,7 +177,9 @@ class BalanceClient:
         ``Reply.digest``; when it is ``last_digest`` (byte for byte the answer whose digest
         that was), the answer is not parsed and the value is None. An unchanged portfolio's
         poll is mostly such answers: parsing them again was most of its CPU."""
-        return await self._aggregated(chain_id, spender, wallets, filter_empty, unless=last_digest)
+        return await self._aggregated(
+            chain_id, spender, wallets, filter_empty, digesting=True, unless=last_digest
+        )
 
     async def _aggregated(
         self,
@@ -186,7 +188,8 @@ class BalanceClient:
         wallets: Sequence[str],
         filter_empty: bool,
         *,
-        unless: bytes | None,
+        digesting: bool,
+        unless: bytes | None = None,
     ) -> Reply[tuple[AggregatedToken, ...] | None]:
         if not wallets:
             raise ValueError("wallets must not be empty")
@@ -198,7 +201,7 @@ class BalanceClient:
             path,
             lambda data: parse.parse_aggregated(data, chain_id=chain_id, wallets=wallets),
             params=params,
-            digesting=True,
+            digesting=digesting,
             unless_digest=unless,
         )
 

@@ -210,7 +210,7 @@ class SqlSnapshotStore:
                             outcome=outcome,
                             batches=len(result.batches),
                             batches_failed=len(result.failures),
-                            positions=sum(len(b.positions) for b in result.batches),
+                            positions=result.position_count,
                             events=len(stored_events),
                             versions_written=len(allowance_rows) + len(balance_rows),
                             error=_errors(result),
