@@ -186,10 +186,8 @@ class FindingRow(Base):
     suppressed: Mapped[bool] = mapped_column(Boolean)
     opened_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
-
-    __table_args__ = (
-        Index("ix_findings_open_key", "rule", "chain_id", "wallet", "spender", "token"),
-    )
+    """Indexed for loading the open findings (``IS NULL``). Nothing reads findings by their
+    key: open ones are compared with each evaluation in memory and written by id."""
 
 
 class DiscoveryCursor(Base):
