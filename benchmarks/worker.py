@@ -64,7 +64,6 @@ from monitor.store.engine import create_engine
 from monitor.store.snapshots import SqlSnapshotStore
 
 AGGREGATED = "/aggregatedBalancesAndAllowances/"
-STEADY_KINDS = ("unchanged", "churn")
 
 
 # -- memory ------------------------------------------------------------------------------------
@@ -366,7 +365,7 @@ async def run_phase(
             store.marks = Marks()
             sim_before = _simulator_state(phase["base_url"])
             profiler = None
-            if profile_dir is not None and kind in STEADY_KINDS:
+            if profile_dir is not None:
                 name = f"{phase['name']}-{spec['backend']}-poll{index + 1}-{kind}.txt"
                 profiler = profiling.start(os.getpid(), profile_dir / name)
             reset_peak()
