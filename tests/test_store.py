@@ -211,6 +211,26 @@ async def test_the_first_poll_after_a_restart_reuses_the_snapshot_latest_read(
     assert [(e.wallet, e.change) for e in changed.events] == [(W1, Change.REVOKED)]
 
 
+async def test_a_restored_snapshot_holds_each_address_once(migrated_engine: AsyncEngine) -> None:
+    """The driver makes a new string per row and column; a daemon keeps the restored snapshot
+    for its whole life, so every key naming an address must share one string for it."""
+    positions = [
+        pos(wallet, token, spender, 5, 10)
+        for wallet in (W1, W2)
+        for token in (TK1, TK2)
+        for spender in (S1, S2)
+    ]
+    await SqlSnapshotStore(migrated_engine, unlimited_threshold=T).record_poll(
+        poll(1, batch(S1, (W1, W2), positions[::2]), batch(S2, (W1, W2), positions[1::2]))
+    )
+    restored = await SqlSnapshotStore(migrated_engine, unlimited_threshold=T).latest()
+    assert len(restored.allowances) == 8 and len(restored.balances) == 4
+    keys = [*restored.allowances, *restored.balances]
+    for address in (W1, W2, TK1, TK2, S1, S2):
+        held = {id(part) for key in keys for part in key[1:] if part == address}
+        assert len(held) == 1, f"{address} is held as {len(held)} strings"
+
+
 async def test_latest_follows_another_writer(migrated_engine: AsyncEngine) -> None:
     reader, writer = (
         SqlSnapshotStore(migrated_engine, unlimited_threshold=T),

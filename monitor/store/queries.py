@@ -34,20 +34,26 @@ checks between steps, instead of waiting for 400,000 values at once (about 2 s).
 
 
 async def snapshot_at_poll(conn: AsyncConnection, poll_id: int) -> Snapshot:
+    # The driver makes a new string for every address of every row; a few thousand distinct
+    # addresses are shared instead (at 408,000 values, about 100 MiB less for as long as the
+    # snapshot lives: the whole life of a daemon's cache).
+    shared: dict[str, str] = {}
+    same = shared.setdefault
     allowances: dict[AllowanceKey, int] = {}
     async for rows in latest_versions(
         conn, AllowanceVersion, ("chain_id", "wallet", "token", "spender"), poll_id
     ):
-        for row in rows:
-            if row.amount:
-                allowances[(row.chain_id, row.wallet, row.token, row.spender)] = row.amount
+        for chain_id, wallet, token, spender, amount in rows:
+            if amount:
+                key = (chain_id, same(wallet, wallet), same(token, token), same(spender, spender))
+                allowances[key] = amount
     balances: dict[BalanceKey, int] = {}
     async for rows in latest_versions(
         conn, BalanceVersion, ("chain_id", "wallet", "token"), poll_id
     ):
-        for row in rows:
-            if row.amount:
-                balances[(row.chain_id, row.wallet, row.token)] = row.amount
+        for chain_id, wallet, token, amount in rows:
+            if amount:
+                balances[(chain_id, same(wallet, wallet), same(token, token))] = amount
     return Snapshot(allowances=allowances, balances=balances)
 
 
