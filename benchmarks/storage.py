@@ -187,13 +187,17 @@ class SqliteProbe(Probe):
             cpu_s = time.process_time() - started
             grown = os.path.getsize(self._scratch) - empty
             payload = None
-            if self._dbstat:
-                payload = int(
-                    conn.execute(
-                        "SELECT sum(payload) FROM dbstat WHERE aggregate = TRUE AND name = 'floor'"
-                    ).fetchone()[0]
-                    or 0
-                )
+            if self._dbstat is not False:
+                try:
+                    payload = int(
+                        conn.execute(
+                            "SELECT sum(payload) FROM dbstat "
+                            "WHERE aggregate = TRUE AND name = 'floor'"
+                        ).fetchone()[0]
+                        or 0
+                    )
+                except sqlite3.OperationalError:  # built without dbstat
+                    self._dbstat = False
         self._scratch.unlink(missing_ok=True)
         return FloorWrite(bytes_on_disk=grown, payload_bytes=payload, cpu_s=cpu_s)
 
@@ -213,10 +217,6 @@ class PostgresProbe(Probe):
             dbname=parsed.database,
             autocommit=True,
         )
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS bench_floor (chain_id integer, wallet text, token text, "
-            "spender text, amount numeric(78, 0))"
-        )
 
     def sizes(self) -> Sizes:
         started = time.perf_counter()
@@ -235,7 +235,11 @@ class PostgresProbe(Probe):
         )
 
     def floor_write(self, rows: Sequence[FloorRow]) -> FloorWrite:
-        self._conn.execute("TRUNCATE bench_floor")
+        self._conn.execute("DROP TABLE IF EXISTS bench_floor")
+        self._conn.execute(
+            "CREATE TABLE bench_floor (chain_id integer, wallet text, token text, "
+            "spender text, amount numeric(78, 0))"
+        )
         started = time.process_time()
         with self._conn.transaction(), self._conn.cursor() as cur:
             cur.executemany(
@@ -244,14 +248,21 @@ class PostgresProbe(Probe):
         cpu_s = time.process_time() - started
         cur2 = self._conn.execute("SELECT pg_total_relation_size('bench_floor')")
         grown = int(cur2.fetchone()[0])  # type: ignore[index]
-        self._conn.execute("TRUNCATE bench_floor")
+        self._conn.execute("DROP TABLE bench_floor")
         return FloorWrite(bytes_on_disk=grown, payload_bytes=None, cpu_s=cpu_s)
 
     def close(self) -> None:
-        self._conn.execute("DROP TABLE IF EXISTS bench_floor")
         self._conn.close()
 
 
 def _is_flat(parameters: Any) -> bool:
     """Parameters of one multi-row statement (scalars), not a list of rows (tuples, dicts)."""
     return not isinstance(parameters[0], tuple | list | dict)
+
+
+def make_probe(spec: dict[str, Any]) -> Probe:
+    """The probe of a worker's database (``spec``: the worker's, or ``Database.spec()``)."""
+    if spec["backend"] == "sqlite":
+        path = Path(spec["sqlite_path"])
+        return SqliteProbe(path, path.with_name("floor-scratch.sqlite"))
+    return PostgresProbe(spec["db_url"])

@@ -38,16 +38,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from benchmarks import profiling
 from benchmarks.databases import copy_database
-from benchmarks.floor import PARSER, STDLIB_PARSER, Body, FloorState
-from benchmarks.storage import (
-    POLL_RECORD_TABLES,
-    TABLES,
-    FloorWrite,
-    PostgresProbe,
-    Probe,
-    RowCounter,
-    SqliteProbe,
-)
+from benchmarks.floor import PARSER, Body, FloorFigures, FloorProcess, FloorState, read_bodies
+from benchmarks.storage import POLL_RECORD_TABLES, TABLES, Probe, RowCounter, make_probe
 from monitor import __version__
 from monitor.collector import deferred_full_collections
 from monitor.config import Config, parse_config
@@ -121,12 +113,14 @@ class Spool:
         self._file.truncate()
         self.count = 0
 
-    def bodies(self) -> Iterator[Body]:
+    @property
+    def path(self) -> Path:
+        """The file, flushed: what was spooled can be read from it (``read_bodies``)."""
         self._file.flush()
-        with open(self._path, "rb") as f:
-            while head := f.readline():
-                chain_id, spender, size = head.split()
-                yield int(chain_id), spender.decode(), f.read(int(size))
+        return self._path
+
+    def bodies(self) -> Iterator[Body]:
+        return read_bodies(self.path)
 
     def close(self) -> None:
         self._file.close()
@@ -312,7 +306,7 @@ async def run_phase(
     phase: dict[str, Any],
     database: Database,
     probe: Probe,
-    floor: FloorState,
+    floor: FloorProcess,
     spool: Spool,
 ) -> list[dict[str, Any]]:
     """A new client and ``Monitor`` for ``phase``'s simulator, restored from the store (as
@@ -380,14 +374,11 @@ async def run_phase(
             sim_after = _simulator_state(phase["base_url"])
             written = counter.take()
             after = probe.sizes()
-            bodies = list(spool.bodies())
-            if kind != "initial" and not floor.allowances:
-                floor.poll(bodies)  # after a restart: the state the database already holds
-            floor_poll = floor.poll(bodies)
-            floor_write = probe.floor_write(floor_poll.changed_rows)
-            # The same unchanged answers compared again, decoded with the stdlib's parser: the
-            # decoding part of the floor of ``once`` as a whole process (see the README).
-            stdlib_cpu_s = floor.poll(bodies, STDLIB_PARSER).cpu_s if kind == "unchanged" else None
+            # Unchanged answers are also compared with the stdlib's parser: the decoding part
+            # of the floor of ``once`` as a whole process (see the README).
+            floor_figures = floor.poll(
+                spool.path, restarted=kind != "initial", stdlib=kind == "unchanged"
+            )
             results.append(
                 _poll_result(
                     phase=phase["labels"][index],
@@ -400,9 +391,7 @@ async def run_phase(
                     written=written,
                     before=before,
                     after=after,
-                    floor_poll=floor_poll,
-                    floor_write=floor_write,
-                    floor_stdlib_cpu_s=stdlib_cpu_s,
+                    floor=floor_figures,
                     sim_before=sim_before,
                     sim_after=sim_after,
                     starts=list(starts),
@@ -411,11 +400,10 @@ async def run_phase(
                     restore_cpu_s=restore_cpu_s if index == 0 else None,
                 )
             )
-            del bodies
             before = after
             print(
                 f"    {phase['name']} poll {index + 1} ({kind}): "
-                f"{results[-1]['cpu_s']:.2f} s CPU (floor {floor_poll.cpu_s:.3f} s), "
+                f"{results[-1]['cpu_s']:.2f} s CPU (floor {floor_figures.poll.cpu_s:.3f} s), "
                 f"{results[-1]['wall_s']:.1f} s wall, {results[-1]['rows_written']} rows, "
                 f"peak {peak:.0f} MiB",
                 file=sys.stderr,
@@ -449,9 +437,7 @@ def _poll_result(
     written: Any,
     before: Any,
     after: Any,
-    floor_poll: Any,
-    floor_write: FloorWrite,
-    floor_stdlib_cpu_s: float | None,
+    floor: FloorFigures,
     sim_before: dict[str, Any],
     sim_after: dict[str, Any],
     rate: float,
@@ -525,13 +511,13 @@ def _poll_result(
             if after.payload_bytes is not None and before.payload_bytes is not None
             else None
         ),
-        "floor_cpu_s": floor_poll.cpu_s,
-        "floor_changes": floor_poll.changes,
-        "floor_rows": len(floor_poll.changed_rows),
-        "floor_stdlib_cpu_s": floor_stdlib_cpu_s,
-        "floor_bytes_on_disk": floor_write.bytes_on_disk,
-        "floor_payload_bytes": floor_write.payload_bytes,
-        "floor_write_cpu_s": floor_write.cpu_s,
+        "floor_cpu_s": floor.poll.cpu_s,
+        "floor_changes": floor.poll.changes,
+        "floor_rows": floor.poll.changes,
+        "floor_stdlib_cpu_s": floor.stdlib_cpu_s,
+        "floor_bytes_on_disk": floor.write.bytes_on_disk,
+        "floor_payload_bytes": floor.write.payload_bytes,
+        "floor_write_cpu_s": floor.write.cpu_s,
         "requests": requests,
         "responses_by_status": statuses,
         "rate_per_s": rate,
@@ -539,13 +525,6 @@ def _poll_result(
         "request_start_gaps_ms": _gaps_ms(starts),
         "gc": gc_stats,
     }
-
-
-def make_probe(spec: dict[str, Any]) -> Probe:
-    if spec["backend"] == "sqlite":
-        path = Path(spec["sqlite_path"])
-        return SqliteProbe(path, path.with_name("floor-scratch.sqlite"))
-    return PostgresProbe(spec["db_url"])
 
 
 async def main_async(spec: dict[str, Any]) -> dict[str, Any]:
@@ -559,7 +538,7 @@ async def main_async(spec: dict[str, Any]) -> dict[str, Any]:
         counter=RowCounter(engine),
     )
     probe = make_probe(spec)
-    floor = FloorState()
+    floor = FloorProcess({k: spec[k] for k in ("backend", "sqlite_path", "db_url") if k in spec})
     spool = Spool(Path(spec["spool_path"]))
     polls: list[dict[str, Any]] = []
     try:
@@ -572,6 +551,7 @@ async def main_async(spec: dict[str, Any]) -> dict[str, Any]:
                 probe = make_probe(spec)
         floor_memory = floor_memory_mib(list(spool.bodies()))
     finally:
+        floor.close()
         probe.close()
         spool.close()
         await engine.dispose()
