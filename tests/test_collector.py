@@ -1,6 +1,6 @@
 """Garbage collections deferred to the end of a poll (``monitor.collector``): none in the
-middle of a large allocation, one at the boundary when due, over what was made since the last
-one (the rest is frozen), complete again within the hour; CPython's thresholds restored."""
+middle of a large allocation; at the boundary, when due, what the poll left is frozen without
+a collection; a complete collection within the hour; CPython's thresholds restored."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def test_without_a_schedule_the_boundary_does_nothing(full_collections: list[flo
     del grown
 
 
-def test_a_large_allocation_collects_once_at_the_boundary_not_in_its_middle(
+def test_a_large_allocation_is_frozen_at_the_boundary_without_a_collection(
     full_collections: list[float],
 ) -> None:
     # Without the schedule, CPython collects the whole heap in the middle of such growth.
@@ -87,11 +87,14 @@ def test_a_large_allocation_collects_once_at_the_boundary_not_in_its_middle(
         assert schedule.due()
         pause_s = at_poll_boundary()
         assert pause_s is not None and pause_s >= 0
-        assert len(full_collections) == 1
+        assert full_collections == []  # nor at the boundary: a freeze traverses nothing
         assert schedule.heap_objects >= len(grown)  # what survived is the new baseline
         assert at_poll_boundary() is None  # and the next boundary is not due again
-        assert len(full_collections) == 1
-        del grown
+        grown_more = _grow_heap(schedule.heap_objects)
+        assert schedule.due()  # counted from the freeze, not from the last collection
+        assert at_poll_boundary() is not None
+        assert full_collections == []
+        del grown, grown_more
 
 
 def test_a_small_poll_makes_none(full_collections: list[float]) -> None:
@@ -120,8 +123,8 @@ def test_cycles_among_frozen_objects_are_collected_within_the_hour() -> None:
         settle()  # the cycle is alive, and now frozen
         del a, b  # garbage from here on, but only a collection can tell
         grown = _grow_heap(schedule.heap_objects)
-        assert at_poll_boundary() is not None  # due: collects what the poll made...
-        assert watch() is not None  # ...not the frozen cycle
+        assert at_poll_boundary() is not None  # due: freezes what the poll made...
+        assert watch() is not None  # ...and the frozen cycle stays
         assert schedule.complete_collections == 1  # settle's
         del grown
         now[0] = COMPLETE_EVERY_S
@@ -132,15 +135,37 @@ def test_cycles_among_frozen_objects_are_collected_within_the_hour() -> None:
         del grown
 
 
-def test_a_young_collection_traverses_only_what_was_made_since_the_last() -> None:
+def test_what_a_due_boundary_leaves_is_frozen_and_no_longer_traversed() -> None:
     with deferred_full_collections() as schedule:
         settle()
         frozen = gc.get_freeze_count()
         grown = _grow_heap(schedule.heap_objects)
         assert at_poll_boundary() is not None
-        # What survived is frozen too: the next collection will not traverse it either.
+        # What survived is frozen too: no later collection traverses it.
         assert gc.get_freeze_count() >= frozen + len(grown)
         assert len(gc.get_objects()) < len(grown)  # the generations CPython traverses
+        del grown
+
+
+def test_a_cycle_that_dies_after_a_poll_is_collected_within_the_hour() -> None:
+    """The price of freezing without collecting: a cycle the poll made and left for dead
+    is frozen with the rest, and waits for the complete collection."""
+    now = [0.0]
+    with deferred_full_collections(clock=lambda: now[0]) as schedule:
+        settle()
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        watch = weakref.ref(a)
+        grown = _grow_heap(schedule.heap_objects)
+        gc.collect(1)  # the young generations: the cycle is alive, so it moves on
+        del a, b
+        assert at_poll_boundary() is not None
+        assert watch() is not None  # frozen, not collected
+        del grown
+        now[0] = COMPLETE_EVERY_S
+        grown = _grow_heap(schedule.heap_objects)
+        assert at_poll_boundary() is not None
+        assert watch() is None
         del grown
 
 
