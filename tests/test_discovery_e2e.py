@@ -210,7 +210,11 @@ def discovered_pairs(path: Path) -> set[Key]:
     """The (wallet, token, spender) pairs discovery stored from ``Approval`` logs."""
     connection = sqlite3.connect(path)
     try:
-        rows = connection.execute("SELECT wallet, token, spender FROM discovered_approvals")
+        # Addresses are stored as their 20 bytes (README, "How values are stored").
+        rows = connection.execute(
+            "SELECT '0x' || lower(hex(wallet)), '0x' || lower(hex(token)), "
+            "'0x' || lower(hex(spender)) FROM discovered_approvals"
+        )
         return {(w.lower(), t.lower(), s.lower()) for w, t, s in rows}
     finally:
         connection.close()

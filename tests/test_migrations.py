@@ -26,7 +26,14 @@ from monitor.domain.model import UINT256_MAX
 from monitor.errors import StoreError
 from monitor.store import migrate
 from monitor.store.engine import create_engine
-from monitor.store.schema import BalanceVersion, Base, Poll
+from monitor.store.schema import (
+    AllowanceVersion,
+    BalanceVersion,
+    Base,
+    ChangeEventRow,
+    FindingRow,
+    Poll,
+)
 from tests.databases import postgres_database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -305,7 +312,8 @@ async def test_a_sqlite_migration_that_breaks_foreign_keys_is_rolled_back(tmp_pa
         with pytest.raises(StoreError, match="would break foreign keys in balance_versions"):
             async with engine.connect() as conn, migrate._exclusive_transaction(conn):
                 await conn.exec_driver_sql(
-                    "INSERT INTO balance_versions VALUES (1, 'w', 't', 42, '" + "0" * 78 + "')"
+                    "INSERT INTO balance_versions VALUES "
+                    f"(1, x'{'11' * 20}', x'{'22' * 20}', 42, x'00')"
                 )
         async with engine.connect() as conn:
             assert (
@@ -367,7 +375,10 @@ def test_autogenerate_writes_plain_column_types(tmp_path: Path) -> None:
             code = render_python_code(script.upgrade_ops, render_item=migrate.render_item)
     finally:
         engine.dispose()
-    assert "sa.Column('amount', sa.Numeric(78, 0).with_variant(sa.String(78), \"sqlite\")" in code
+    assert (
+        "sa.Column('amount', sa.Numeric(78, 0).with_variant(sa.LargeBinary(33), \"sqlite\")" in code
+    )
+    assert "sa.Column('wallet', sa.LargeBinary(20)" in code
     assert "sa.Column('observed_at', sa.DateTime(timezone=True)" in code
     assert "monitor" not in code
 
@@ -406,11 +417,66 @@ async def test_uint256_max_round_trips_exactly(migrated_engine: AsyncEngine) -> 
     assert amount == UINT256_MAX
 
 
+async def test_addresses_are_stored_as_their_20_bytes_and_read_back_as_text(
+    migrated_engine: AsyncEngine,
+) -> None:
+    wallet, token = "0x" + "0123456789abcdef" * 2 + "00ff00ff", "0x" + "00" * 20
+    async with migrated_engine.begin() as conn:
+        poll_id = await insert_poll(conn)
+        await conn.execute(
+            sa.insert(BalanceVersion).values(
+                chain_id=1, wallet=wallet, token=token, poll_id=poll_id, amount=7
+            )
+        )
+    async with migrated_engine.connect() as conn:
+        row = (await conn.execute(sa.select(BalanceVersion.wallet, BalanceVersion.token))).one()
+        stored = (
+            await conn.exec_driver_sql("SELECT length(wallet), length(token) FROM balance_versions")
+        ).one()
+    assert tuple(row) == (wallet, token)
+    assert tuple(stored) == (20, 20)
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "0x" + "AB" * 20,  # checksummed or upper case: it would come back spelled otherwise
+        "0xabc",
+        "w1",
+        "0x" + "g" * 40,
+        "0x" + "ab" * 19 + " a",
+        "ab" * 21,
+    ],
+)
+async def test_an_address_spelled_otherwise_is_refused_before_anything_is_stored(
+    migrated_engine: AsyncEngine, spelling: str
+) -> None:
+    async with migrated_engine.begin() as conn:
+        poll_id = await insert_poll(conn)
+    with pytest.raises(sa.exc.StatementError, match="not an address"):
+        async with migrated_engine.begin() as conn:
+            await conn.execute(
+                sa.insert(BalanceVersion).values(
+                    chain_id=1, wallet=spelling, token="0x" + "00" * 20, poll_id=poll_id, amount=7
+                )
+            )
+    async with migrated_engine.connect() as conn:
+        assert (await conn.scalar(sa.select(sa.func.count()).select_from(BalanceVersion))) == 0
+
+
 def raw_amounts(dialect: str) -> list[str]:
     """SQL literals the database's own CHECK must refuse (bypassing the Uint256 type)."""
     if dialect == "postgresql":
         return [str(UINT256_MAX + 1), "-1"]
-    return [f"'{UINT256_MAX + 1:078d}'", f"'{1:077d}'", "'-" + "0" * 77 + "'", "'" + "1" * 79 + "'"]
+    # The blob form (``monitor.store.types.encode_amount``): a length byte, then the bytes.
+    return [
+        "x'21" + "01" + "00" * 32 + "'",  # 2^256: 33 bytes after the length byte
+        "x'0200ff'",  # a leading zero byte: 255 spelled a second way
+        "x'0201'",  # the length byte says 2, one follows
+        "x''",  # empty
+        "'" + f"{UINT256_MAX:078d}" + "'",  # the old text form
+        "5",  # an integer
+    ]
 
 
 async def test_the_database_itself_refuses_amounts_outside_uint256(
@@ -419,14 +485,20 @@ async def test_the_database_itself_refuses_amounts_outside_uint256(
     dialect = migrated_engine.dialect.name
     async with migrated_engine.begin() as conn:
         poll_id = await insert_poll(conn)
-    accepted_max = f"'{UINT256_MAX:078d}'" if dialect == "sqlite" else str(UINT256_MAX)
-    insert = "INSERT INTO balance_versions (chain_id, wallet, token, poll_id, amount) VALUES (1, '{w}', 't', {p}, {a})"
+    accepted_max = "x'20" + "ff" * 32 + "'" if dialect == "sqlite" else str(UINT256_MAX)
+    wallet = "x'{:040x}'" if dialect == "sqlite" else "'\\x{:040x}'"
+    insert = (
+        "INSERT INTO balance_versions (chain_id, wallet, token, poll_id, amount) "
+        "VALUES (1, {w}, " + wallet.format(0xAA) + ", {p}, {a})"
+    )
     async with migrated_engine.begin() as conn:
-        await conn.exec_driver_sql(insert.format(w="max", p=poll_id, a=accepted_max))
+        await conn.exec_driver_sql(insert.format(w=wallet.format(99), p=poll_id, a=accepted_max))
     for index, literal in enumerate(raw_amounts(dialect)):
         with pytest.raises(IntegrityError, match=r"(?i)check"):
             async with migrated_engine.begin() as conn:
-                await conn.exec_driver_sql(insert.format(w=f"w{index}", p=poll_id, a=literal))
+                await conn.exec_driver_sql(
+                    insert.format(w=wallet.format(index), p=poll_id, a=literal)
+                )
     async with migrated_engine.connect() as conn:
         assert (await conn.exec_driver_sql("SELECT count(*) FROM balance_versions")).scalar() == 1
 
@@ -444,8 +516,8 @@ async def test_amounts_order_and_compare_numerically(migrated_engine: AsyncEngin
             [
                 {
                     "chain_id": 1,
-                    "wallet": f"w{i}",
-                    "token": "t",
+                    "wallet": f"0x{i:040x}",
+                    "token": "0x" + "ab" * 20,
                     "poll_id": poll_id,
                     "amount": amount,
                 }
@@ -490,3 +562,116 @@ async def test_engines_opening_a_new_sqlite_file_at_once_all_connect(tmp_path: P
         finally:
             for engine in engines:
                 await engine.dispose()
+
+
+# -- 0006: addresses as bytes, SQLite amounts as length-prefixed bytes ---------------------------
+
+WALLET = "0x" + "ab12" * 10
+TOKEN = "0x" + "00" * 19 + "0f"
+SPENDER = "0x" + "ff" * 20
+OLD_AMOUNTS = [0, 1, 255, 256, 10**24 + 7, UINT256_MAX]
+
+
+def _old_amount(dialect: str, value: int) -> str:
+    return f"'{value:078d}'" if dialect == "sqlite" else str(value)
+
+
+async def _seed_at_0005(engine: AsyncEngine) -> None:
+    """Rows as revision 0005 stored them (addresses and SQLite amounts as text), by raw SQL."""
+    dialect = engine.dialect.name
+    async with engine.begin() as conn:
+        poll_id = await insert_poll(conn)
+        for index, value in enumerate(OLD_AMOUNTS):
+            wallet = WALLET[:-2] + f"{index:02x}"
+            await conn.exec_driver_sql(
+                "INSERT INTO allowance_versions (chain_id, wallet, token, spender, poll_id, amount) "
+                f"VALUES (1, '{wallet}', '{TOKEN}', '{SPENDER}', {poll_id}, "
+                f"{_old_amount(dialect, value)})"
+            )
+        await conn.exec_driver_sql(
+            "INSERT INTO change_events (poll_id, observed_at, chain_id, wallet, token, spender, "
+            f"change, old, new) VALUES ({poll_id}, '2026-01-01 00:00:00', 1, '{WALLET}', "
+            f"'{TOKEN}', NULL, 'balance_changed', {_old_amount(dialect, 5)}, "
+            f"{_old_amount(dialect, UINT256_MAX)})"
+        )
+        await conn.exec_driver_sql(
+            "INSERT INTO findings (rule, severity, chain_id, wallet, spender, token, detail, "
+            f"suppressed, opened_at) VALUES ('value_at_risk', 'critical', 1, '{WALLET}', "
+            f"'{SPENDER}', '', 'd', false, '2026-01-01 00:00:00')"
+        )
+
+
+async def _raw(engine: AsyncEngine, query: str) -> list[tuple[Any, ...]]:
+    async with engine.connect() as conn:
+        return [tuple(r) for r in (await conn.exec_driver_sql(query)).all()]
+
+
+async def test_0006_converts_every_stored_value_and_back(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        await migrate.upgrade(engine, "0005")
+        await _seed_at_0005(engine)
+        before = [
+            await _raw(engine, "SELECT wallet, token, spender, amount FROM allowance_versions"),
+            await _raw(engine, "SELECT wallet, token, spender, old, new FROM change_events"),
+            await _raw(engine, "SELECT wallet, spender, token FROM findings"),
+        ]
+        await migrate.upgrade(engine)
+        async with engine.connect() as conn:
+            allowances = (
+                await conn.execute(
+                    sa.select(
+                        AllowanceVersion.wallet,
+                        AllowanceVersion.token,
+                        AllowanceVersion.spender,
+                        AllowanceVersion.amount,
+                    ).order_by(AllowanceVersion.amount)
+                )
+            ).all()
+            event = (
+                await conn.execute(sa.select(ChangeEventRow.spender, ChangeEventRow.new))
+            ).one()
+            finding = (await conn.execute(sa.select(FindingRow.wallet, FindingRow.token))).one()
+        assert [tuple(r) for r in allowances] == [
+            (WALLET[:-2] + f"{i:02x}", TOKEN, SPENDER, value) for i, value in enumerate(OLD_AMOUNTS)
+        ]
+        assert tuple(event) == (None, UINT256_MAX)
+        assert tuple(finding) == (WALLET, "")
+        raw = await _raw(engine, "SELECT wallet FROM findings")
+        assert raw == [(bytes.fromhex(WALLET[2:]),)]
+        assert await migrate.pending_model_changes(engine) == []
+
+        await migrate.downgrade(engine, "0005")
+        after = [
+            await _raw(engine, "SELECT wallet, token, spender, amount FROM allowance_versions"),
+            await _raw(engine, "SELECT wallet, token, spender, old, new FROM change_events"),
+            await _raw(engine, "SELECT wallet, spender, token FROM findings"),
+        ]
+        assert after == before
+    finally:
+        await engine.dispose()
+
+
+async def test_0006_stops_at_a_stored_value_that_is_no_address_and_changes_nothing(
+    database_url: str,
+) -> None:
+    engine = create_engine(database_url)
+    try:
+        await migrate.upgrade(engine, "0005")
+        await _seed_at_0005(engine)
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql(
+                "INSERT INTO tokens (chain_id, address, symbol, name, decimals, tags) "
+                "VALUES (1, 'not-an-address', 'X', 'X', 18, '')"
+            )
+        before = await _raw(engine, "SELECT wallet, amount FROM allowance_versions")
+        with pytest.raises(
+            StoreError,
+            match="table tokens, column address: a stored value is not an address: "
+            "'not-an-address'; nothing was migrated",
+        ):
+            await migrate.upgrade(engine)
+        assert await migrate.current(engine) == "0005"
+        assert await _raw(engine, "SELECT wallet, amount FROM allowance_versions") == before
+    finally:
+        await engine.dispose()

@@ -37,7 +37,14 @@ from sqlalchemy.types import TypeEngine
 
 from monitor.errors import StoreError
 from monitor.store.schema import Base
-from monitor.store.types import AMOUNT_DIGITS, Uint256, UTCDateTime
+from monitor.store.types import (
+    ADDRESS_BYTES,
+    AMOUNT_BYTES,
+    AMOUNT_DIGITS,
+    Address,
+    Uint256,
+    UTCDateTime,
+)
 
 MIGRATION_LOCK_KEY = 0x6578706F73757265
 """The PostgreSQL advisory lock (``pg_advisory_xact_lock``) that ``upgrade`` and ``downgrade``
@@ -109,7 +116,11 @@ def render_item(kind: str, obj: Any, _context: AutogenContext) -> str | Literal[
     """Autogenerate writes our column types as the plain types they are on each backend, so
     a migration never imports ``monitor.store.types`` and stays as written if those change."""
     if kind == "type" and isinstance(obj, Uint256):
-        return f'sa.Numeric({AMOUNT_DIGITS}, 0).with_variant(sa.String({AMOUNT_DIGITS}), "sqlite")'
+        return (
+            f'sa.Numeric({AMOUNT_DIGITS}, 0).with_variant(sa.LargeBinary({AMOUNT_BYTES}), "sqlite")'
+        )
+    if kind == "type" and isinstance(obj, Address):
+        return f"sa.LargeBinary({ADDRESS_BYTES})"
     if kind == "type" and isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"
     return False

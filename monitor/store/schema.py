@@ -31,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from monitor.domain.model import UINT256_MAX
-from monitor.store.types import Uint256, UTCDateTime
+from monitor.store.types import AMOUNT_BYTES, Address, Uint256, UTCDateTime
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -41,12 +41,14 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-ADDRESS = String(42)
+ADDRESS = Address()
+"""Every address column: 20 bytes (``monitor.store.types.Address``)."""
 
 
 def _amount_checks(*columns: str) -> list[CheckConstraint]:
-    """0 <= amount <= 2^256-1, enforced by the database itself on PostgreSQL. On SQLite the
-    column is fixed-width text and the check is on its shape."""
+    """0 <= amount <= 2^256-1, enforced by the database itself. PostgreSQL: on the number.
+    SQLite: on the shape of ``monitor.store.types.encode_amount``: a blob whose first byte
+    counts the bytes after it (at most 32), the first of which is not zero."""
     checks = []
     for column in columns:
         checks.append(
@@ -56,8 +58,9 @@ def _amount_checks(*columns: str) -> list[CheckConstraint]:
         )
         checks.append(
             CheckConstraint(
-                f"length({column}) = 78 AND {column} NOT GLOB '*[^0-9]*' "
-                f"AND {column} <= '{UINT256_MAX:078d}'",
+                f"typeof({column}) = 'blob' AND length({column}) BETWEEN 1 AND {AMOUNT_BYTES} "
+                f"AND hex(substr({column}, 1, 1)) = printf('%02X', length({column}) - 1) "
+                f"AND (length({column}) = 1 OR substr({column}, 2, 1) != x'00')",
                 name=f"{column}_uint256_sqlite",
             ).ddl_if(dialect="sqlite")
         )
@@ -184,10 +187,11 @@ class FindingRow(Base):
     """Empty for findings about a (wallet, spender) pair as a whole (value at risk)."""
     detail: Mapped[str] = mapped_column(Text)
     suppressed: Mapped[bool] = mapped_column(Boolean)
-    opened_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     """Indexed for loading the open findings (``IS NULL``). Nothing reads findings by their
-    key: open ones are compared with each evaluation in memory and written by id."""
+    key: open ones are compared with each evaluation in memory and written by id. Nor by
+    ``opened_at``: ``findings`` lists every row it reads in that order, a sort."""
 
 
 class DiscoveryCursor(Base):
