@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from monitor.domain.model import UINT256_MAX
 from monitor.errors import StoreError
-from monitor.store import migrate
+from monitor.store import migrate, types
 from monitor.store.engine import create_engine
 from monitor.store.schema import (
     AllowanceVersion,
@@ -675,3 +675,20 @@ async def test_0006_stops_at_a_stored_value_that_is_no_address_and_changes_nothi
         assert await _raw(engine, "SELECT wallet, amount FROM allowance_versions") == before
     finally:
         await engine.dispose()
+
+
+def test_the_address_memos_stay_bounded_and_right_past_their_limit() -> None:
+    """A portfolio with more addresses than the memos hold still converts every one right."""
+    bind = types.Address().bind_processor(sa.create_engine("sqlite://").dialect)
+    result = types.Address().result_processor(sa.create_engine("sqlite://").dialect, None)
+    addresses = [f"0x{i:040x}" for i in range(types.MEMO_LIMIT + 100)]
+    for address in addresses * 2:
+        raw = bind(address)
+        assert raw == bytes.fromhex(address[2:])
+        assert result(raw) == address
+    assert len(types._bytes_of) <= types.MEMO_LIMIT
+    assert len(types._text_of) <= types.MEMO_LIMIT
+    # A spelling refused once is refused again: nothing wrong is memoized.
+    for _ in range(2):
+        with pytest.raises(ValueError, match="not an address"):
+            bind("0x" + "AB" * 20)
