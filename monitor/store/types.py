@@ -106,7 +106,7 @@ def _result_sqlite_amount(value: bytes | str | None) -> int | None:
         return None
     if isinstance(value, str):  # read at revision 0005 or older: 78 digits of text
         return int(value)
-    return int.from_bytes(value[1:], "big")
+    return decode_amount(value)
 
 
 def address_bytes(value: str) -> bytes:
