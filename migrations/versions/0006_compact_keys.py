@@ -150,6 +150,8 @@ def _convert_sqlite_rows(table: str, converters: dict[str, Callable[[object], An
 
 
 def _sqlite(*, upgrade: bool) -> None:
+    address: Callable[[object], Any]
+    amount: Callable[[object], Any]
     if upgrade:
         address_type: sa.types.TypeEngine[Any] = sa.LargeBinary(20)
         amount_type: sa.types.TypeEngine[Any] = sa.LargeBinary(33)
