@@ -68,18 +68,18 @@ class Uint256(TypeDecorator[int]):
         return super().result_processor(dialect, coltype)
 
     def process_bind_param(self, value: int | None, dialect: Dialect) -> Any:
+        if dialect.name == "sqlite":
+            return _bind_sqlite_amount(value)
         if value is None:
             return None
         _check_amount(value)
-        if dialect.name == "sqlite":
-            return encode_amount(value)
         return Decimal(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> int | None:
+        if dialect.name == "sqlite":
+            return _result_sqlite_amount(value)
         if value is None:
             return None
-        if isinstance(value, bytes):
-            return decode_amount(value)
         if isinstance(value, Decimal):
             if value != value.to_integral_value():
                 raise ValueError(f"stored amount {value} is not whole")
