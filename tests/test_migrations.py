@@ -692,3 +692,31 @@ def test_the_address_memos_stay_bounded_and_right_past_their_limit() -> None:
     for _ in range(2):
         with pytest.raises(ValueError, match="not an address"):
             bind("0x" + "AB" * 20)
+
+
+@pytest.mark.parametrize("dialect_name", ["sqlite", "postgresql"])
+def test_a_timestamp_bound_again_as_the_very_same_object_binds_the_same(
+    dialect_name: str,
+) -> None:
+    """The timestamp's bind processor remembers the last object it converted: the same object
+    again gives the same bound value, any other object is converted afresh (a naive one is
+    refused even right after an aware one was remembered)."""
+    dialect = (
+        sa.create_engine("sqlite://").dialect
+        if dialect_name == "sqlite"
+        else sa.create_engine("postgresql+psycopg://u@h/d").dialect
+    )
+    bind = types.UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert bind is not None
+    fresh = types.UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert fresh is not None
+    now = datetime(2026, 12, 3, 17, 0, 0, 123456, tzinfo=UTC)
+    later = datetime(2026, 12, 3, 17, 0, 1, tzinfo=UTC)
+    for value in (now, now, later, now, None, now):
+        assert bind(value) == fresh(value)
+    sqlite = sa.create_engine("sqlite://").dialect
+    sqlite_text = types.UTCDateTime().dialect_impl(sqlite).bind_processor(sqlite)
+    assert sqlite_text is not None and sqlite_text(now) == "2026-12-03 17:00:00.123456"
+    bind(now)
+    with pytest.raises(ValueError, match="naive datetimes are refused"):
+        bind(now.replace(tzinfo=None))
