@@ -58,6 +58,7 @@ from monitor.domain.snapshot import (
 from monitor.errors import StoreError
 from monitor.risk.rules import Finding
 from monitor.store import findings, queries
+from monitor.store.bulk import insert_rows
 from monitor.store.findings import FindingsLedger, StoredFinding
 from monitor.store.migrate import describe_database
 from monitor.store.schema import (
@@ -591,8 +592,7 @@ the event loop (binding parameters runs on it) for seconds at a time."""
 async def _insert_chunked(
     conn: AsyncConnection, table: type[Any], rows: Sequence[dict[str, Any]]
 ) -> None:
-    for start in range(0, len(rows), INSERT_CHUNK):
-        await conn.execute(insert(table), list(rows[start : start + INSERT_CHUNK]))
+    await insert_rows(conn, table, rows, chunk=INSERT_CHUNK)
 
 
 BatchSignature = tuple[Any, ...]
