@@ -66,16 +66,33 @@ async def latest_versions(
     """The latest version of every key at or before ``poll_id``, in chunks of rows (streamed:
     each chunk is fetched with an await, so the loop runs between them)."""
     keys = [getattr(table, c) for c in key_columns]
-    ranked = (
-        select(
-            *keys,
-            table.amount,
-            func.row_number().over(partition_by=keys, order_by=table.poll_id.desc()).label("rank"),
+    if conn.dialect.name == "sqlite":
+        # SQLite documents that with max() in an aggregate, its bare columns come from the
+        # row holding the maximum: one pass over the primary key's order, where the window
+        # function below sorts every key's versions again (1.17 s against 0.60 s of SQLite's
+        # CPU for 300,000 allowances).
+        latest = (
+            select(*keys, table.amount, func.max(table.poll_id).label("at"))
+            .where(table.poll_id <= poll_id)
+            .group_by(*keys)
+            .subquery()
         )
-        .where(table.poll_id <= poll_id)
-        .subquery()
-    )
-    query = select(*(ranked.c[c] for c in key_columns), ranked.c.amount).where(ranked.c.rank == 1)
+        query = select(*(latest.c[c] for c in key_columns), latest.c.amount)
+    else:
+        ranked = (
+            select(
+                *keys,
+                table.amount,
+                func.row_number()
+                .over(partition_by=keys, order_by=table.poll_id.desc())
+                .label("rank"),
+            )
+            .where(table.poll_id <= poll_id)
+            .subquery()
+        )
+        query = select(*(ranked.c[c] for c in key_columns), ranked.c.amount).where(
+            ranked.c.rank == 1
+        )
     result = await conn.stream(query)
     async for rows in result.partitions(STREAM_CHUNK_ROWS):
         yield rows
