@@ -11,7 +11,8 @@ the same processors (``monitor.store.types`` included, so every value is checked
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Sequence
+from itertools import islice
 from operator import call, itemgetter
 from typing import Any
 
@@ -27,15 +28,16 @@ insert (on the event loop) does not hold it for long."""
 async def insert_rows(
     conn: AsyncConnection,
     table: Table | Any,
-    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
     *,
     chunk: int = CHUNK,
-) -> None:
-    """Insert ``rows`` (dicts with the same keys, column names of ``table``) into ``table``."""
-    if not rows:
-        return
+) -> int:
+    """Insert ``rows`` (each a sequence of values in the order of ``columns``) into ``table``;
+    returns how many. ``rows`` may be a generator: only one chunk of converted rows exists at
+    a time (a first poll's 408,000 versions as parameter dicts held 99 MiB)."""
     table = getattr(table, "__table__", table)
-    names = list(rows[0])
+    names = list(columns)
     dialect = conn.dialect
     compiled = insert(table).compile(dialect=dialect, column_keys=names)
     sql = compiled.string
@@ -45,13 +47,15 @@ async def insert_rows(
     defaulted = [c.name for c in table.c if c.name not in names and c.default is not None]
     if defaulted:  # conn.execute would fill these in Python; the driver cannot
         raise ValueError(f"{table.name}: rows without {defaulted}, which have Python defaults")
-    get = itemgetter(*params) if len(params) > 1 else (lambda row: (row[params[0]],))
+    order = [names.index(name) for name in params]
+    get = itemgetter(*order) if len(order) > 1 else (lambda row: (row[order[0]],))
     converters = [
         table.c[name].type.dialect_impl(dialect).bind_processor(dialect) or _same for name in params
     ]
     positional = compiled.positional
-    for start in range(0, len(rows), chunk):
-        part = rows[start : start + chunk]
+    written = 0
+    pending = iter(rows)
+    while part := list(islice(pending, chunk)):
         # map(call, converters, values): the loop over the columns runs in C.
         try:
             if positional:
@@ -60,11 +64,14 @@ async def insert_rows(
                 converted = [
                     dict(zip(params, map(call, converters, get(row)), strict=True)) for row in part
                 ]
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, IndexError) as exc:
             # As conn.execute reports a value it cannot bind: a SQLAlchemy error, which the
             # store turns into its own (the transaction rolls back; nothing is written).
             raise StatementError(str(exc), sql, None, exc) from exc
+        del part
         await conn.exec_driver_sql(sql, converted)
+        written += len(converted)
+    return written
 
 
 def _same(value: Any) -> Any:

@@ -186,14 +186,12 @@ class SqlSnapshotStore:
             baseline = outcome != "failed" and await queries.first_observing_poll(conn) is None
             current: Snapshot = previous
             events: tuple[ChangeEvent, ...] = ()
-            allowance_rows: list[dict[str, Any]] = []
-            balance_rows: list[dict[str, Any]] = []
             if not repeated:
                 # (Repeated: the very positions, observed as completely, that made the
                 # previous snapshot. Observing them again over it changes nothing, as
                 # ``observe_changes`` is idempotent, so there is nothing to compare.)
                 # Pure CPU work over every position: off the loop, which keeps serving.
-                current, events, (allowance_rows, balance_rows) = await asyncio.to_thread(
+                current, events = await asyncio.to_thread(
                     _changes, previous, positions, result.coverages(), self._threshold
                 )
             stored_events = () if baseline else events
@@ -213,7 +211,7 @@ class SqlSnapshotStore:
                             batches_failed=len(result.failures),
                             positions=result.position_count,
                             events=len(stored_events),
-                            versions_written=len(allowance_rows) + len(balance_rows),
+                            versions_written=len(events),  # one new version per event
                             error=_errors(result),
                         )
                         .returning(Poll.id)
@@ -221,14 +219,36 @@ class SqlSnapshotStore:
                 ).scalar_one()
             )
             await _insert_scopes(conn, poll_id, result)
-            for row in allowance_rows + balance_rows:
-                row["poll_id"] = poll_id
-            await _insert_chunked(conn, AllowanceVersion, allowance_rows)
-            await _insert_chunked(conn, BalanceVersion, balance_rows)
-            await _insert_chunked(
+            # Rows are made from the events a chunk at a time, as they are written.
+            await insert_rows(
+                conn,
+                AllowanceVersion,
+                ("chain_id", "wallet", "token", "spender", "poll_id", "amount"),
+                (
+                    (e.chain_id, e.wallet, e.token, e.spender, poll_id, e.new)
+                    for e in events
+                    if e.spender is not None
+                ),
+                chunk=INSERT_CHUNK,
+            )
+            await insert_rows(
+                conn,
+                BalanceVersion,
+                ("chain_id", "wallet", "token", "poll_id", "amount"),
+                (
+                    (e.chain_id, e.wallet, e.token, poll_id, e.new)
+                    for e in events
+                    if e.spender is None
+                ),
+                chunk=INSERT_CHUNK,
+            )
+            observed_at = result.finished_at
+            await insert_rows(
                 conn,
                 ChangeEventRow,
-                [_event_row(e, poll_id, result.finished_at) for e in stored_events],
+                EVENT_COLUMNS,
+                (_event_row(e, poll_id, observed_at) for e in stored_events),
+                chunk=INSERT_CHUNK,
             )
             if not repeated:  # the same positions hold the same tokens as last time
                 await self._upsert_tokens(conn, positions)
@@ -241,7 +261,7 @@ class SqlSnapshotStore:
             outcome=outcome,
             events=events,
             snapshot=current,
-            versions_written=len(allowance_rows) + len(balance_rows),
+            versions_written=len(events),
         )
 
     async def _lock(self, conn: AsyncConnection) -> None:
@@ -589,12 +609,6 @@ INSERT_CHUNK = 5_000
 the event loop (binding parameters runs on it) for seconds at a time."""
 
 
-async def _insert_chunked(
-    conn: AsyncConnection, table: type[Any], rows: Sequence[dict[str, Any]]
-) -> None:
-    await insert_rows(conn, table, rows, chunk=INSERT_CHUNK)
-
-
 BatchSignature = tuple[Any, ...]
 """What a batch observed, as far as comparing two polls goes (``_signature``)."""
 
@@ -631,51 +645,40 @@ def _repeats(batches: Sequence[BatchOutcome], previous: Sequence[BatchSignature]
 
 def _changes(
     previous: Snapshot, positions: Iterable[Position], coverages: Iterable[Coverage], threshold: int
-) -> tuple[Snapshot, tuple[ChangeEvent, ...], tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
-    current, events = observe_changes(previous, positions, coverages, threshold=threshold)
-    return current, events, _version_rows(events)
-
-
-def _version_rows(
-    events: Iterable[ChangeEvent],
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """One new version per changed value, which is one per event."""
-    allowances: list[dict[str, Any]] = []
-    balances: list[dict[str, Any]] = []
-    for e in events:
-        if e.spender is None:
-            balances.append(
-                {"chain_id": e.chain_id, "wallet": e.wallet, "token": e.token, "amount": e.new}
-            )
-        else:
-            allowances.append(
-                {
-                    "chain_id": e.chain_id,
-                    "wallet": e.wallet,
-                    "token": e.token,
-                    "spender": e.spender,
-                    "amount": e.new,
-                }
-            )
-    return allowances, balances
+) -> tuple[Snapshot, tuple[ChangeEvent, ...]]:
+    return observe_changes(previous, positions, coverages, threshold=threshold)
 
 
 def _event_key(event: ChangeEvent) -> tuple[int, str, str, str | None]:
     return (event.chain_id, event.wallet, event.token, event.spender)
 
 
-def _event_row(event: ChangeEvent, poll_id: int, observed_at: datetime) -> dict[str, Any]:
-    return {
-        "poll_id": poll_id,
-        "observed_at": observed_at,
-        "chain_id": event.chain_id,
-        "wallet": event.wallet,
-        "token": event.token,
-        "spender": event.spender,
-        "change": event.change.value,
-        "old": event.old,
-        "new": event.new,
-    }
+EVENT_COLUMNS = (
+    "poll_id",
+    "observed_at",
+    "chain_id",
+    "wallet",
+    "token",
+    "spender",
+    "change",
+    "old",
+    "new",
+)
+
+
+def _event_row(event: ChangeEvent, poll_id: int, observed_at: datetime) -> tuple[Any, ...]:
+    """A change event's row, in ``EVENT_COLUMNS`` order."""
+    return (
+        poll_id,
+        observed_at,
+        event.chain_id,
+        event.wallet,
+        event.token,
+        event.spender,
+        event.change.value,
+        event.old,
+        event.new,
+    )
 
 
 async def _insert_scopes(conn: AsyncConnection, poll_id: int, result: PollResult) -> None:
