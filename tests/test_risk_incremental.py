@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from monitor.domain.addresses import NATIVE_TOKEN
 from monitor.domain.model import UINT256_MAX, Token
 from monitor.domain.snapshot import AllowanceKey, BalanceKey, Snapshot, diff_snapshots
+from monitor.risk import incremental
 from monitor.risk.incremental import RiskEvaluator
 from monitor.risk.model import RuleSettings, Suppression
 from monitor.risk.rules import evaluate
@@ -84,8 +86,24 @@ def _snapshot(allowances: dict[AllowanceKey, int], balances: dict[BalanceKey, in
 
 
 @settings(max_examples=150, deadline=None)
-@given(history=st.lists(steps, min_size=1, max_size=8), suppress=st.booleans())
+@given(
+    history=st.lists(steps, min_size=1, max_size=8),
+    suppress=st.booleans(),
+    shared_keys=st.sampled_from([1, 3, incremental.SHARED_KEYS]),
+)
 def test_each_report_equals_the_full_evaluation(
+    history: list[
+        tuple[dict[AllowanceKey, int] | None, dict[BalanceKey, int] | None, dict, bool, int]
+    ],
+    suppress: bool,
+    shared_keys: int,
+) -> None:
+    # A table of shared keys that starts over every few keys changes nothing in the reports.
+    with mock.patch.object(incremental, "SHARED_KEYS", shared_keys):
+        _each_report_equals_the_full_evaluation(history, suppress)
+
+
+def _each_report_equals_the_full_evaluation(
     history: list[
         tuple[dict[AllowanceKey, int] | None, dict[BalanceKey, int] | None, dict, bool, int]
     ],
@@ -133,6 +151,24 @@ def test_each_report_equals_the_full_evaluation(
         assert got.findings == expected.findings
         assert got.exposures == expected.exposures
         previous = current
+
+
+def test_the_evaluators_indexes_hold_one_tuple_per_distinct_group() -> None:
+    """300,000 approvals name a few thousand (chain, wallet, spender) groups: the indexes keep
+    one tuple object for each, not one per approval."""
+    evaluator = RiskEvaluator(spenders=SPENDERS, exploits=EXPLOITS, settings=RuleSettings())
+    allowances = {
+        (1, wallet, token, spender): 10**18
+        for wallet in WALLETS
+        for token in (USDC, WETH, UNI)
+        for spender in (ROUTER, STRANGER)
+    }
+    evaluator.evaluate(
+        _snapshot(allowances, {}), tokens=TOKENS, prices_usd=PRICES, recent_events=(), now=NOW
+    )
+    held = [g for groups in evaluator._token_groups.values() for g in groups]
+    assert len(held) == 12  # 3 tokens x 4 groups
+    assert len({id(g) for g in held}) == 4
 
 
 def test_an_unchanged_poll_reuses_the_previous_findings() -> None:

@@ -58,6 +58,10 @@ Group = tuple[int, str, str]
 
 K = TypeVar("K")
 
+SHARED_KEYS = 65_536
+"""Distinct groups, and distinct (spender, token) pairs, each table of shared key tuples holds
+before it starts over (sharing is only a saving: an equal tuple works the same)."""
+
 _BUCKET_PREFIX = {
     rule: (-severity.rank, rule.value)
     for severity, rule in (
@@ -110,6 +114,11 @@ class RiskEvaluator:
         self._exposure_order: list[Group] = []
         self._exposures_out: tuple[SpenderExposure, ...] = ()
         self._at_risk_out: tuple[Finding, ...] = ()
+        # One tuple object per distinct group and per distinct (spender, token): 300,000
+        # approvals name 6,000 groups and 150 pairs, but each made its own tuples, which the
+        # indexes below kept (32 MiB at the large benchmark's portfolio).
+        self._shared_groups: dict[Group, Group] = {}
+        self._shared_pairs: dict[tuple[str, str], tuple[str, str]] = {}
         # The last report, and what its findings were made of.
         self._report: RiskReport | None = None
         self._parts: tuple[tuple[Finding, ...], ...] = ()
@@ -193,6 +202,7 @@ class RiskEvaluator:
         touched: set[Bucket] = set()
         buckets = self._buckets
         previous = self._allowances
+        shared_groups, shared_pairs = self._shared_groups, self._shared_pairs
         for key in _changed(previous, allowances):
             chain_id, wallet, token, spender = key
             if is_native(chain_id, token, tokens):
@@ -208,8 +218,11 @@ class RiskEvaluator:
                         touched.add(bucket)
             allowance = allowances.get(key, 0)
             group = (chain_id, wallet, spender)
+            group = shared_groups.get(group) or _share(shared_groups, group)
             dirty.add(group)
             if allowance > 0:
+                pair = (spender, token)
+                pair = shared_pairs.get(pair) or _share(shared_pairs, pair)
                 for found in (
                     exploited_finding(key, allowance, tokens, self._spenders, self._exploits),
                     unlimited_finding(key, allowance, tokens, self._spenders, threshold),
@@ -220,7 +233,7 @@ class RiskEvaluator:
                         bucket = (*_BUCKET_PREFIX[found.rule], chain_id, wallet)
                         if suppressions:
                             found = suppress(found, suppressions, now=now)
-                        buckets.setdefault(bucket, {})[(spender, token)] = found
+                        buckets.setdefault(bucket, {})[pair] = found
                         touched.add(bucket)
                 self._approve(group, token, allowance)
             else:
@@ -297,6 +310,14 @@ class RiskEvaluator:
         self._at_risk_out = tuple(
             self._at_risk[g] for g in self._exposure_order if g in self._at_risk
         )
+
+
+def _share(shared: dict[K, K], key: K) -> K:
+    """``key``, from now on the one object ``shared`` hands out for keys equal to it."""
+    if len(shared) >= SHARED_KEYS:
+        shared.clear()
+    shared[key] = key
+    return key
 
 
 def _changed(old: Mapping[K, object], new: Mapping[K, object]) -> set[K]:
