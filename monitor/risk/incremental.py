@@ -324,4 +324,6 @@ def _changed(old: Mapping[K, object], new: Mapping[K, object]) -> set[K]:
     """The keys whose value differs (absent counts as a value), in C where possible."""
     if old is new or old == new:
         return set()
+    if not old or not new:  # from nothing, or to nothing: every key (no pair per key made)
+        return set(new or old)
     return {key for key, _ in old.items() ^ new.items()}
