@@ -203,9 +203,16 @@ class RiskEvaluator:
         buckets = self._buckets
         previous = self._allowances
         shared_groups, shared_pairs = self._shared_groups, self._shared_pairs
+        # What a rule needs of a spender or a token is the same for all its approvals: asked
+        # once per spender and token, so that an approval runs only the rules that can fire.
+        native: dict[tuple[int, str], bool] = {}
+        profiles: dict[tuple[int, str], tuple[bool, bool, bool]] = {}
         for key in _changed(previous, allowances):
             chain_id, wallet, token, spender = key
-            if is_native(chain_id, token, tokens):
+            is_coin = native.get((chain_id, token))
+            if is_coin is None:
+                is_coin = native[(chain_id, token)] = is_native(chain_id, token, tokens)
+            if is_coin:
                 continue
             if key in previous:  # only an approval that was there can have findings to drop
                 for rank, rule in _BUCKET_PREFIX.values():
@@ -223,13 +230,20 @@ class RiskEvaluator:
             if allowance > 0:
                 pair = (spender, token)
                 pair = shared_pairs.get(pair) or _share(shared_pairs, pair)
+                profile = profiles.get((chain_id, spender))
+                if profile is None:
+                    profile = profiles[(chain_id, spender)] = self._profile(chain_id, spender)
+                exploited, untrusted, codeless = profile
                 for found in (
-                    exploited_finding(key, allowance, tokens, self._spenders, self._exploits),
-                    unlimited_finding(key, allowance, tokens, self._spenders, threshold),
-                    untrusted_finding(key, allowance, tokens, self._spenders),
-                    eoa_finding(key, allowance, tokens, self._spenders, self._codeless),
+                    exploited
+                    and exploited_finding(key, allowance, tokens, self._spenders, self._exploits),
+                    allowance >= threshold
+                    and unlimited_finding(key, allowance, tokens, self._spenders, threshold),
+                    untrusted and untrusted_finding(key, allowance, tokens, self._spenders),
+                    codeless
+                    and eoa_finding(key, allowance, tokens, self._spenders, self._codeless),
                 ):
-                    if found is not None:
+                    if found:
                         bucket = (*_BUCKET_PREFIX[found.rule], chain_id, wallet)
                         if suppressions:
                             found = suppress(found, suppressions, now=now)
@@ -256,6 +270,16 @@ class RiskEvaluator:
             self._head = tuple(chain.from_iterable(map(lists.__getitem__, order[:split])))
             self._tail = tuple(chain.from_iterable(map(lists.__getitem__, order[split:])))
         return dirty
+
+    def _profile(self, chain_id: int, spender: str) -> tuple[bool, bool, bool]:
+        """Whether the exploited, untrusted and EOA rules can fire for ``spender``'s
+        approvals (each rule still decides for itself: this only skips those that cannot)."""
+        known = self._spenders.get((chain_id, spender))
+        return (
+            self._exploits.lookup(chain_id, spender) is not None,
+            not (known is not None and known.trusted),
+            (chain_id, spender) in self._codeless,
+        )
 
     def _approve(self, group: Group, token: str, allowance: int) -> None:
         approved = self._groups.get(group)
