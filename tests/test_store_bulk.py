@@ -7,12 +7,16 @@ from typing import Any
 
 import pytest
 from sqlalchemy import insert, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from monitor.domain.model import UINT256_MAX
+from monitor.store import migrate
 from monitor.store.bulk import insert_rows
+from monitor.store.engine import create_engine
 from monitor.store.schema import AllowanceVersion, ChangeEventRow, Poll
+from tests.databases import postgres_database
 
 NOW = datetime(2026, 12, 3, 17, 0, 0, 123456, tzinfo=UTC)
 
@@ -78,6 +82,21 @@ async def _raw(engine: AsyncEngine, table: str, poll_id: int) -> list[tuple[Any,
 async def test_bulk_rows_are_stored_byte_for_byte_as_core_stores_them(
     migrated_engine: AsyncEngine,
 ) -> None:
+    await _bulk_is_core(migrated_engine)
+
+
+async def test_the_psycopg_driver_binds_named_parameters_the_same() -> None:
+    """psycopg takes named parameters (dicts), asyncpg and SQLite positional ones (tuples)."""
+    with postgres_database() as url:
+        engine = create_engine(make_url(url).set(drivername="postgresql+psycopg"))
+        try:
+            await migrate.upgrade(engine)
+            await _bulk_is_core(engine)
+        finally:
+            await engine.dispose()
+
+
+async def _bulk_is_core(migrated_engine: AsyncEngine) -> None:
     core_poll, bulk_poll = await _poll(migrated_engine), await _poll(migrated_engine)
     async with migrated_engine.begin() as conn:
         await conn.execute(insert(AllowanceVersion), _versions(core_poll, 40))
