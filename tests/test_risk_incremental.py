@@ -153,22 +153,44 @@ def _each_report_equals_the_full_evaluation(
         previous = current
 
 
-def test_the_evaluators_indexes_hold_one_tuple_per_distinct_group() -> None:
-    """300,000 approvals name a few thousand (chain, wallet, spender) groups: the indexes keep
+def test_the_evaluators_findings_index_holds_one_tuple_per_distinct_pair() -> None:
+    """300,000 approvals name a few hundred (spender, token) pairs: the findings index keeps
     one tuple object for each, not one per approval."""
     evaluator = RiskEvaluator(spenders=SPENDERS, exploits=EXPLOITS, settings=RuleSettings())
     allowances = {
         (1, wallet, token, spender): 10**18
         for wallet in WALLETS
         for token in (USDC, WETH, UNI)
-        for spender in (ROUTER, STRANGER)
+        for spender in (VENDOR, STRANGER)
     }
     evaluator.evaluate(
         _snapshot(allowances, {}), tokens=TOKENS, prices_usd=PRICES, recent_events=(), now=NOW
     )
-    held = [g for groups in evaluator._token_groups.values() for g in groups]
-    assert len(held) == 12  # 3 tokens x 4 groups
-    assert len({id(g) for g in held}) == 4
+    held = [pair for found in evaluator._buckets.values() for pair in found]
+    assert len(held) == 12  # 2 wallets x 3 tokens x 2 untrusted spenders
+    assert len({id(pair) for pair in held}) == 6
+
+
+def test_a_price_change_revalues_exactly_the_groups_holding_the_token() -> None:
+    """No index of groups by token: a repriced token is looked for in every group."""
+    evaluator = RiskEvaluator(
+        spenders=SPENDERS, exploits=EXPLOITS, settings=RuleSettings(value_at_risk_usd=Decimal(0))
+    )
+    allowances = {(1, W1, USDC, VENDOR): 10**12, (1, W2, WETH, VENDOR): 10**18}
+    balances = {(1, W1, USDC): 10**12, (1, W2, WETH): 10**18}
+    snapshot = _snapshot(allowances, balances)
+    first = evaluator.evaluate(
+        snapshot, tokens=TOKENS, prices_usd=PRICES, recent_events=(), now=NOW
+    )
+    repriced = {**PRICES, (1, WETH): Decimal("4000")}
+    second = evaluator.evaluate(
+        snapshot, tokens=TOKENS, prices_usd=repriced, recent_events=(), now=NOW
+    )
+    before = {(e.wallet, e.spender): e for e in first.exposures}
+    after = {(e.wallet, e.spender): e for e in second.exposures}
+    assert after[(W1, VENDOR)] is before[(W1, VENDOR)]  # USDC's price did not move
+    assert after[(W2, VENDOR)].at_risk_usd == Decimal("4000")
+    assert before[(W2, VENDOR)].at_risk_usd == Decimal("3500")
 
 
 def test_an_unchanged_poll_reuses_the_previous_findings() -> None:

@@ -16,7 +16,7 @@ force. The fresh-approval rule is cheap (it reads only recent changes) and runs 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from itertools import chain
@@ -59,8 +59,8 @@ Group = tuple[int, str, str]
 K = TypeVar("K")
 
 SHARED_KEYS = 65_536
-"""Distinct groups, and distinct (spender, token) pairs, each table of shared key tuples holds
-before it starts over (sharing is only a saving: an equal tuple works the same)."""
+"""Distinct (spender, token) pairs the table of shared pairs holds before it starts over
+(sharing is only a saving: an equal tuple works the same)."""
 
 _BUCKET_PREFIX = {
     rule: (-severity.rank, rule.value)
@@ -105,19 +105,18 @@ class RiskEvaluator:
         self._bucket_order: list[Bucket] = []
         self._head: tuple[Finding, ...] = ()  # critical per-approval findings
         self._tail: tuple[Finding, ...] = ()  # warnings
-        # The approved tokens of each (chain, wallet, spender), and indexes into them.
+        # The approved tokens of each (chain, wallet, spender), and the spenders of a wallet.
+        # (Which groups hold a token is found by a pass over the groups when its price
+        # changes: an index of it held a set entry per approval, 25 MiB at 300,000.)
         self._groups: dict[Group, dict[str, int]] = {}
         self._wallet_spenders: dict[tuple[int, str], set[str]] = {}
-        self._token_groups: dict[tuple[int, str], set[Group]] = {}
         self._exposures: dict[Group, SpenderExposure] = {}
         self._at_risk: dict[Group, Finding] = {}
         self._exposure_order: list[Group] = []
         self._exposures_out: tuple[SpenderExposure, ...] = ()
         self._at_risk_out: tuple[Finding, ...] = ()
-        # One tuple object per distinct group and per distinct (spender, token): 300,000
-        # approvals name 6,000 groups and 150 pairs, but each made its own tuples, which the
-        # indexes below kept (32 MiB at the large benchmark's portfolio).
-        self._shared_groups: dict[Group, Group] = {}
+        # One tuple object per distinct (spender, token): 300,000 approvals name 150 pairs,
+        # but each made its own, which the buckets kept (14 MiB at that size).
         self._shared_pairs: dict[tuple[str, str], tuple[str, str]] = {}
         # The last report, and what its findings were made of.
         self._report: RiskReport | None = None
@@ -154,8 +153,9 @@ class RiskEvaluator:
             for spender in self._wallet_spenders.get((chain_id, wallet), ()):
                 if token in self._groups[(chain_id, wallet, spender)]:
                     dirty.add((chain_id, wallet, spender))
-        for token_key in _changed(self._prices, prices_usd):
-            dirty |= self._token_groups.get(token_key, set())
+        repriced = _changed(self._prices, prices_usd)
+        if repriced:
+            dirty.update(self._groups_holding(repriced))
         self._update_exposures(dirty, snapshot.balances, tokens, prices_usd, now)
         self._allowances, self._balances = snapshot.allowances, snapshot.balances
         self._prices = prices_usd
@@ -202,7 +202,7 @@ class RiskEvaluator:
         touched: set[Bucket] = set()
         buckets = self._buckets
         previous = self._allowances
-        shared_groups, shared_pairs = self._shared_groups, self._shared_pairs
+        shared_pairs = self._shared_pairs
         # What a rule needs of a spender or a token is the same for all its approvals: asked
         # once per spender and token, so that an approval runs only the rules that can fire.
         native: dict[tuple[int, str], bool] = {}
@@ -225,7 +225,6 @@ class RiskEvaluator:
                         touched.add(bucket)
             allowance = allowances.get(key, 0)
             group = (chain_id, wallet, spender)
-            group = shared_groups.get(group) or _share(shared_groups, group)
             dirty.add(group)
             if allowance > 0:
                 pair = (spender, token)
@@ -287,18 +286,26 @@ class RiskEvaluator:
             approved = self._groups[group] = {}
             self._wallet_spenders.setdefault(group[:2], set()).add(group[2])
         approved[token] = allowance
-        self._token_groups.setdefault((group[0], token), set()).add(group)
 
     def _unapprove(self, group: Group, token: str) -> None:
         approved = self._groups.get(group)
         if approved is None or approved.pop(token, None) is None:
             return
-        self._token_groups[(group[0], token)].discard(group)
         if not approved:
             del self._groups[group]
             self._wallet_spenders[group[:2]].discard(group[2])
 
     # -- exposures and value at risk ----------------------------------------------------------
+
+    def _groups_holding(self, tokens: set[tuple[int, str]]) -> Iterator[Group]:
+        """The groups with an approval of any of ``tokens`` ((chain_id, token) pairs)."""
+        by_chain: dict[int, set[str]] = {}
+        for chain_id, token in tokens:
+            by_chain.setdefault(chain_id, set()).add(token)
+        for group, approved in self._groups.items():
+            wanted = by_chain.get(group[0])
+            if wanted is not None and not approved.keys().isdisjoint(wanted):
+                yield group
 
     def _update_exposures(
         self,
