@@ -15,18 +15,19 @@ from monitor.domain.model import UINT256_MAX
 from monitor.store import migrate
 from monitor.store.bulk import insert_rows
 from monitor.store.engine import create_engine
-from monitor.store.schema import AllowanceVersion, ChangeEventRow, Poll
+from monitor.store.schema import AllowanceVersion, ChangeEventRow
+from monitor.store.snapshots import SqlSnapshotStore
 from tests.databases import postgres_database
 
 NOW = datetime(2026, 12, 3, 17, 0, 0, 123456, tzinfo=UTC)
 
 
-def _versions(poll_id: int, count: int, *, offset: int = 0) -> list[dict[str, Any]]:
+def _versions(poll_id: int, count: int) -> list[dict[str, Any]]:
     amounts = [0, 1, 255, 256, 10**18, UINT256_MAX - 1, UINT256_MAX]
     return [
         {
             "chain_id": 1 + i % 2,
-            "wallet": f"0x{i + offset:040x}",
+            "wallet": f"0x{i:040x}",
             "token": f"0x{i % 5 + 10**6:040x}",
             "spender": f"0x{i % 3 + 10**8:040x}",
             "amount": amounts[i % len(amounts)],
@@ -44,22 +45,9 @@ def _bulk(rows: list[dict[str, Any]]) -> tuple[list[str], Any]:
 
 
 async def _poll(engine: AsyncEngine) -> int:
-    async with engine.begin() as conn:
-        row = await conn.execute(
-            insert(Poll)
-            .values(
-                started_at=NOW,
-                finished_at=NOW,
-                outcome="ok",
-                batches=0,
-                batches_failed=0,
-                positions=0,
-                events=0,
-                versions_written=0,
-            )
-            .returning(Poll.id)
-        )
-        return int(row.scalar_one())
+    """A poll row for the versions to belong to (the store's own failed-poll record)."""
+    store = SqlSnapshotStore(engine, unlimited_threshold=UINT256_MAX)
+    return await store.record_failed_poll(started_at=NOW, finished_at=NOW, error="test")
 
 
 VERSION_COLUMNS = "chain_id, wallet, token, spender, amount"

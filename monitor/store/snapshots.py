@@ -229,7 +229,6 @@ class SqlSnapshotStore:
                     for e in events
                     if e.spender is not None
                 ),
-                chunk=INSERT_CHUNK,
             )
             await insert_rows(
                 conn,
@@ -240,7 +239,6 @@ class SqlSnapshotStore:
                     for e in events
                     if e.spender is None
                 ),
-                chunk=INSERT_CHUNK,
             )
             observed_at = result.finished_at
             await insert_rows(
@@ -248,7 +246,6 @@ class SqlSnapshotStore:
                 ChangeEventRow,
                 EVENT_COLUMNS,
                 (_event_row(e, poll_id, observed_at) for e in stored_events),
-                chunk=INSERT_CHUNK,
             )
             if not repeated:  # the same positions hold the same tokens as last time
                 await self._upsert_tokens(conn, positions)
@@ -602,11 +599,6 @@ def _errors(result: PollResult) -> str | None:
     if not failures:
         return None
     return "\n".join(f.error or "failed" for f in failures)[:2000]
-
-
-INSERT_CHUNK = 5_000
-"""Rows per INSERT: each chunk is one await, so a first poll of 300,000 values does not hold
-the event loop (binding parameters runs on it) for seconds at a time."""
 
 
 BatchSignature = tuple[Any, ...]
