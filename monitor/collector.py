@@ -36,13 +36,23 @@ While ``deferred_full_collections`` is installed:
 
 Process-wide, like the collector itself: the commands that poll (``run``, ``once``) install
 it for their whole life. Not installed, ``settle`` and ``at_poll_boundary`` do nothing.
+
+Both also hand the memory that C's allocator holds free back to the system
+(``release_free_memory``: glibc's ``malloc_trim``). A poll's transient objects larger than
+CPython's small-object limit (dict and list tables, long strings, answer bodies) are freed to
+glibc's heap, and freed pages below the last live block stay resident until trimmed: after
+the first poll of 306,000 positions that was 37 MB of the daemon's 455 MB, for 5 ms of CPU
+(1 ms at an unchanged poll).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import gc
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -51,6 +61,7 @@ __all__ = [
     "DeferredCollections",
     "at_poll_boundary",
     "deferred_full_collections",
+    "release_free_memory",
     "settle",
 ]
 
@@ -170,6 +181,7 @@ def settle() -> float | None:
     if schedule is None:
         return None
     pause_s = schedule.collect()
+    release_free_memory()
     log.debug(
         "collection after loading the state: %.0f ms, %d objects frozen",
         pause_s * 1000,
@@ -180,17 +192,43 @@ def settle() -> float | None:
 
 def at_poll_boundary() -> float | None:
     """When due (see the module's docstring), freeze what the poll left, or make the hourly
-    complete collection. Returns the pause in seconds, or None when nothing was done (not
-    due, or no schedule installed)."""
+    complete collection; then release free memory. Returns the collection's pause in seconds,
+    or None when none was made (not due, or no schedule installed)."""
     schedule = _installed
-    if schedule is None or not schedule.due():
+    if schedule is None:
         return None
-    complete = schedule.clock() - schedule.last_complete >= COMPLETE_EVERY_S
-    pause_s = schedule.collect() if complete else schedule.freeze()
-    log.debug(
-        "%s at the poll boundary: %.0f ms, %d objects frozen",
-        "complete garbage collection" if complete else "freeze",
-        pause_s * 1000,
-        schedule.heap_objects,
-    )
+    pause_s = None
+    if schedule.due():
+        complete = schedule.clock() - schedule.last_complete >= COMPLETE_EVERY_S
+        pause_s = schedule.collect() if complete else schedule.freeze()
+        log.debug(
+            "%s at the poll boundary: %.0f ms, %d objects frozen",
+            "complete garbage collection" if complete else "freeze",
+            pause_s * 1000,
+            schedule.heap_objects,
+        )
+    release_free_memory()  # after the collection, which may have freed more
     return pause_s
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None where the C library is not glibc (musl, macOS)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        # The process's own symbols, the C library's among them (no search for its file).
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+def release_free_memory() -> bool:
+    """Return the pages C's allocator holds free to the system. True when something was
+    released; False when nothing was, or the C library cannot (not glibc)."""
+    trim = _malloc_trim()
+    # ctypes releases the GIL during the call: threads and the event loop go on meanwhile.
+    return trim is not None and bool(trim(0))

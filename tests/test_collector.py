@@ -5,6 +5,8 @@ a collection; a complete collection within the hour; CPython's thresholds restor
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 import time
 import weakref
 from collections.abc import Iterator
@@ -186,3 +188,66 @@ async def test_the_poll_cycle_ends_at_the_boundary_and_times_it(
     assert calls == ["boundary", "boundary"]
     total = rig.registry.get_sample_value("exposure_monitor_poll_duration_seconds_sum")
     assert total is not None and total >= 0.1
+
+
+_FREED_BUT_RESIDENT = """
+import sys
+from monitor import collector
+
+def rss_mib():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096 / 2**20
+
+# 200 MiB in blocks above CPython's small-object limit and below glibc's mmap threshold:
+# they come from glibc's heap. All but the last are freed; the last keeps the heap's top
+# where it is, so glibc cannot shrink the heap on its own.
+blocks = [bytes(4000) for _ in range(50_000)]
+last = blocks.pop()
+before = rss_mib()
+del blocks
+freed = rss_mib()
+released = collector.release_free_memory()
+print(before, freed, rss_mib(), released)
+"""
+
+
+@pytest.mark.skipif(collector._malloc_trim() is None, reason="C library is not glibc")
+def test_memory_freed_to_glibc_is_given_back_to_the_system() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _FREED_BUT_RESIDENT], capture_output=True, text=True, check=True
+    )
+    before, freed, after, released = done.stdout.split()
+    assert float(freed) > float(before) - 50  # freed, yet still resident
+    assert released == "True"
+    assert float(after) < float(freed) - 150  # of 200 MiB freed, most given back
+
+
+@pytest.mark.parametrize("due", [False, True])
+def test_the_boundary_releases_free_memory_after_any_collection(
+    monkeypatch: pytest.MonkeyPatch, due: bool
+) -> None:
+    frozen_at_release: list[int] = []
+
+    def release() -> bool:
+        frozen_at_release.append(gc.get_freeze_count())
+        return True
+
+    monkeypatch.setattr(collector, "release_free_memory", release)
+    with deferred_full_collections():
+        grown = _grow_heap(len(gc.get_objects())) if due else []
+        pause = at_poll_boundary()
+        assert (pause is not None) is due
+        frozen = gc.get_freeze_count()
+        del grown
+    assert len(frozen_at_release) == 1  # every boundary, due or not
+    if due:
+        assert frozen_at_release == [frozen] and frozen > 0  # after the freeze
+
+
+def test_settling_releases_free_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    released: list[bool] = []
+    monkeypatch.setattr(collector, "release_free_memory", lambda: released.append(True))
+    assert settle() is None and released == []  # no schedule: nothing at all
+    with deferred_full_collections():
+        assert settle() is not None
+    assert released == [True]
