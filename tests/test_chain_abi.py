@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -388,3 +390,18 @@ def test_decoders_never_raise(data: bytes) -> None:
     decode_uint256(data)
     decode_decimals(data)
     decode_aggregate3(data)
+
+
+def test_commands_that_read_no_chain_do_not_import_the_abi_codec() -> None:
+    """eth_abi (with eth_utils and pydantic) takes about 0.25 s of CPU to import: ``once``,
+    ``run`` and the other commands load it only when the chain reader first encodes or
+    decodes."""
+    probe = (
+        "import sys, monitor.cli, monitor.commands.poll, monitor.daemon.run, monitor.runtime\n"
+        "loaded = sorted(m for m in ('eth_abi', 'eth_utils') if m in sys.modules)\n"
+        "from monitor.chain.abi import encode_balance_of\n"
+        "encode_balance_of('0x' + '11' * 20)\n"
+        "print(loaded, 'eth_abi' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["[]", "True"]

@@ -23,8 +23,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from eth_abi.abi import decode, encode
-
 from monitor.domain.keccak import keccak256
 
 
@@ -156,6 +154,22 @@ def is_nft_approval(log: Mapping[str, Any]) -> bool:
     """Whether ``log`` is an ERC-721 ``Approval`` (same topic0 as ERC-20's, four topics)."""
     topics = _topics(log)
     return topics is not None and len(topics) == 4 and topics[0].lower() == APPROVAL_TOPIC0
+
+
+def encode(types: Sequence[str], args: Sequence[Any]) -> bytes:
+    """``eth_abi``'s ``encode``, imported on first use: eth_abi and eth_utils take about
+    0.25 s of CPU to import, which every process that reads no chain (``once`` and ``run``
+    without discovery, every other command) would pay at start."""
+    from eth_abi.abi import encode as eth_abi_encode
+
+    return eth_abi_encode(types, args)
+
+
+def decode(types: Sequence[str], data: bytes, *, strict: bool = True) -> tuple[Any, ...]:
+    """``eth_abi``'s ``decode``, imported on first use (see ``encode``)."""
+    from eth_abi.abi import decode as eth_abi_decode
+
+    return eth_abi_decode(types, data, strict=strict)
 
 
 def topic_for_address(address: str) -> str:
