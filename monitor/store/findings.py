@@ -25,9 +25,10 @@ from monitor.errors import StoreError
 from monitor.risk.rules import Finding
 from monitor.store.schema import FindingRow
 
-FindingRowKey = tuple[str, int, str, str, str]
-"""(rule, chain_id, wallet, spender, token or ""): a stored row's key; a finding's own key is
-``monitor.risk.model.FindingKey`` (token None for none)."""
+GroupKey = tuple[str, int, str, str]
+"""(rule, chain_id, spender, token or ""): the open findings of one rule, spender and token,
+which the index holds by wallet. A stored row's key is its group key and wallet; a finding's
+own key is ``monitor.risk.model.FindingKey`` (token None for none)."""
 
 OpenFinding = tuple[int, str, str, bool]
 """An open finding as stored: (row id, severity, detail, suppressed)."""
@@ -65,66 +66,97 @@ class StoredFinding:
 class FindingPlan:
     """The writes that bring the open findings in line with an evaluation."""
 
-    opened: list[tuple[FindingRowKey, Finding]]
-    updated: list[tuple[FindingRowKey, int, Finding]]
-    """(key, row id, finding with the new severity, detail and suppression)."""
-    resolved: list[tuple[FindingRowKey, int]]
-    """(key, row id)."""
+    opened: list[Finding]
+    updated: list[tuple[int, Finding]]
+    """(row id, finding with the new severity, detail and suppression)."""
+    resolved: list[tuple[GroupKey, str, int]]
+    """(group key, wallet, row id)."""
 
 
 @dataclass(slots=True, kw_only=True)
 class OpenFindings:
-    """The open findings of the database as of ``marker``, by key.
+    """The open findings of the database as of ``marker``, by group key and wallet.
 
-    Should the database hold two open rows for one key (syncs that took no lock could write
-    them, racing each other), the newest is tracked and the other left alone.
+    Nested rather than keyed by 5-tuples: at 266,000 open findings a key tuple per finding held
+    21 MiB for the daemon's life. Should the database hold two open rows for one key (syncs
+    that took no lock could write them, racing each other), the newest is tracked and the
+    other left alone.
     """
 
-    rows: dict[FindingRowKey, OpenFinding]
+    groups: dict[GroupKey, dict[str, OpenFinding]]
     marker: Marker
     synced: tuple[Finding, ...] | None = None
     """The findings (that very tuple) the rows were last brought in line with: handed the
     same tuple again, with the marker unchanged, there is nothing to compare."""
 
-    def apply(self, plan: FindingPlan, new_ids: Mapping[FindingRowKey, int]) -> None:
-        """Take in ``plan`` once it is committed; ``new_ids`` are its opened rows' ids."""
-        rows = self.rows
-        for key, _ in plan.resolved:
-            del rows[key]
-        for key, row_id, f in plan.updated:
-            rows[key] = (row_id, f.severity, f.detail, f.suppressed)
-        for key, f in plan.opened:
-            rows[key] = (new_ids[key], f.severity, f.detail, f.suppressed)
+    def __len__(self) -> int:
+        return sum(map(len, self.groups.values()))
+
+    def apply(self, plan: FindingPlan, new_ids: Sequence[int]) -> None:
+        """Take in ``plan`` once it is committed; ``new_ids`` are its opened rows' ids, in
+        the order of ``plan.opened``."""
+        groups = self.groups
+        for group_key, wallet, _ in plan.resolved:
+            rows = groups[group_key]
+            del rows[wallet]
+            if not rows:
+                del groups[group_key]
+        for row_id, f in plan.updated:
+            groups[group_of(f)][f.wallet] = (row_id, f.severity, f.detail, f.suppressed)
+        for f, row_id in zip(plan.opened, new_ids, strict=True):
+            group_key = group_of(f)
+            group = groups.get(group_key)
+            if group is None:
+                group = groups[group_key] = {}
+            group[f.wallet] = (row_id, f.severity, f.detail, f.suppressed)
         highest, open_count = self.marker
         self.marker = (
-            max([highest, *new_ids.values()]),
+            max(highest, max(new_ids, default=0)),
             open_count + len(plan.opened) - len(plan.resolved),
         )
 
 
+def group_of(f: Finding) -> GroupKey:
+    """The group key of ``f``'s row."""
+    return (f.rule, f.chain_id, f.spender, f.token or "")
+
+
 def plan_sync(
-    open_rows: Mapping[FindingRowKey, OpenFinding], found: Iterable[Finding]
+    open_groups: Mapping[GroupKey, Mapping[str, OpenFinding]], found: Iterable[Finding]
 ) -> FindingPlan:
     """What to write so that the open findings are exactly ``found`` (the last of several
     findings with one key wins)."""
-    # One pass over every finding is unavoidable; it allocates as little as it can, because
-    # on a large heap each allocation brings the next garbage collection closer.
-    current = {(f.rule, f.chain_id, f.wallet, f.spender, f.token or ""): f for f in found}
-    opened: list[tuple[FindingRowKey, Finding]] = []
-    updated: list[tuple[FindingRowKey, int, Finding]] = []
-    row_of = open_rows.get
-    for key, f in current.items():
-        row = row_of(key)
-        if row is None:
-            opened.append((key, f))
-        elif row[1] != f.severity or row[2] != f.detail or row[3] != f.suppressed:
-            updated.append((key, row[0], f))
-    resolved: list[tuple[FindingRowKey, int]] = []
-    if len(current) - len(opened) < len(open_rows):  # some open finding was not found
-        resolved = sorted(
-            ((key, open_rows[key][0]) for key in open_rows.keys() - current.keys()),
-            key=lambda item: item[1],
-        )
+    # One pass over every finding is unavoidable; it allocates as little as it can (no tuple
+    # per finding outlives it), because on a large heap each allocation brings the next
+    # garbage collection closer, and what a sync leaves behind is resident at the poll's peak.
+    current: dict[GroupKey, dict[str, Finding]] = {}
+    group_key: GroupKey
+    for f in found:
+        group_key = (f.rule, f.chain_id, f.spender, f.token or "")
+        bucket = current.get(group_key)
+        if bucket is None:
+            bucket = current[group_key] = {}
+        bucket[f.wallet] = f
+    opened: list[Finding] = []
+    updated: list[tuple[int, Finding]] = []
+    for group_key, bucket in current.items():
+        rows = open_groups.get(group_key)
+        if rows is None:
+            opened.extend(bucket.values())
+            continue
+        row_of = rows.get
+        for wallet, f in bucket.items():
+            row = row_of(wallet)
+            if row is None:
+                opened.append(f)
+            elif row[1] != f.severity or row[2] != f.detail or row[3] != f.suppressed:
+                updated.append((row[0], f))
+    resolved: list[tuple[GroupKey, str, int]] = []
+    for group_key, open_rows in open_groups.items():
+        bucket = current.get(group_key)
+        gone = open_rows.keys() if bucket is None else open_rows.keys() - bucket.keys()
+        resolved.extend((group_key, wallet, open_rows[wallet][0]) for wallet in gone)
+    resolved.sort(key=lambda item: item[2])
     return FindingPlan(opened=opened, updated=updated, resolved=resolved)
 
 
@@ -162,31 +194,30 @@ async def load_open_findings(conn: AsyncConnection, marker: Marker) -> OpenFindi
     # rules and details repeat across findings) instead of one per row and field.
     shared: dict[str, str] = {}
     same = shared.setdefault
-    rows: dict[FindingRowKey, OpenFinding] = {}
+    groups: dict[GroupKey, dict[str, OpenFinding]] = {}
     async for chunk in result.partitions(LOAD_CHUNK_ROWS):
         for rule, chain_id, wallet, spender, token, row_id, severity, detail, suppressed in chunk:
-            rows[
-                (
-                    same(rule, rule),
-                    chain_id,
-                    same(wallet, wallet),
-                    same(spender, spender),
-                    same(token, token) or "",
-                )
-            ] = (row_id, same(severity, severity), same(detail, detail), suppressed)
-    return OpenFindings(rows=rows, marker=marker)
+            group_key = (rule, chain_id, spender, token or "")
+            rows = groups.get(group_key)
+            if rows is None:
+                rows = groups[group_key] = {}
+            rows[same(wallet, wallet)] = (
+                row_id,
+                same(severity, severity),
+                same(detail, detail),
+                suppressed,
+            )
+    return OpenFindings(groups=groups, marker=marker)
 
 
-async def write_plan(
-    conn: AsyncConnection, plan: FindingPlan, *, now: datetime
-) -> dict[FindingRowKey, int]:
+async def write_plan(conn: AsyncConnection, plan: FindingPlan, *, now: datetime) -> list[int]:
     """Execute ``plan`` on ``conn``: one statement per chunk of rows. Returns the ids of the
-    opened rows."""
+    opened rows, in the order of ``plan.opened``."""
     by_id = FindingRow.id == bindparam("row_id")
     await _execute_chunked(
         conn,
         update(FindingRow).where(by_id).values(resolved_at=now),
-        [{"row_id": row_id} for _, row_id in plan.resolved],
+        [{"row_id": row_id} for _, _, row_id in plan.resolved],
     )
     await _execute_chunked(
         conn,
@@ -198,14 +229,14 @@ async def write_plan(
                 "detail": f.detail,
                 "suppressed": f.suppressed,
             }
-            for _, row_id, f in plan.updated
+            for row_id, f in plan.updated
         ],
     )
     # Each new row's id comes back with its key: SQLite cannot keep RETURNING in parameter
     # order without inserting row by row. The parameters are built a chunk at a time, and
-    # the ids are kept under the plan's own key tuples: the strings each returned row brings
-    # are dropped with its chunk (at 266,000 opened findings, the parameters of every row
-    # built at once and the returned keys kept to the end held about 190 MiB at the peak).
+    # only the ids are kept, in the plan's order: the strings each returned row brings are
+    # dropped with its chunk (at 266,000 opened findings, the parameters of every row built
+    # at once and the returned keys kept to the end held about 190 MiB at the peak).
     opening = insert(FindingRow).returning(
         FindingRow.rule,
         FindingRow.chain_id,
@@ -214,7 +245,7 @@ async def write_plan(
         FindingRow.token,
         FindingRow.id,
     )
-    new_ids: dict[FindingRowKey, int] = {}
+    new_ids: list[int] = []
     opened = plan.opened
     for start in range(0, len(opened), WRITE_CHUNK):
         chunk = opened[start : start + WRITE_CHUNK]
@@ -230,19 +261,20 @@ async def write_plan(
                 "suppressed": f.suppressed,
                 "opened_at": now,
             }
-            for _, f in chunk
+            for f in chunk
         ]
         result = await conn.execute(opening, rows)
         returned = {
             (rule, chain_id, wallet, spender, token): row_id
             for rule, chain_id, wallet, spender, token, row_id in result
         }
-        for key, _ in chunk:
-            row_id = returned.get(key)
-            if row_id is not None:
-                new_ids[key] = row_id
-    if len(new_ids) != len(opened):
-        raise StoreError(f"inserted {len(opened)} findings but {len(new_ids)} ids came back")
+        for f in chunk:
+            row_id = returned.get((f.rule, f.chain_id, f.wallet, f.spender, f.token or ""))
+            if row_id is None:
+                raise StoreError(
+                    f"inserted {len(chunk)} findings but no id came back for one of them"
+                )
+            new_ids.append(row_id)
     return new_ids
 
 
@@ -298,10 +330,10 @@ class FindingsLedger:
                 if found is index.synced:
                     # An evaluation that changed nothing hands back its previous tuple.
                     plan = FindingPlan(opened=[], updated=[], resolved=[])
-                elif len(found) + len(index.rows) >= COMPARE_IN_THREAD:
-                    plan = await asyncio.to_thread(plan_sync, index.rows, found)
+                elif len(found) + len(index) >= COMPARE_IN_THREAD:
+                    plan = await asyncio.to_thread(plan_sync, index.groups, found)
                 else:
-                    plan = plan_sync(index.rows, found)
+                    plan = plan_sync(index.groups, found)
                 new_ids = await write_plan(conn, plan, now=now)
         except (SQLAlchemyError, OSError) as exc:
             raise StoreError(f"could not record findings: {type(exc).__name__}") from exc
