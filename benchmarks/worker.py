@@ -491,7 +491,7 @@ def _poll_result(
         },
         "restore_cpu_s": restore_cpu_s,
         "outcome": getattr(recorded, "outcome", None),
-        "events": len(recorded.events) if recorded is not None else None,
+        "events": recorded.change_count if recorded is not None else None,
         "versions_written": getattr(recorded, "versions_written", None),
         "findings": marks.findings,
         "findings_opened": getattr(changes, "opened", None),

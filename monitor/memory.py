@@ -229,7 +229,7 @@ class MemoryStore:
             poll_id=poll_id,
             observed_at=result.finished_at,
             outcome=outcome,
-            events=events,
+            changes=events,
             snapshot=current,
             versions_written=len(events),
         )

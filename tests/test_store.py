@@ -16,8 +16,15 @@ from sqlalchemy import event, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from monitor.config.model import DEFAULT_UNLIMITED_THRESHOLD as T
+from monitor.domain import snapshot as snapshot_module
 from monitor.domain.model import UINT256_MAX, BatchOutcome
-from monitor.domain.snapshot import EMPTY_SNAPSHOT, Change, Snapshot, apply_events
+from monitor.domain.snapshot import (
+    EMPTY_SNAPSHOT,
+    Change,
+    Snapshot,
+    apply_events,
+    diff_snapshots,
+)
 from monitor.errors import StoreError
 from monitor.store import migrate, snapshots
 from monitor.store.engine import create_engine
@@ -63,6 +70,42 @@ async def test_an_unchanged_poll_adds_no_position_rows(migrated_engine: AsyncEng
     # The baseline is stored once, as values: its first observations are read back from them.
     assert await count(migrated_engine, ChangeEventRow) == 0
     assert [s.event for s in await store.events()] == list(first.events)
+
+
+async def test_the_baseline_is_observed_without_making_events(
+    migrated_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The baseline's every value is a first observation: the store writes them as versions
+    without making an event object per value, and its events are made only when asked. A
+    later poll from an empty state (after everything was revoked) is no baseline: its grants
+    are changes, made and stored as events."""
+    store = SqlSnapshotStore(migrated_engine, unlimited_threshold=T)
+    made: list[int] = []
+    real_events = snapshot_module._events
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        events = real_events(*args, **kwargs)
+        made.append(len(events))
+        return events
+
+    monkeypatch.setattr(snapshot_module, "_events", counting)
+    positions = [pos(W1, TK1, S1, 5, UINT256_MAX), pos(W2, TK2, S1, 7, 0)]
+    first = await store.record_poll(poll(1, batch(S1, (W1, W2), positions)))
+    assert made == []
+    assert (first.baseline, first.changes, first.versions_written) == (True, (), 3)
+    assert first.change_count == 3
+    assert first.events == diff_snapshots(EMPTY_SNAPSHOT, first.snapshot, threshold=T)
+    assert [s.event for s in await store.events()] == list(first.events)
+    assert await count(migrated_engine, ChangeEventRow) == 0
+
+    await store.record_poll(poll(2, batch(S1, (W1, W2), [])))  # revoked, balances gone
+    again = await store.record_poll(poll(3, batch(S1, (W1, W2), positions)))
+    assert not again.baseline
+    assert (
+        again.events == again.changes == diff_snapshots(EMPTY_SNAPSHOT, again.snapshot, threshold=T)
+    )
+    assert again.change_count == again.versions_written == 3
+    assert await count(migrated_engine, ChangeEventRow) == 6  # 3 gone, 3 back
 
 
 async def test_a_change_writes_only_the_changed_values(migrated_engine: AsyncEngine) -> None:

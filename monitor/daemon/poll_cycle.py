@@ -319,8 +319,8 @@ class Monitor:
             key: amounts for key, amounts in disagreeing.items() if key in self._disagreeing
         }
         self._disagreeing = disagreeing
-        if recorded.events and not await self._is_baseline(recorded.poll_id):
-            for event in recorded.events:
+        if recorded.changes and not await self._is_baseline(recorded.poll_id):
+            for event in recorded.changes:
                 self._instruments.count_change(event.change.value)
         self._tokens.update(await asyncio.to_thread(self._batch_tokens.of, result))
         now = self._clock()
@@ -543,7 +543,7 @@ def _log_poll(cycle: RecordedCycle, duration_s: float) -> None:
         recorded.outcome,
         duration_s,
         result.position_count,
-        len(recorded.events),
+        recorded.change_count,
         cycle.open_findings,
         len(result.batches),
         len(result.failures),

@@ -218,6 +218,20 @@ def diff_snapshots(old: Snapshot, new: Snapshot, *, threshold: int) -> tuple[Cha
     )
 
 
+def first_observations(snapshot: Snapshot) -> tuple[ChangeEvent, ...]:
+    """``diff_snapshots`` from nothing to ``snapshot``: every allowance granted, every balance
+    changed from zero (from zero, the unlimited threshold plays no part)."""
+    return _events(
+        {},
+        snapshot.allowances,
+        snapshot.allowances.keys(),
+        {},
+        snapshot.balances,
+        snapshot.balances.keys(),
+        threshold=0,
+    )
+
+
 def _events(
     old_allowances: Mapping[AllowanceKey, int],
     new_allowances: Mapping[AllowanceKey, int],

@@ -53,6 +53,7 @@ from monitor.domain.snapshot import (
     Change,
     ChangeEvent,
     Snapshot,
+    observe,
     observe_changes,
 )
 from monitor.errors import StoreError
@@ -184,6 +185,9 @@ class SqlSnapshotStore:
             # The first poll that observes anything is the baseline: its "changes" are first
             # observations, stored once, as its versions (``events`` reads them back).
             baseline = outcome != "failed" and await queries.first_observing_poll(conn) is None
+            # Nothing observed before it, so nothing to compare with: the baseline's values are
+            # all first observations. It is observed without making them into events.
+            from_nothing = baseline and not previous.allowances and not previous.balances
             current: Snapshot = previous
             events: tuple[ChangeEvent, ...] = ()
             if not repeated:
@@ -192,10 +196,17 @@ class SqlSnapshotStore:
                 # ``observe_changes`` is idempotent, so there is nothing to compare.)
                 # Pure CPU work over every position: off the loop, which keeps serving.
                 current, events = await asyncio.to_thread(
-                    _changes, previous, positions, result.coverages(), self._threshold
+                    _changes,
+                    None if from_nothing else previous,
+                    positions,
+                    result.coverages(),
+                    self._threshold,
                 )
             stored_events = () if baseline else events
-            if not events:
+            written = (
+                len(current.allowances) + len(current.balances) if from_nothing else len(events)
+            )
+            if not written:
                 # Nothing changed: the previous snapshot itself, so that whoever compares the
                 # two (the risk evaluator, the metrics) finds them identical at once.
                 current = previous
@@ -211,7 +222,7 @@ class SqlSnapshotStore:
                             batches_failed=len(result.failures),
                             positions=result.position_count,
                             events=len(stored_events),
-                            versions_written=len(events),  # one new version per event
+                            versions_written=written,  # one new version per changed value
                             error=_errors(result),
                         )
                         .returning(Poll.id)
@@ -219,15 +230,23 @@ class SqlSnapshotStore:
                 ).scalar_one()
             )
             await _insert_scopes(conn, poll_id, result)
-            # Rows are made from the events a chunk at a time, as they are written.
+            # Rows are made from the events (or the baseline's values) a chunk at a time, as
+            # they are written.
             await insert_rows(
                 conn,
                 AllowanceVersion,
                 ("chain_id", "wallet", "token", "spender", "poll_id", "amount"),
                 (
-                    (e.chain_id, e.wallet, e.token, e.spender, poll_id, e.new)
-                    for e in events
-                    if e.spender is not None
+                    (
+                        (chain_id, wallet, token, spender, poll_id, amount)
+                        for (chain_id, wallet, token, spender), amount in current.allowances.items()
+                    )
+                    if from_nothing
+                    else (
+                        (e.chain_id, e.wallet, e.token, e.spender, poll_id, e.new)
+                        for e in events
+                        if e.spender is not None
+                    )
                 ),
             )
             await insert_rows(
@@ -235,9 +254,16 @@ class SqlSnapshotStore:
                 BalanceVersion,
                 ("chain_id", "wallet", "token", "poll_id", "amount"),
                 (
-                    (e.chain_id, e.wallet, e.token, poll_id, e.new)
-                    for e in events
-                    if e.spender is None
+                    (
+                        (chain_id, wallet, token, poll_id, amount)
+                        for (chain_id, wallet, token), amount in current.balances.items()
+                    )
+                    if from_nothing
+                    else (
+                        (e.chain_id, e.wallet, e.token, poll_id, e.new)
+                        for e in events
+                        if e.spender is None
+                    )
                 ),
             )
             observed_at = result.finished_at
@@ -256,9 +282,10 @@ class SqlSnapshotStore:
             poll_id=poll_id,
             observed_at=result.finished_at,
             outcome=outcome,
-            events=events,
+            changes=events,
             snapshot=current,
-            versions_written=len(events),
+            versions_written=written,
+            baseline=from_nothing,
         )
 
     async def _lock(self, conn: AsyncConnection) -> None:
@@ -636,8 +663,15 @@ def _repeats(batches: Sequence[BatchOutcome], previous: Sequence[BatchSignature]
 
 
 def _changes(
-    previous: Snapshot, positions: Iterable[Position], coverages: Iterable[Coverage], threshold: int
+    previous: Snapshot | None,
+    positions: Iterable[Position],
+    coverages: Iterable[Coverage],
+    threshold: int,
 ) -> tuple[Snapshot, tuple[ChangeEvent, ...]]:
+    """The snapshot after a poll and its events; with no ``previous`` state (the baseline),
+    the snapshot alone, as its every value is a first observation."""
+    if previous is None:
+        return observe(EMPTY_SNAPSHOT, positions, coverages), ()
     return observe_changes(previous, positions, coverages, threshold=threshold)
 
 
