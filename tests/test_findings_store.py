@@ -147,6 +147,37 @@ async def test_opened_ids_come_back_in_the_plans_order_each_its_own_rows(
     assert [stored[f.token or ""] for f in plan.opened] == new_ids
 
 
+def test_a_sync_compares_severity_detail_and_suppression_each_on_its_own() -> None:
+    """The index packs each open row into one int: every field a sync compares must still
+    tell a change, alone, and the row id must come back whole however large."""
+    base = [finding(t) for t in (TK1, TK2, TK3, None)]
+    big = (1 << 62) + 12345
+    groups: dict[Any, dict[str, int]] = {}
+    for row_id, f in enumerate(base, start=big):
+        groups.setdefault(findings_module.group_of(f), {})[f.wallet] = findings_module.open_finding(
+            row_id, f.severity, f.detail, f.suppressed
+        )
+    assert findings_module.plan_sync(groups, base) == findings_module.FindingPlan(
+        opened=[], updated=[], resolved=[]
+    )
+    changed = [
+        finding(TK1, severity=Severity.CRITICAL),
+        finding(TK2, detail="unlimited, now 5 USDC"),
+        finding(TK3, suppressed=True),
+        base[3],
+    ]
+    plan = findings_module.plan_sync(groups, changed)
+    assert plan.updated == [(big, changed[0]), (big + 1, changed[1]), (big + 2, changed[2])]
+    assert plan.opened == [] and plan.resolved == []
+    # A row stored with a severity this process never made is not any severity it makes.
+    groups[findings_module.group_of(base[0])][W1] = findings_module.open_finding(
+        big, "fatal", base[0].detail, False
+    )
+    assert findings_module.plan_sync(groups, base).updated == [(big, base[0])]
+    gone = findings_module.plan_sync(groups, base[1:])
+    assert [(row_id, wallet) for _, wallet, row_id in gone.resolved] == [(big, W1)]
+
+
 async def test_a_failed_sync_writes_nothing_and_the_next_one_catches_up(
     migrated_engine: AsyncEngine,
 ) -> None:
