@@ -17,6 +17,7 @@ from monitor.config.exploits import bundled_exploits
 from monitor.domain.addresses import NATIVE_TOKEN
 from monitor.domain.model import UINT256_MAX, Token
 from monitor.domain.snapshot import AllowanceKey, BalanceKey, Change, ChangeEvent, Snapshot
+from monitor.risk import rules
 from monitor.risk.exploits import ExploitList
 from monitor.risk.exposure import spender_exposures, token_value_usd
 from monitor.risk.model import (
@@ -188,6 +189,35 @@ def test_a_zero_allowance_raises_nothing() -> None:
 
 
 # -- untrusted_spender --------------------------------------------------------------------------
+
+
+def test_details_that_name_no_number_of_their_own_are_one_shared_string(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An approval of 2^256-1 reads the same in every wallet: its findings' details are one
+    string object, not one per approval (however often the sharing table starts over)."""
+    allowances = {
+        (W1, USDC, STRANGER): UINT256_MAX,
+        (W2, USDC, STRANGER): UINT256_MAX,
+        (W1, WETH, STRANGER): UINT256_MAX,
+        (W2, WETH, STRANGER): 5 * 10**18,
+    }
+    for table_size in (rules.SHARED_DETAILS, 1):
+        monkeypatch.setattr(rules, "SHARED_DETAILS", table_size)
+        report = run(snap(allowances))
+        untrusted = {
+            (f.wallet, f.token): f.detail for f in fired(report, RuleName.UNTRUSTED_SPENDER)
+        }
+        unlimited = {
+            (f.wallet, f.token): f.detail for f in fired(report, RuleName.UNLIMITED_APPROVAL)
+        }
+        assert untrusted[(W1, USDC)] == untrusted[(W2, USDC)] == untrusted[(W1, WETH)]
+        assert "2^256-1 approved to" in untrusted[(W1, USDC)]
+        assert "5 WETH approved to" in untrusted[(W2, WETH)]
+        if table_size > 1:
+            assert untrusted[(W1, USDC)] is untrusted[(W2, USDC)] is untrusted[(W1, WETH)]
+            assert unlimited[(W1, USDC)] is unlimited[(W2, USDC)]
+        assert unlimited[(W1, USDC)] == unlimited[(W2, USDC)] != unlimited[(W1, WETH)]
 
 
 def test_approval_to_a_spender_not_marked_trusted_is_a_warning() -> None:

@@ -199,9 +199,12 @@ def unlimited_finding(
         RuleName.UNLIMITED_APPROVAL,
         Severity.WARNING,
         key,
-        f"unlimited {_symbol(chain_id, token, tokens)} approval "
-        f"({_amount(allowance, chain_id, token, tokens)}) to "
-        f"{_spender_name(chain_id, spender, spenders)}",
+        _shared_if_named(
+            f"unlimited {_symbol(chain_id, token, tokens)} approval "
+            f"({_amount(allowance, chain_id, token, tokens)}) to "
+            f"{_spender_name(chain_id, spender, spenders)}",
+            allowance,
+        ),
     )
 
 
@@ -217,8 +220,11 @@ def untrusted_finding(
         RuleName.UNTRUSTED_SPENDER,
         Severity.WARNING,
         key,
-        f"{_amount(allowance, chain_id, token, tokens)} approved to "
-        f"{_spender_name(chain_id, spender, spenders)}, {why}",
+        _shared_if_named(
+            f"{_amount(allowance, chain_id, token, tokens)} approved to "
+            f"{_spender_name(chain_id, spender, spenders)}, {why}",
+            allowance,
+        ),
     )
 
 
@@ -240,9 +246,12 @@ def exploited_finding(
         RuleName.EXPLOITED_SPENDER,
         Severity.CRITICAL,
         key,
-        f"{_amount(allowance, chain_id, token, tokens)} approved to "
-        f"{_spender_name(chain_id, spender, spenders)}{trusted}, exploited in "
-        f"{info.name}{when} (source: {info.source}): revoke it",
+        _shared_if_named(
+            f"{_amount(allowance, chain_id, token, tokens)} approved to "
+            f"{_spender_name(chain_id, spender, spenders)}{trusted}, exploited in "
+            f"{info.name}{when} (source: {info.source}): revoke it",
+            allowance,
+        ),
     )
 
 
@@ -260,9 +269,12 @@ def eoa_finding(
         RuleName.EOA_SPENDER,
         Severity.CRITICAL,
         key,
-        f"{_amount(allowance, chain_id, token, tokens)} approved to "
-        f"{_spender_name(chain_id, spender, spenders)}, an address with no contract code "
-        "(a plain wallet: the signature of a phishing approval)",
+        _shared_if_named(
+            f"{_amount(allowance, chain_id, token, tokens)} approved to "
+            f"{_spender_name(chain_id, spender, spenders)}, an address with no contract code "
+            "(a plain wallet: the signature of a phishing approval)",
+            allowance,
+        ),
     )
 
 
@@ -431,6 +443,26 @@ def _approvals(snapshot: Snapshot, tokens: TokenIndex) -> list[tuple[AllowanceKe
         for key, allowance in sorted(snapshot.allowances.items())
         if allowance > 0 and not is_native(key[0], key[2], tokens)
     ]
+
+
+SHARED_DETAILS = 4096
+"""At most this many distinct details are shared (``_shared_if_named``) before the table
+starts over, so that it stays small whatever comes and goes."""
+_shared_details: dict[str, str] = {}
+
+
+def _shared_if_named(detail: str, amount: int) -> str:
+    """``detail`` as one string object shared by every equal detail, when its amount is a
+    named one (2^256-1, ...): it then names no number of its own and repeats across wallets
+    and tokens (at the large benchmark, 100,000 of 266,000 findings' details, 9.5 MiB)."""
+    if amount not in _NAMED_AMOUNTS:
+        return detail
+    shared = _shared_details.get(detail)
+    if shared is None:
+        if len(_shared_details) >= SHARED_DETAILS:
+            _shared_details.clear()
+        shared = _shared_details.setdefault(detail, detail)
+    return shared
 
 
 def _finding(rule: RuleName, severity: Severity, key: AllowanceKey, detail: str) -> Finding:
