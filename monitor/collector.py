@@ -41,8 +41,8 @@ Both also hand the memory that C's allocator holds free back to the system
 (``release_free_memory``: glibc's ``malloc_trim``). A poll's transient objects larger than
 CPython's small-object limit (dict and list tables, long strings, answer bodies) are freed to
 glibc's heap, and freed pages below the last live block stay resident until trimmed: after
-the first poll of 306,000 positions that was 37 MB of the daemon's 455 MB, for 5 ms of CPU
-(1 ms at an unchanged poll).
+the first poll of 306,000 positions (the benchmark's worker, which runs the poll cycle) that
+was 37 of 455 MiB resident, for 5 ms of CPU (1 ms at an unchanged poll).
 """
 
 from __future__ import annotations

@@ -106,7 +106,9 @@ class PollStore(Protocol):
 
     Recording a poll compares it with the latest recorded state and stores what changed
     (``RecordedPoll.events``): within what each successful batch covered, a value missing
-    from the poll is a zero; a failed batch changes nothing. Every method raises
+    from the poll is a zero; a failed batch changes nothing. The baseline, recorded over an
+    empty state, may be stored as values alone and flagged ``RecordedPoll.baseline``: its
+    events are then its first observations, made only when asked. Every method raises
     ``monitor.errors.StoreError`` when the store fails.
     """
 
