@@ -454,7 +454,7 @@ _shared_details: dict[str, str] = {}
 def _shared_if_named(detail: str, amount: int) -> str:
     """``detail`` as one string object shared by every equal detail, when its amount is a
     named one (2^256-1, ...): it then names no number of its own and repeats across wallets
-    and tokens (at the large benchmark, 100,000 of 266,000 findings' details, 9.5 MiB)."""
+    and tokens (at the large benchmark, 100,000 of 266,000 findings' details, 9.2 MiB)."""
     if amount not in _NAMED_AMOUNTS:
         return detail
     shared = _shared_details.get(detail)
